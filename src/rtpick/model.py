@@ -1,0 +1,214 @@
+"""What a model is to rtpick: its input/output specs, and the sources a runtime can build from.
+
+A `Model` wraps one user-given source (an ONNX file, a torch module, a ``.pt2`` ExportedProgram, a zoo name) and
+can hand each runtime the form it needs: an ONNX file (torch sources are exported once, cached by content hash)
+or a torch module. Nothing heavy is imported until a form is asked for.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtpick.errors import RtpickError
+from rtpick.settings import cache_dir
+
+Dim = int | str  # a fixed size, or the name of a symbolic (dynamic) dimension
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One model input or output: name, numpy dtype name, shape with symbolic dims as strings."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+
+    @property
+    def is_static(self) -> bool:
+        return all(isinstance(d, int) for d in self.shape)
+
+    def describe(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model as every runtime sees it: named, typed inputs and outputs."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    source: str  # "onnx", "torch", "pt2", "torchvision", "bundled"
+    sha256: str
+
+    def input(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise RtpickError(f"the model has no input named {name!r}; its inputs are {self.input_names()}")
+
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.inputs]
+
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.outputs]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+def resolve_shapes(
+    inputs: Sequence[TensorSpec],
+    shapes: Mapping[str, Sequence[int]] | None = None,
+    batch: int | None = None,
+) -> dict[str, tuple[int, ...]]:
+    """Concrete shapes for every input: fixed dims as declared, symbolic ones from `shapes` or `batch`.
+
+    A symbolic dim named the same in several inputs (``batch``, ``sequence``) takes one value everywhere, so
+    setting it on one input is enough. An unset symbolic dim is the user's mistake, named with the fix.
+    """
+    shapes = dict(shapes or {})
+    names = {t.name for t in inputs}
+    for unknown in set(shapes) - names:
+        raise RtpickError(f"--shape names {unknown!r}, which is not an input; the inputs are {sorted(names)}")
+    symbols: dict[str, int] = {}
+    for spec in inputs:
+        given = shapes.get(spec.name)
+        if given is None:
+            continue
+        given = tuple(int(d) for d in given)
+        if len(given) != len(spec.shape):
+            raise RtpickError(
+                f"--shape for {spec.name!r} has {len(given)} dims but the input has {len(spec.shape)} "
+                f"({spec.describe()})"
+            )
+        for declared, value in zip(spec.shape, given):
+            if value <= 0:
+                raise RtpickError(f"--shape for {spec.name!r} has a dim {value}; every dim must be positive")
+            if isinstance(declared, int) and declared != value:
+                raise RtpickError(
+                    f"--shape for {spec.name!r} sets a fixed dim of {declared} to {value} ({spec.describe()})"
+                )
+            if isinstance(declared, str):
+                symbols.setdefault(declared, value)
+    if batch is not None:
+        if batch <= 0:
+            raise RtpickError(f"--batch must be a positive whole number, not {batch}")
+    resolved: dict[str, tuple[int, ...]] = {}
+    for spec in inputs:
+        if spec.name in shapes:
+            resolved[spec.name] = tuple(int(d) for d in shapes[spec.name])
+            continue
+        dims: list[int] = []
+        for axis, declared in enumerate(spec.shape):
+            if isinstance(declared, int):
+                dims.append(declared)
+            elif declared in symbols:
+                dims.append(symbols[declared])
+            elif axis == 0 and batch is not None:
+                dims.append(batch)
+            elif axis == 0 and batch is None and len(spec.shape) > 1 and _all_other_dims_fixed(spec):
+                dims.append(1)  # the usual dynamic batch axis: default to a batch of one
+            else:
+                example = "x".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
+                raise RtpickError(
+                    f"input {spec.name!r} has symbolic dim {declared!r} ({spec.describe()}); "
+                    f"set it with --shape {spec.name}:{example} (N a number)"
+                )
+        resolved[spec.name] = tuple(dims)
+    return resolved
+
+
+def _all_other_dims_fixed(spec: TensorSpec) -> bool:
+    return all(isinstance(d, int) for d in spec.shape[1:])
+
+
+def with_batch(shapes: Mapping[str, tuple[int, ...]], batch: int) -> dict[str, tuple[int, ...]]:
+    """The same shapes with the leading (batch) axis set to `batch`."""
+    return {name: (batch, *shape[1:]) if shape else shape for name, shape in shapes.items()}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old content or the new one, never half of either."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class Model:
+    """A loaded model source and the forms runtimes can build from.
+
+    `onnx_file` is set for ONNX sources (and for torch sources once exported); `torch_factory` builds a fresh
+    ``torch.nn.Module`` in eval mode for torch runtimes. `example_inputs` (numpy) drive the ONNX export.
+    """
+
+    spec: ModelSpec
+    path: Path | None = None
+    onnx_file: Path | None = None
+    torch_factory: Callable[[], Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_torch(self) -> bool:
+        return self.torch_factory is not None
+
+    def onnx_path(self) -> Path:
+        """The ONNX file for this model: the user's own, or an export of the torch source (cached)."""
+        if self.onnx_file is not None:
+            return self.onnx_file
+        if self.torch_factory is None:  # pragma: no cover - every Model has one form or the other
+            raise RtpickError(f"model {self.spec.name!r} has neither an ONNX file nor a torch source")
+        from rtpick.export import export_to_onnx
+
+        self.onnx_file = export_to_onnx(self)
+        return self.onnx_file
+
+    def torch_module(self) -> Any:
+        if self.torch_factory is None:
+            raise RtpickError(
+                f"the torch runtimes need a PyTorch source, and {self.spec.name!r} is ONNX only; "
+                "pass a torch module, a .pt2 ExportedProgram or a torchvision:<name> model, or use an ort-* runtime"
+            )
+        return self.torch_factory()
+
+
+def load_model(source: Any, *, weights: str | os.PathLike[str] | None = None, input_specs: Any = None) -> Model:
+    """Turn whatever the user gave into a `Model`; a clear `RtpickError` for anything that is not a model."""
+    from rtpick import sources
+
+    return sources.load(source, weights=weights, input_specs=input_specs)

@@ -1,0 +1,1 @@
+"""Runtimes: one module per engine, each keeping the contract of `rtpick.runtimes.base`."""

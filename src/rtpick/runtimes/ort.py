@@ -1,0 +1,338 @@
+"""ONNX Runtime: ort-cpu, ort-cuda (IO binding, fp16), ort-tensorrt (TensorRT execution provider).
+
+All three are one session class over different execution providers. A session that ONNX Runtime silently
+placed on a different provider than the one asked for is refused at build time: rtpick never falls back to
+another device without saying so.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import importlib.util
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rtpick.errors import BuildError, RtpickError
+from rtpick.model import Model, atomic_write_bytes
+from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
+from rtpick.settings import cache_dir
+
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def _ort() -> Any:
+    import onnxruntime
+
+    return onnxruntime
+
+
+def _session_options(options: Mapping[str, Any]) -> Any:
+    ort = _ort()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[options["graph_optimization"]]
+    if options.get("threads", 0):
+        so.intra_op_num_threads = int(options["threads"])
+    so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to a user
+    return so
+
+
+class OrtSession(Session):
+    """An ONNX Runtime InferenceSession; numpy feeds go through `run`, torch tensors through IO binding."""
+
+    def __init__(self, model: Model, precision: str, runtime: str, device: str, ort_session: Any,
+                 options: Mapping[str, Any]) -> None:
+        super().__init__(runtime, precision, model.spec.inputs, model.spec.outputs, device, options)
+        self._session = ort_session
+        self._binding_shapes: dict[tuple[Any, ...], list[tuple[int, ...]]] = {}
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self._session.get_providers())
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        first = next(iter(feeds.values()))
+        if is_torch(first):
+            return self._run_torch(feeds)
+        results = self._session.run(None, feeds)
+        return dict(zip(self._output_names, results))
+
+    def _run_torch(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """IO binding on the tensors' own memory: inputs and outputs stay where they are (no host copies)."""
+        import torch
+
+        binding = self._session.io_binding()
+        device = next(iter(feeds.values())).device
+        device_type = "cuda" if device.type == "cuda" else "cpu"
+        device_id = device.index or 0
+        for spec in self.inputs:
+            tensor = feeds[spec.name].contiguous()
+            binding.bind_input(spec.name, device_type, device_id, np.dtype(spec.dtype), tuple(tensor.shape),
+                               tensor.data_ptr())
+        signature = tuple((name, tuple(value.shape)) for name, value in feeds.items())
+        shapes = self._binding_shapes.get(signature)
+        if shapes is None:
+            # First call with these shapes: let ONNX Runtime allocate the outputs to learn their shapes.
+            for name in self._output_names:
+                binding.bind_output(name, device_type, device_id)
+            self._session.run_with_iobinding(binding)
+            values = binding.get_outputs()
+            self._binding_shapes[signature] = [tuple(v.shape()) for v in values]
+            return {
+                name: torch.from_numpy(v.numpy()).to(device) for name, v in zip(self._output_names, values)
+            }
+        outputs = {}
+        for spec, shape in zip(self.outputs, shapes):
+            out = torch.empty(shape, dtype=getattr(torch, spec.dtype), device=device)
+            binding.bind_output(spec.name, device_type, device_id, np.dtype(spec.dtype), shape, out.data_ptr())
+            outputs[spec.name] = out
+        if device_type == "cuda":
+            binding.synchronize_inputs()
+        self._session.run_with_iobinding(binding)
+        if device_type == "cuda":
+            binding.synchronize_outputs()
+        return outputs
+
+    def _release(self) -> None:
+        self._session = None
+
+
+class OrtRuntime(Runtime):
+    """What the three ONNX Runtime flavours share; each subclass names its provider and precisions."""
+
+    engine = "onnxruntime"
+    provider: ClassVar[str]
+    install_hint = "pip install onnxruntime"
+    options: ClassVar[dict[str, Option]] = {
+        "graph_optimization": Option("all", "ONNX Runtime graph optimisation level", GRAPH_LEVELS),
+        "threads": Option(0, "intra-op threads (0: ONNX Runtime's default, one per physical core)"),
+    }
+
+    def availability(self) -> Availability:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return Availability(False, f"onnxruntime is not installed ({self.install_hint})")
+        providers = _ort().get_available_providers()
+        if self.provider not in providers:
+            return Availability(
+                False, f"this onnxruntime build has no {self.provider} (it has {', '.join(providers)}); "
+                f"{self.install_hint}"
+            )
+        return self._device_availability()
+
+    def _device_availability(self) -> Availability:
+        return Availability(True)
+
+    def _providers(self, precision: str, options: Mapping[str, Any], model: Model) -> list[Any]:
+        return [self.provider]
+
+    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                     options: Mapping[str, Any]) -> str:
+        """The ONNX file to load for this precision (converted or quantised copies live in the cache)."""
+        return str(model.onnx_path())
+
+    def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
+               options: dict[str, Any]) -> Session:
+        ort = _ort()
+        path = self._model_bytes(model, precision, shapes, options)
+        providers = self._providers(precision, options, model)
+        try:
+            session = ort.InferenceSession(path, sess_options=_session_options(options), providers=providers)
+        except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types per failure
+            raise BuildError(f"{self.name}:{precision} failed to build: {_first_line(exc)}") from exc
+        used = session.get_providers()[0]
+        if used != self.provider:
+            raise BuildError(
+                f"{self.name}:{precision}: ONNX Runtime placed the model on {used}, not {self.provider} "
+                "(rtpick does not fall back silently); check that the provider's libraries load"
+            )
+        return OrtSession(model, precision, self.name, self.device, session, options)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class OrtCpu(OrtRuntime):
+    """ONNX Runtime's CPU provider: fp32, and int8 by static QDQ quantisation calibrated on inputs."""
+
+    name = "ort-cpu"
+    device = "cpu"
+    provider = "CPUExecutionProvider"
+    precisions = ("fp32", "int8")
+    options: ClassVar[dict[str, Option]] = {
+        **OrtRuntime.options,
+        "calibration": Option("", "int8: an .npz of calibration inputs (default: synthetic inputs, said so)"),
+        "calibration_samples": Option(32, "int8: how many synthetic calibration samples when none are given"),
+    }
+
+    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                     options: Mapping[str, Any]) -> str:
+        if precision != "int8":
+            return str(model.onnx_path())
+        from rtpick.quantize import quantize_int8
+
+        path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"])
+        self._last_note = note
+        return str(path)
+
+    def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
+               options: dict[str, Any]) -> Session:
+        self._last_note = ""
+        session = super()._build(model, precision, shapes, options)
+        if self._last_note:
+            session.info.notes.append(self._last_note)
+        return session
+
+
+def _cuda_device_count() -> int:
+    """GPUs the NVIDIA driver sees, asked through NVML or the driver library, without importing torch."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # noqa: BLE001 - no NVML is the same as no GPU for this question
+        pass
+    name = ctypes.util.find_library("cuda")
+    if not name:
+        return 0
+    try:
+        lib = ctypes.CDLL(name)
+        if lib.cuInit(0) != 0:
+            return 0
+        count = ctypes.c_int(0)
+        return count.value if lib.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
+    except OSError:
+        return 0
+
+
+def gpu_availability() -> Availability:
+    if _cuda_device_count() == 0:
+        return Availability(False, "no NVIDIA GPU is visible on this machine")
+    return Availability(True)
+
+
+def fp16_model(model: Model) -> Path:
+    """An fp16 copy of the model that keeps fp32 inputs and outputs, cached by the source hash."""
+    target = cache_dir() / "onnx" / f"{model.spec.sha256[:32]}-fp16.onnx"
+    if target.exists():
+        return target
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    proto = onnx.load(str(model.onnx_path()))
+    converted = convert_float_to_float16(proto, keep_io_types=True, disable_shape_infer=False)
+    atomic_write_bytes(target, converted.SerializeToString())
+    return target
+
+
+class OrtCuda(OrtRuntime):
+    """ONNX Runtime's CUDA provider, IO binding for device tensors, fp16 by model conversion."""
+
+    name = "ort-cuda"
+    device = "cuda"
+    provider = "CUDAExecutionProvider"
+    precisions = ("fp32", "tf32", "fp16")
+    install_hint = "pip install 'rtpick[gpu]' (onnxruntime-gpu, in place of onnxruntime)"
+    options: ClassVar[dict[str, Option]] = {
+        **OrtRuntime.options,
+        "cudnn_conv_algo_search": Option("EXHAUSTIVE", "cuDNN convolution algorithm search",
+                                         ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")),
+        "cuda_graph": Option(False, "capture a CUDA graph (static shapes, torch tensors on the GPU)"),
+        "device_id": Option(0, "which GPU"),
+    }
+
+    def _device_availability(self) -> Availability:
+        return gpu_availability()
+
+    def _providers(self, precision: str, options: Mapping[str, Any], model: Model) -> list[Any]:
+        provider_options = {
+            "device_id": str(options["device_id"]),
+            "cudnn_conv_algo_search": options["cudnn_conv_algo_search"],
+            "use_tf32": "1" if precision == "tf32" else "0",
+            "enable_cuda_graph": "1" if options["cuda_graph"] else "0",
+        }
+        return [(self.provider, provider_options)]
+
+    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                     options: Mapping[str, Any]) -> str:
+        return str(fp16_model(model)) if precision == "fp16" else str(model.onnx_path())
+
+
+def nvinfer_availability() -> Availability:
+    """TensorRT's runtime library must load for the TensorRT provider to do anything but fall back."""
+    for candidate in ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so"):
+        try:
+            ctypes.CDLL(candidate)
+            return Availability(True)
+        except OSError:
+            continue
+    return Availability(False, "TensorRT's library libnvinfer.so.10 does not load (install TensorRT 10: "
+                        "pip install tensorrt, on a machine that reaches NVIDIA's package index)")
+
+
+class OrtTensorRT(OrtRuntime):
+    """ONNX Runtime's TensorRT provider, with its engine and timing caches in rtpick's cache.
+
+    Written to ONNX Runtime's documented provider options; not yet run by the project (no TensorRT on its GPU
+    machine).
+    """
+
+    name = "ort-tensorrt"
+    device = "cuda"
+    provider = "TensorrtExecutionProvider"
+    precisions = ("fp32", "fp16", "int8")
+    verified = False
+    install_hint = "pip install 'rtpick[gpu]' and TensorRT 10 (pip install tensorrt)"
+    options: ClassVar[dict[str, Option]] = {
+        **OrtRuntime.options,
+        "device_id": Option(0, "which GPU"),
+        "workspace_mb": Option(4096, "TensorRT builder workspace, MiB"),
+        "cuda_graph": Option(False, "capture a CUDA graph (static shapes)"),
+    }
+
+    def _device_availability(self) -> Availability:
+        state = gpu_availability()
+        return state if not state.ok else nvinfer_availability()
+
+    def _providers(self, precision: str, options: Mapping[str, Any], model: Model) -> list[Any]:
+        engines = cache_dir() / "ort-trt" / model.spec.sha256[:32]
+        engines.mkdir(parents=True, exist_ok=True)
+        trt_options = {
+            "device_id": options["device_id"],
+            "trt_max_workspace_size": int(options["workspace_mb"]) << 20,
+            "trt_fp16_enable": precision in ("fp16", "int8"),
+            "trt_int8_enable": precision == "int8",
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(engines),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(engines),
+            "trt_cuda_graph_enable": bool(options["cuda_graph"]),
+        }
+        if precision == "int8":
+            # INT8 without a calibration table works only on explicitly quantised (QDQ) models.
+            trt_options["trt_int8_use_native_calibration_table"] = False
+        cuda_options = {"device_id": str(options["device_id"])}
+        return [(self.provider, trt_options), ("CUDAExecutionProvider", cuda_options)]
+
+    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                     options: Mapping[str, Any]) -> str:
+        if precision == "int8":
+            from rtpick.quantize import quantize_int8
+
+            path, _ = quantize_int8(model, shapes, None, 32)
+            return str(path)
+        return str(model.onnx_path())
+
+

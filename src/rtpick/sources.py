@@ -1,0 +1,263 @@
+"""Loading model sources: ONNX files, torch modules, ``.pt2`` ExportedPrograms, ``torchvision:<name>``, bundled.
+
+Each loader returns a `Model` whose spec is read without running any runtime. Bad input (a missing file, a
+file that is not a model, a corrupted ONNX file) becomes one `RtpickError` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from rtpick.errors import RtpickError
+from rtpick.model import Model, ModelSpec, TensorSpec, file_sha256
+
+BUNDLED = {"rtpick:digits": "digits"}
+
+
+def load(source: Any, *, weights: Any = None, input_specs: Any = None) -> Model:
+    if isinstance(source, Model):
+        return source
+    if _is_torch_module(source):
+        return _from_torch_module(source, input_specs, name=type(source).__name__)
+    if not isinstance(source, str | os.PathLike):
+        raise RtpickError(
+            f"cannot load a model from a {type(source).__name__}; give an .onnx or .pt2 path, "
+            "a torchvision:<name> zoo name, rtpick:digits, or a torch.nn.Module"
+        )
+    text = os.fspath(source)
+    if text in BUNDLED:
+        return load_bundled(BUNDLED[text])
+    if text.startswith("torchvision:"):
+        return _from_torchvision(text.split(":", 1)[1], weights)
+    path = Path(text)
+    if not path.exists():
+        raise RtpickError(f"model file {text!r} does not exist; check the path")
+    if path.is_dir():
+        raise RtpickError(f"{text!r} is a directory; give a model file (.onnx or .pt2)")
+    if path.suffix == ".pt2":
+        return _from_pt2(path)
+    return _from_onnx(path)
+
+
+def _is_torch_module(obj: Any) -> bool:
+    return any(cls.__module__.startswith("torch.nn") and cls.__name__ == "Module" for cls in type(obj).__mro__)
+
+
+# ---------------------------------------------------------------------------------------------------- ONNX
+
+
+def _onnx_dtype(elem_type: int) -> str:
+    import onnx.helper
+
+    try:
+        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
+    except Exception as exc:  # noqa: BLE001 - any unknown type is the same fact for the user
+        raise RtpickError(f"ONNX element type {elem_type} has no numpy equivalent") from exc
+
+
+def _value_info_spec(value_info: Any, owner: str) -> TensorSpec:
+    tensor_type = value_info.type.tensor_type
+    if not value_info.type.HasField("tensor_type"):
+        raise RtpickError(f"{owner} {value_info.name!r} is not a tensor (sequences and maps are not supported)")
+    dims: list[int | str] = []
+    for axis, dim in enumerate(tensor_type.shape.dim):
+        if dim.HasField("dim_value") and dim.dim_value > 0:
+            dims.append(int(dim.dim_value))
+        elif dim.HasField("dim_param") and dim.dim_param:
+            dims.append(dim.dim_param)
+        else:
+            dims.append(f"{value_info.name}_dim{axis}")
+    return TensorSpec(value_info.name, _onnx_dtype(tensor_type.elem_type), tuple(dims))
+
+
+def onnx_spec(path: Path, name: str | None = None, source: str = "onnx") -> ModelSpec:
+    """Read inputs and outputs from an ONNX file without loading external weights."""
+    import onnx
+
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises several types for a bad file
+        raise RtpickError(f"{path} is not a readable ONNX model ({type(exc).__name__}); check the file") from exc
+    if not proto.graph.node and not proto.graph.output:
+        raise RtpickError(f"{path} is not an ONNX model (no graph found); check the file")
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = tuple(_value_info_spec(v, "input") for v in proto.graph.input if v.name not in initializers)
+    outputs = tuple(_value_info_spec(v, "output") for v in proto.graph.output)
+    return ModelSpec(name or path.stem, inputs, outputs, source, file_sha256(path))
+
+
+def _from_onnx(path: Path) -> Model:
+    return Model(spec=onnx_spec(path), path=path, onnx_file=path)
+
+
+# ---------------------------------------------------------------------------------------------------- torch
+
+
+def _require_torch(what: str) -> Any:
+    if importlib.util.find_spec("torch") is None:
+        raise RtpickError(f"{what} needs PyTorch; install it with: pip install 'rtpick[torch]'")
+    import torch
+
+    return torch
+
+
+def _torch_dtype_name(dtype: Any) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _module_hash(module: Any, inputs: tuple[TensorSpec, ...]) -> str:
+    """A content hash of a module: its class, parameters and buffers, and the input specs."""
+    digest = hashlib.sha256()
+    digest.update(f"{type(module).__module__}.{type(module).__qualname__}".encode())
+    for key, tensor in module.state_dict().items():
+        digest.update(key.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr([t.to_dict() for t in inputs]).encode())
+    return digest.hexdigest()
+
+
+def parse_input_specs(input_specs: Any) -> tuple[TensorSpec, ...]:
+    """Accept input specs as `TensorSpec`s, example tensors/arrays, or ``{name: shape}`` / ``{name: tensor}``."""
+    if input_specs is None:
+        raise RtpickError(
+            "a torch module needs example inputs or input specs: rtpick.load(module, input_specs={'x': (1, 3, 224, 224)})"
+        )
+    items: list[tuple[str, Any]]
+    if isinstance(input_specs, dict):
+        items = list(input_specs.items())
+    else:
+        if not isinstance(input_specs, list | tuple):
+            input_specs = [input_specs]
+        items = [(getattr(s, "name", None) or f"input_{i}", s) for i, s in enumerate(input_specs)]
+    specs = []
+    for axis_name, (name, value) in enumerate(items):
+        del axis_name
+        if isinstance(value, TensorSpec):
+            specs.append(value)
+        elif hasattr(value, "shape") and hasattr(value, "dtype"):
+            shape = tuple(int(d) for d in value.shape)
+            dims = ("batch", *shape[1:]) if len(shape) > 1 else shape
+            specs.append(TensorSpec(name, _torch_dtype_name(value.dtype), dims))
+        elif isinstance(value, list | tuple):
+            shape = tuple(value)
+            dims = ("batch", *shape[1:]) if len(shape) > 1 else shape
+            specs.append(TensorSpec(name, "float32", dims))
+        else:
+            raise RtpickError(f"input spec for {name!r} must be a shape, an example tensor or a TensorSpec")
+    return tuple(specs)
+
+
+def _output_specs(module: Any, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
+    """Run the module once on a batch of two to learn its outputs' names, dtypes and ranks."""
+    from rtpick.data import synthetic_feeds
+    from rtpick.model import resolve_shapes
+
+    torch = _require_torch("a torch model")
+    feeds = synthetic_feeds(inputs, resolve_shapes(inputs, batch=2), seed=0)
+    with torch.inference_mode():
+        result = module(*[torch.from_numpy(feeds[t.name]) for t in inputs])
+    outputs = flatten_outputs(result)
+    specs = []
+    for i, (name, tensor) in enumerate(outputs):
+        shape = tuple(int(d) for d in tensor.shape)
+        dims = ("batch", *shape[1:]) if shape and shape[0] == 2 else shape
+        specs.append(TensorSpec(name or ("output" if len(outputs) == 1 else f"output_{i}"), _torch_dtype_name(tensor.dtype), dims))
+    return tuple(specs)
+
+
+def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
+    """A module's return value as a flat list of (name or None, tensor): tensors, tuples, lists, dicts."""
+    if isinstance(result, dict):
+        return [(str(k), v) for k, v in result.items()]
+    if isinstance(result, list | tuple):
+        if hasattr(result, "_fields"):  # namedtuple
+            return [(k, getattr(result, k)) for k in result._fields]
+        flat: list[tuple[str | None, Any]] = []
+        for item in result:
+            flat.extend(flatten_outputs(item))
+        return flat
+    if hasattr(result, "to_tuple"):  # transformers ModelOutput
+        return [(str(k), v) for k, v in result.items()]
+    return [(None, result)]
+
+
+def _from_torch_module(module: Any, input_specs: Any, name: str, source: str = "torch") -> Model:
+    torch = _require_torch("a torch model")
+    module = module.eval()
+    inputs = parse_input_specs(input_specs)
+    outputs = _output_specs(module, inputs)
+    spec = ModelSpec(name, inputs, outputs, source, _module_hash(module, inputs))
+    del torch
+    return Model(spec=spec, torch_factory=lambda: module)
+
+
+def _from_pt2(path: Path) -> Model:
+    torch = _require_torch(f"{path.name} (a torch.export program)")
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise RtpickError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {exc})") from exc
+    inputs = []
+    user_inputs = set(program.graph_signature.user_inputs)
+    for node in program.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        value = node.meta.get("val")
+        dims = tuple(int(d) if str(d).lstrip("-").isdigit() else str(d) for d in value.shape)
+        inputs.append(TensorSpec(node.name, _torch_dtype_name(value.dtype), dims))
+    module = program.module()
+    specs = tuple(inputs)
+    outputs = _output_specs(module, specs)
+    spec = ModelSpec(path.stem, specs, outputs, "pt2", file_sha256(path))
+    return Model(spec=spec, path=path, torch_factory=lambda: module)
+
+
+def _from_torchvision(name: str, weights: Any) -> Model:
+    torch = _require_torch(f"torchvision:{name}")
+    if importlib.util.find_spec("torchvision") is None:
+        raise RtpickError(f"torchvision:{name} needs torchvision; install it with: pip install torchvision")
+    import torchvision
+
+    try:
+        module = torchvision.models.get_model(name, weights=None)
+    except ValueError as exc:
+        raise RtpickError(f"torchvision has no model {name!r}; see torchvision.models.list_models()") from exc
+    notes = []
+    if weights is not None:
+        try:
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            module.load_state_dict(state)
+        except Exception as exc:  # noqa: BLE001
+            raise RtpickError(f"cannot load weights {weights} into torchvision:{name}: {exc}") from exc
+        notes.append(f"weights from {weights}")
+    else:
+        notes.append("random weights (pass --weights FILE for trained ones)")
+    size = 299 if name.startswith("inception") else 224
+    example = torch.zeros(1, 3, size, size)
+    model = _from_torch_module(module, {"input": example}, name=f"torchvision:{name}", source="torchvision")
+    model.notes.extend(notes)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------- bundled
+
+
+def assets_dir() -> Path:
+    return Path(__file__).parent / "assets"
+
+
+def load_bundled(name: str) -> Model:
+    """The bundled demo model: an ONNX file, plus its torch form when torch is installed."""
+    onnx_file = assets_dir() / f"{name}.onnx"
+    spec = onnx_spec(onnx_file, name=f"rtpick:{name}", source="bundled")
+    model = Model(spec=spec, path=onnx_file, onnx_file=onnx_file)
+    if importlib.util.find_spec("torch") is not None:
+        from rtpick.assets import digits_net
+
+        model.torch_factory = lambda: digits_net.load_module(assets_dir() / f"{name}.pt")
+    return model
