@@ -1,0 +1,5 @@
+"""`python -m rtpick` is the `rtpick` command."""
+
+from rtpick.cli import main
+
+main()
