@@ -6,6 +6,7 @@ file that is not a model, a corrupted ONNX file) becomes one `RtpickError` line.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import os
@@ -187,13 +188,13 @@ def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
 
 
 def _from_torch_module(module: Any, input_specs: Any, name: str, source: str = "torch") -> Model:
-    torch = _require_torch("a torch model")
-    module = module.eval()
+    """Wrap a user's module without touching it: runtimes get their own eval-mode copy to cast and move."""
+    _require_torch("a torch model")
+    private = copy.deepcopy(module).eval()
     inputs = parse_input_specs(input_specs)
-    outputs = _output_specs(module, inputs)
-    spec = ModelSpec(name, inputs, outputs, source, _module_hash(module, inputs))
-    del torch
-    return Model(spec=spec, torch_factory=lambda: module)
+    outputs = _output_specs(private, inputs)
+    spec = ModelSpec(name, inputs, outputs, source, _module_hash(private, inputs))
+    return Model(spec=spec, torch_factory=lambda: copy.deepcopy(private))
 
 
 def _from_pt2(path: Path) -> Model:
@@ -214,7 +215,7 @@ def _from_pt2(path: Path) -> Model:
     specs = tuple(inputs)
     outputs = _output_specs(module, specs)
     spec = ModelSpec(path.stem, specs, outputs, "pt2", file_sha256(path))
-    return Model(spec=spec, path=path, torch_factory=lambda: module)
+    return Model(spec=spec, path=path, torch_factory=lambda: copy.deepcopy(module))
 
 
 def _from_torchvision(name: str, weights: Any) -> Model:

@@ -2,7 +2,7 @@
 
 import importlib
 
-for _name in ("core", "bench", "recommend"):
+for _name in ("core", "compare", "bench", "recommend", "demo"):
     try:
         importlib.import_module(f"rtpick.commands.{_name}")
     except ModuleNotFoundError as _exc:  # a command group not written yet

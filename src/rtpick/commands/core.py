@@ -1,0 +1,81 @@
+"""`rtpick runtimes` and `rtpick inspect`: what this machine can run, and what a model is."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rtpick.cli import app, handles_errors
+
+console = Console()
+
+
+@app.command()
+@handles_errors
+def runtimes(
+    as_json: bool = typer.Option(False, "--json", help="Print the listing as JSON."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show each runtime's options."),
+) -> None:
+    """List every runtime, whether it runs on this machine, and why not."""
+    from rtpick.api import runtimes as list_runtimes
+
+    rows = list_runtimes()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="rtpick runtimes on this machine")
+    for column in ("runtime", "device", "precisions", "available", "why not / note"):
+        table.add_column(column)
+    for row in rows:
+        note = row["reason"]
+        if not row["verified"]:
+            note = (note + "; " if note else "") + "written to the documented API, not yet run by rtpick"
+        table.add_row(
+            row["name"], row["device"], ",".join(row["precisions"]),
+            "[green]yes[/]" if row["available"] else "[red]no[/]", note,
+        )
+        if verbose:
+            opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items()) or "none"
+            table.add_row("", "", "", "", f"[dim]options: {opts}[/]")
+    console.print(table)
+
+
+@app.command()
+@handles_errors
+def inspect(
+    model: str = typer.Argument(..., help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
+    shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
+    weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Show a model's inputs, outputs, parameters, operators, opset and a FLOP estimate."""
+    from rtpick.data import parse_shape
+    from rtpick.model import load_model
+    from rtpick.summary import summarize
+
+    loaded = load_model(model, weights=weights)
+    summary = summarize(loaded, dict(parse_shape(s) for s in shape))
+    if as_json:
+        typer.echo(json.dumps(summary.to_dict(), indent=2))
+        return
+    spec = loaded.spec
+    console.print(f"[bold]{spec.name}[/]  source: {spec.source}  sha256: {spec.sha256[:16]}")
+    for note in summary.notes:
+        console.print(f"note: {note}")
+    for title, tensors in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+        console.print(f"{title}:")
+        for tensor in tensors:
+            console.print(f"  {escape(tensor.describe())}")
+    console.print(f"parameters: {summary.parameters:,}")
+    console.print("opset: " + ", ".join(f"{d} {v}" for d, v in summary.opsets.items()))
+    if summary.flops is not None:
+        at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in summary.flops_shapes.items())
+        console.print(f"FLOPs: {summary.flops / 1e9:.4g} GFLOP per inference at {at} ({summary.flops_note})")
+    else:
+        console.print(f"FLOPs: {summary.flops_note}")
+    ops = ", ".join(f"{op} {n}" for op, n in summary.operators.items())
+    console.print(f"operators ({sum(summary.operators.values())}): {ops}")

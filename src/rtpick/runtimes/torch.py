@@ -1,0 +1,345 @@
+"""PyTorch: torch-cpu, torch-cuda (eager, optional CUDA graphs) and torch-compile-{cpu,cuda} (Inductor).
+
+Reduced precision casts the whole module (``module.to(torch.float16)``), as an engine would, while inputs and
+outputs keep the model's declared dtypes: callers always feed and receive fp32, whatever the precision.
+tf32 is PyTorch's matmul/cuDNN switch, set for each run so that an fp32 session next to a tf32 one in the
+same process stays true fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from rtpick.errors import BuildError, RtpickError
+from rtpick.model import Model
+from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
+from rtpick.settings import cache_dir
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def _torch() -> Any:
+    import torch
+
+    return torch
+
+
+def _set_tf32(torch: Any, allow: bool) -> None:
+    if torch.backends.cuda.matmul.allow_tf32 != allow:
+        torch.backends.cuda.matmul.allow_tf32 = allow
+    if torch.backends.cudnn.allow_tf32 != allow:
+        torch.backends.cudnn.allow_tf32 = allow
+
+
+def _use_rtpick_compile_caches() -> None:
+    """Keep Inductor's and Triton's caches under rtpick's cache dir, so a second build of a configuration is
+    fast and a user can find (or delete) them; an explicit user setting wins."""
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_dir() / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(cache_dir() / "triton"))
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float, what: str) -> Iterator[None]:
+    """Abort a compile that runs past `seconds` (main thread on POSIX only; elsewhere bench's process limit)."""
+    usable = seconds > 0 and hasattr(signal, "SIGALRM") and threading.current_thread() is threading.main_thread()
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"{what} exceeded its time limit of {seconds:g} s (option compile_timeout_s)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+class TorchSession(Session):
+    """A torch module on one device at one precision, optionally compiled or replayed from a CUDA graph."""
+
+    def __init__(self, model: Model, precision: str, runtime: str, device: str, module: Any, *,
+                 torch_device: Any, channels_last: bool, cuda_graph: bool, graph_steps: bool,
+                 options: Mapping[str, Any]) -> None:
+        super().__init__(runtime, precision, model.spec.inputs, model.spec.outputs, device, options)
+        torch = _torch()
+        self._torch = torch
+        self._module = module
+        self._device = torch_device
+        self._compute_dtype = getattr(torch, _DTYPES[precision])
+        self._is_cuda = torch_device.type == "cuda"
+        self._allow_tf32 = precision == "tf32"
+        self._channels_last = channels_last
+        self._cuda_graph = cuda_graph
+        self._graph_steps = graph_steps  # torch.compile with CUDA graphs: mark each call a new step
+        self._graphs: dict[tuple[Any, ...], tuple[Any, dict[str, Any], list[Any]]] = {}
+        self._output_dtypes = [getattr(torch, t.dtype) for t in model.spec.outputs]
+
+    def _prepare(self, name: str, value: Any) -> Any:
+        """A feed as a tensor on the session's device, floats in the compute dtype and layout."""
+        torch = self._torch
+        tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+        if tensor.device != self._device:
+            tensor = tensor.to(self._device, non_blocking=True)
+        if tensor.is_floating_point():
+            if tensor.dtype != self._compute_dtype:
+                tensor = tensor.to(self._compute_dtype)
+            if self._channels_last and tensor.dim() == 4:
+                tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def _forward(self, tensors: list[Any]) -> list[Any]:
+        from rtpick.sources import flatten_outputs
+
+        result = self._module(*tensors)
+        return [tensor for _, tensor in flatten_outputs(result)]
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        torch = self._torch
+        if self._is_cuda:
+            _set_tf32(torch, self._allow_tf32)
+        with torch.inference_mode():
+            tensors = [self._prepare(spec.name, feeds[spec.name]) for spec in self.inputs]
+            if self._cuda_graph:
+                outputs = self._replay(tensors)
+            else:
+                if self._graph_steps:
+                    torch.compiler.cudagraph_mark_step_begin()
+                outputs = self._forward(tensors)
+            if len(outputs) != len(self._output_names):
+                raise RtpickError(
+                    f"{self.config}: the module returned {len(outputs)} outputs, the model declares "
+                    f"{len(self._output_names)}"
+                )
+            # Outputs keep the declared dtypes; clone where a CUDA graph owns the memory.
+            results = []
+            for out, dtype in zip(outputs, self._output_dtypes):
+                if out.dtype != dtype:
+                    out = out.to(dtype)
+                elif self._graph_steps or self._cuda_graph:
+                    out = out.clone()
+                results.append(out)
+        if isinstance(next(iter(feeds.values())), np.ndarray):
+            return {name: out.cpu().numpy() for name, out in zip(self._output_names, results)}
+        return dict(zip(self._output_names, results))
+
+    def _replay(self, tensors: list[Any]) -> list[Any]:
+        """Eager CUDA-graph mode: capture once per input signature, then copy inputs in and replay."""
+        torch = self._torch
+        key = tuple((t.shape, t.dtype) for t in tensors)
+        entry = self._graphs.get(key)
+        if entry is None:
+            static_inputs = [t.clone() for t in tensors]
+            stream = torch.cuda.Stream(self._device)
+            stream.wait_stream(torch.cuda.current_stream(self._device))
+            with torch.cuda.stream(stream):
+                for _ in range(3):  # warm up so cuDNN/cuBLAS choose their kernels outside the capture
+                    self._forward(static_inputs)
+            torch.cuda.current_stream(self._device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_outputs = self._forward(static_inputs)
+            entry = (graph, {"inputs": static_inputs}, static_outputs)
+            self._graphs[key] = entry
+        graph, buffers, static_outputs = entry
+        for static, tensor in zip(buffers["inputs"], tensors):
+            static.copy_(tensor, non_blocking=True)
+        graph.replay()
+        return static_outputs
+
+    def synchronize(self) -> None:
+        if self._is_cuda:
+            self._torch.cuda.synchronize(self._device)
+
+    def _release(self) -> None:
+        self._graphs.clear()
+        self._module = None
+        if self._is_cuda:
+            self._torch.cuda.empty_cache()
+
+
+class TorchRuntime(Runtime):
+    """What the four torch runtimes share: load the module, cast, place, optionally compile, warm up."""
+
+    engine = "torch"
+    needs_source = "torch"
+    install_hint = "pip install 'rtpick[torch]'"
+    compiled: ClassVar[bool] = False
+    options: ClassVar[dict[str, Option]] = {
+        "channels_last": Option(False, "channels_last memory format for 4-D inputs and weights"),
+    }
+
+    def availability(self) -> Availability:
+        if importlib.util.find_spec("torch") is None:
+            return Availability(False, f"torch is not installed ({self.install_hint})")
+        return self._extra_availability()
+
+    def _extra_availability(self) -> Availability:
+        return Availability(True)
+
+    def _torch_device(self, options: Mapping[str, Any]) -> Any:
+        return _torch().device("cpu")
+
+    def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
+               options: dict[str, Any]) -> Session:
+        torch = _torch()
+        device = self._torch_device(options)
+        try:
+            module = model.torch_module().eval()
+            module = module.to(device=device, dtype=getattr(torch, _DTYPES[precision]))
+            if options.get("channels_last"):
+                module = module.to(memory_format=torch.channels_last)
+        except RtpickError:
+            raise
+        except torch.cuda.OutOfMemoryError as exc:
+            raise BuildError(f"{self.name}:{precision}: out of GPU memory loading the model") from exc
+        session = TorchSession(
+            model, precision, self.name, self.device, self._wrap(module, options),
+            torch_device=device,
+            channels_last=bool(options.get("channels_last")),
+            cuda_graph=bool(options.get("cuda_graph")),
+            graph_steps=self.compiled and options.get("mode") in ("reduce-overhead", "max-autotune"),
+            options=options,
+        )
+        if shapes:
+            self._warm_up(session, model, shapes, options)
+        return session
+
+    def _wrap(self, module: Any, options: Mapping[str, Any]) -> Any:
+        return module
+
+    def _warm_up(self, session: TorchSession, model: Model, shapes: Mapping[str, tuple[int, ...]],
+                 options: Mapping[str, Any]) -> None:
+        """Run once so that compilation (or CUDA-graph capture) happens at build time and counts as such."""
+        from rtpick.data import synthetic_feeds
+
+        feeds = synthetic_feeds(model.spec.inputs, shapes, seed=0)
+        session.run(feeds)
+        session.synchronize()
+
+
+class TorchCpu(TorchRuntime):
+    """Eager PyTorch on the CPU, fp32 or bf16."""
+
+    name = "torch-cpu"
+    device = "cpu"
+    precisions = ("fp32", "bf16")
+
+
+def _compiler_availability() -> Availability:
+    compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if not compiler:
+        return Availability(False, "torch.compile on the CPU needs a C++ compiler (install g++)")
+    return Availability(True)
+
+
+class _Compiled:
+    """Mixin: wrap the module in torch.compile with Inductor, its caches in rtpick's cache dir."""
+
+    compiled = True
+    name: str
+
+    def _wrap(self, module: Any, options: Mapping[str, Any]) -> Any:
+        _use_rtpick_compile_caches()
+        torch = _torch()
+        with contextlib.suppress(Exception):
+            import torch._inductor.config as inductor_config
+
+            inductor_config.fx_graph_cache = True
+        return torch.compile(module, mode=options["mode"], dynamic=options["dynamic"] or None,
+                             fullgraph=False)
+
+    def _warm_up(self, session: TorchSession, model: Model, shapes: Mapping[str, tuple[int, ...]],
+                 options: Mapping[str, Any]) -> None:
+        what = f"{self.name} compile"
+        try:
+            with _time_limit(float(options["compile_timeout_s"]), what):
+                TorchRuntime._warm_up(self, session, model, shapes, options)  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            raise BuildError(str(exc)) from exc
+        except RtpickError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Dynamo/Inductor raise many types; each is a failed build
+            first = str(exc).strip().splitlines()
+            raise BuildError(f"{what} failed: {type(exc).__name__}: {first[0] if first else ''}") from exc
+
+
+_COMPILE_OPTIONS = {
+    "dynamic": Option(False, "compile for dynamic shapes (otherwise one graph per input shape)"),
+    "compile_timeout_s": Option(600.0, "abort a compile that takes longer than this"),
+}
+
+
+class TorchCompileCpu(_Compiled, TorchRuntime):
+    """torch.compile with Inductor on the CPU (C++/OpenMP kernels)."""
+
+    name = "torch-compile-cpu"
+    device = "cpu"
+    precisions = ("fp32", "bf16")
+    options: ClassVar[dict[str, Option]] = {
+        **TorchRuntime.options,
+        "mode": Option("default", "torch.compile mode", ("default", "max-autotune-no-cudagraphs")),
+        **_COMPILE_OPTIONS,
+    }
+
+    def _extra_availability(self) -> Availability:
+        return _compiler_availability()
+
+
+def _cuda_availability() -> Availability:
+    torch = _torch()
+    if torch.version.cuda is None:
+        return Availability(False, f"this torch ({torch.__version__}) is a CPU-only build; install a CUDA build")
+    if not torch.cuda.is_available():
+        return Availability(False, "torch sees no CUDA GPU on this machine")
+    return Availability(True)
+
+
+class TorchCuda(TorchRuntime):
+    """Eager PyTorch on an NVIDIA GPU; fp32/tf32/fp16/bf16; optional CUDA-graph replay for static shapes."""
+
+    name = "torch-cuda"
+    device = "cuda"
+    precisions = ("fp32", "tf32", "fp16", "bf16")
+    options: ClassVar[dict[str, Option]] = {
+        "channels_last": Option(True, "channels_last memory format for 4-D inputs and weights (tensor cores)"),
+        "cuda_graph": Option(False, "capture a CUDA graph per input shape and replay it"),
+        "device_id": Option(0, "which GPU"),
+    }
+
+    def _extra_availability(self) -> Availability:
+        return _cuda_availability()
+
+    def _torch_device(self, options: Mapping[str, Any]) -> Any:
+        return _torch().device("cuda", int(options["device_id"]))
+
+
+class TorchCompileCuda(_Compiled, TorchCuda):
+    """torch.compile with Inductor on an NVIDIA GPU (Triton kernels; CUDA graphs in reduce-overhead)."""
+
+    name = "torch-compile-cuda"
+    options: ClassVar[dict[str, Option]] = {
+        "channels_last": Option(True, "channels_last memory format for 4-D inputs and weights"),
+        "mode": Option("default", "torch.compile mode", COMPILE_MODES),
+        "device_id": Option(0, "which GPU"),
+        **_COMPILE_OPTIONS,
+    }
+
+    def _extra_availability(self) -> Availability:
+        state = _cuda_availability()
+        if state.ok and importlib.util.find_spec("triton") is None:
+            return Availability(False, "torch.compile on CUDA needs triton (pip install triton)")
+        return state
