@@ -140,6 +140,9 @@ class OrtRuntime(Runtime):
     def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
                options: dict[str, Any]) -> Session:
         ort = _ort()
+        if self.device == "cuda" and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu finds CUDA and cuDNN from NVIDIA's pip packages this way (documented, 1.21+).
+            ort.preload_dlls()
         path = self._model_bytes(model, precision, shapes, options)
         providers = self._providers(precision, options, model)
         try:

@@ -68,51 +68,70 @@ def _time_limit(seconds: float, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def make_io_cast(module: Any, precision: str, channels_last: bool, output_dtypes: list[str]) -> Any:
+    """Wrap `module` so that the casts between the caller's dtypes and the compute dtype happen inside it.
+
+    Inside the module they are part of what torch.compile fuses and what a CUDA graph captures, instead of
+    extra kernel launches around every call. Outputs come back flat, in the model's declared dtypes.
+    """
+    torch = _torch()
+    from rtpick.sources import flatten_outputs
+
+    compute = getattr(torch, _DTYPES[precision])
+    wanted = [getattr(torch, name) for name in output_dtypes]
+
+    class IOCast(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *inputs: Any) -> list[Any]:
+            cast = []
+            for tensor in inputs:
+                if tensor.is_floating_point():
+                    tensor = tensor.to(compute)
+                    if channels_last and tensor.dim() == 4:
+                        tensor = tensor.contiguous(memory_format=torch.channels_last)
+                cast.append(tensor)
+            flat = [out for _, out in flatten_outputs(self.inner(*cast))]
+            return [out.to(dtype) if out.dtype != dtype else out for out, dtype in zip(flat, wanted)]
+
+    return IOCast(module)
+
+
 class TorchSession(Session):
     """A torch module on one device at one precision, optionally compiled or replayed from a CUDA graph."""
 
     def __init__(self, model: Model, precision: str, runtime: str, device: str, module: Any, *,
-                 torch_device: Any, channels_last: bool, cuda_graph: bool, graph_steps: bool,
+                 torch_device: Any, cuda_graph: bool, graph_steps: bool,
                  options: Mapping[str, Any]) -> None:
         super().__init__(runtime, precision, model.spec.inputs, model.spec.outputs, device, options)
         torch = _torch()
         self._torch = torch
         self._module = module
         self._device = torch_device
-        self._compute_dtype = getattr(torch, _DTYPES[precision])
         self._is_cuda = torch_device.type == "cuda"
         self._allow_tf32 = precision == "tf32"
-        self._channels_last = channels_last
         self._cuda_graph = cuda_graph
         self._graph_steps = graph_steps  # torch.compile with CUDA graphs: mark each call a new step
         self._graphs: dict[tuple[Any, ...], tuple[Any, dict[str, Any], list[Any]]] = {}
-        self._output_dtypes = [getattr(torch, t.dtype) for t in model.spec.outputs]
 
-    def _prepare(self, name: str, value: Any) -> Any:
-        """A feed as a tensor on the session's device, floats in the compute dtype and layout."""
-        torch = self._torch
-        tensor = torch.from_numpy(value) if isinstance(value, np.ndarray) else value
+    def _to_device(self, value: Any) -> Any:
+        """A feed as a tensor on the session's device; dtype and layout are the wrapped module's business."""
+        tensor = self._torch.from_numpy(value) if isinstance(value, np.ndarray) else value
         if tensor.device != self._device:
             tensor = tensor.to(self._device, non_blocking=True)
-        if tensor.is_floating_point():
-            if tensor.dtype != self._compute_dtype:
-                tensor = tensor.to(self._compute_dtype)
-            if self._channels_last and tensor.dim() == 4:
-                tensor = tensor.contiguous(memory_format=torch.channels_last)
         return tensor
 
     def _forward(self, tensors: list[Any]) -> list[Any]:
-        from rtpick.sources import flatten_outputs
-
-        result = self._module(*tensors)
-        return [tensor for _, tensor in flatten_outputs(result)]
+        return self._module(*tensors)
 
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         torch = self._torch
         if self._is_cuda:
             _set_tf32(torch, self._allow_tf32)
         with torch.inference_mode():
-            tensors = [self._prepare(spec.name, feeds[spec.name]) for spec in self.inputs]
+            tensors = [self._to_device(feeds[spec.name]) for spec in self.inputs]
             if self._cuda_graph:
                 outputs = self._replay(tensors)
             else:
@@ -124,17 +143,11 @@ class TorchSession(Session):
                     f"{self.config}: the module returned {len(outputs)} outputs, the model declares "
                     f"{len(self._output_names)}"
                 )
-            # Outputs keep the declared dtypes; clone where a CUDA graph owns the memory.
-            results = []
-            for out, dtype in zip(outputs, self._output_dtypes):
-                if out.dtype != dtype:
-                    out = out.to(dtype)
-                elif self._graph_steps or self._cuda_graph:
-                    out = out.clone()
-                results.append(out)
+            if self._graph_steps or self._cuda_graph:  # a CUDA graph owns that memory: the caller gets a copy
+                outputs = [out.clone() for out in outputs]
         if isinstance(next(iter(feeds.values())), np.ndarray):
-            return {name: out.cpu().numpy() for name, out in zip(self._output_names, results)}
-        return dict(zip(self._output_names, results))
+            return {name: out.cpu().numpy() for name, out in zip(self._output_names, outputs)}
+        return dict(zip(self._output_names, outputs))
 
     def _replay(self, tensors: list[Any]) -> list[Any]:
         """Eager CUDA-graph mode: capture once per input signature, then copy inputs in and replay."""
@@ -206,10 +219,11 @@ class TorchRuntime(Runtime):
             raise
         except torch.cuda.OutOfMemoryError as exc:
             raise BuildError(f"{self.name}:{precision}: out of GPU memory loading the model") from exc
+        wrapped = make_io_cast(module, precision, bool(options.get("channels_last")),
+                               [t.dtype for t in model.spec.outputs])
         session = TorchSession(
-            model, precision, self.name, self.device, self._wrap(module, options),
+            model, precision, self.name, self.device, self._wrap(wrapped, options),
             torch_device=device,
-            channels_last=bool(options.get("channels_last")),
             cuda_graph=bool(options.get("cuda_graph")),
             graph_steps=self.compiled and options.get("mode") in ("reduce-overhead", "max-autotune"),
             options=options,

@@ -1,0 +1,330 @@
+"""The GPU tier's proof: correctness of every GPU runtime and precision, and rtpick's timing against the same
+library calls made directly, in the same process, on ResNet-50 (torchvision architecture) and a BERT-base encoder.
+
+    PYTHONPATH=src python benchmarks/gpu_proof.py compare --model resnet50 --out r50-compare.json
+    PYTHONPATH=src python benchmarks/gpu_proof.py timing --model resnet50 --batches 1,256 --out r50-timing.json
+    PYTHONPATH=src python benchmarks/gpu_proof.py compile-cache --out compile-cache.json
+
+Timing method (as GPU.md's reference figures): inputs already on the GPU as torch tensors; per call a pair of
+CUDA events around the call, event-synchronised; warm-up first; the rtpick session and the direct call run in
+alternating blocks so that clock drift hits both alike; the median of all samples of each is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+RESNET_CONFIGS = [
+    "torch-cuda:fp32", "torch-cuda:tf32", "torch-cuda:fp16", "torch-cuda:bf16",
+    "torch-compile-cuda:fp32", "torch-compile-cuda:tf32", "torch-compile-cuda:fp16", "torch-compile-cuda:bf16",
+    "ort-cuda:fp32", "ort-cuda:tf32", "ort-cuda:fp16",
+    "tensorrt:fp16", "ort-tensorrt:fp16",
+]
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    versions = {}
+    for package in ("torch", "torchvision", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "triton",
+                    "numpy", "tensorrt"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "python": platform.python_version(),
+        "gpu": gpu,
+        "cuda": torch.version.cuda,
+        "driver": _driver(),
+        "cpu_count": os.cpu_count(),
+        "versions": versions,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def bert_base() -> Any:
+    """A BERT-base-sized encoder (12 layers, hidden 768, 12 heads) from its config, random weights."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = BertModel(BertConfig(), add_pooling_layer=True).eval()
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
+            out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
+            return out.last_hidden_state, out.pooler_output
+
+    torch.manual_seed(0)
+    return Encoder().eval()
+
+
+def load(model: str) -> Any:
+    """The model as an rtpick Model, and the input ranges that make sensible synthetic inputs."""
+    from rtpick.model import TensorSpec, load_model
+
+    if model == "resnet50":
+        return load_model("torchvision:resnet50"), None
+    if model == "bert-base":
+        specs = [TensorSpec("input_ids", "int64", ("batch", "sequence")),
+                 TensorSpec("attention_mask", "int64", ("batch", "sequence"))]
+        loaded = load_model(bert_base(), input_specs=specs)
+        return loaded, {"input_ids": (0.0, 30522.0), "attention_mask": (1.0, 2.0)}
+    raise SystemExit(f"unknown model {model}")
+
+
+def write(path: str, payload: dict[str, Any]) -> None:
+    from rtpick.model import atomic_write_bytes
+
+    payload = {"command": "PYTHONPATH=src python " + shlex.join(sys.argv), "environment": environment(), **payload}
+    atomic_write_bytes(Path(path), json.dumps(payload, indent=2, default=str).encode())
+
+
+# ------------------------------------------------------------------------------------------------- compare
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    import rtpick
+
+    model, ranges = load(args.model)
+    shapes = {t.name: (args.batch, 128) for t in model.spec.inputs} if args.model == "bert-base" else None
+    configs = args.configs.split(",") if args.configs else RESNET_CONFIGS
+    start = time.perf_counter()
+    result = rtpick.compare(model, ["ort-cpu:fp32", *configs] if args.cpu_reference else configs,
+                            batch=None if shapes else args.batch, shapes=shapes, seed=args.seed,
+                            input_ranges=ranges)
+    payload = {"model": args.model, "batch": args.batch, "wall_s": time.perf_counter() - start,
+               "comparison": result.to_dict()}
+    write(args.out, payload)
+    for row in result.to_dict()["rows"]:
+        print(json.dumps(row, default=str)[:400])
+
+
+# ------------------------------------------------------------------------------------------------- timing
+
+
+def cuda_event_times(fn: Any, count: int) -> list[float]:
+    """Milliseconds of `count` calls, each bracketed by CUDA events and synchronised on the end event."""
+    import torch
+
+    samples = []
+    for _ in range(count):
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        begin.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(begin.elapsed_time(end))
+    return samples
+
+
+def interleaved(fns: dict[str, Any], warmup: int, rounds: int, per_round: int) -> dict[str, list[float]]:
+    import torch
+
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    torch.cuda.synchronize()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].extend(cuda_event_times(fn, per_round))
+    return samples
+
+
+def direct_calls(model: Any, batch: int, x32: Any) -> dict[str, Any]:
+    """The same work done straight through the libraries, without rtpick."""
+    import torch
+
+    module = model.torch_module().eval().cuda().half().to(memory_format=torch.channels_last)
+    x16 = x32.half().contiguous(memory_format=torch.channels_last)
+    calls: dict[str, Any] = {}
+
+    def eager() -> Any:
+        with torch.inference_mode():
+            return module(x16)
+
+    compiled = torch.compile(module, mode="reduce-overhead")
+
+    def compiled_call() -> Any:
+        with torch.inference_mode():
+            torch.compiler.cudagraph_mark_step_begin()
+            return compiled(x16)
+
+    calls["direct torch eager fp16 channels_last"] = eager
+    calls["direct torch.compile reduce-overhead fp16"] = compiled_call
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" in ort.get_available_providers():
+            sess = ort.InferenceSession(str(model.onnx_path()), providers=["CUDAExecutionProvider"])
+            out_name = sess.get_outputs()[0].name
+            in_name = sess.get_inputs()[0].name
+            out = torch.empty((batch, 1000), device="cuda")
+            xc = x32.contiguous()
+
+            def ort_call() -> Any:
+                binding = sess.io_binding()
+                binding.bind_input(in_name, "cuda", 0, __import__("numpy").float32, tuple(xc.shape), xc.data_ptr())
+                binding.bind_output(out_name, "cuda", 0, __import__("numpy").float32, tuple(out.shape),
+                                    out.data_ptr())
+                binding.synchronize_inputs()
+                sess.run_with_iobinding(binding)
+                binding.synchronize_outputs()
+                return out
+
+            calls["direct onnxruntime CUDA EP fp32 io-binding"] = ort_call
+    except ImportError:
+        pass
+    return calls
+
+
+TIMED = [
+    ("torch-cuda", "fp32", {}),
+    ("torch-cuda", "fp16", {}),
+    ("torch-cuda", "fp16", {"cuda_graph": True}),
+    ("torch-compile-cuda", "fp16", {"mode": "default"}),
+    ("torch-compile-cuda", "fp16", {"mode": "reduce-overhead"}),
+    ("ort-cuda", "fp32", {}),
+    ("ort-cuda", "fp16", {}),
+]
+
+PAIRS = {  # rtpick configuration -> the direct call doing the same work
+    "torch-compile-cuda:fp16 mode=reduce-overhead": "direct torch.compile reduce-overhead fp16",
+    "torch-cuda:fp16": "direct torch eager fp16 channels_last",
+    "ort-cuda:fp32": "direct onnxruntime CUDA EP fp32 io-binding",
+}
+
+
+def cmd_timing(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from rtpick.runtimes.registry import availability, get_runtime
+
+    model, _ = load(args.model)
+    rows = []
+    for batch in [int(b) for b in args.batches.split(",")]:
+        torch.manual_seed(batch)
+        x = torch.rand(batch, 3, 224, 224, device="cuda")
+        fns: dict[str, Any] = {}
+        sessions = []
+        for runtime, precision, options in TIMED:
+            label = f"{runtime}:{precision}" + "".join(f" {k}={v}" for k, v in options.items())
+            if not availability(runtime).ok:
+                rows.append({"batch": batch, "config": label, "error": availability(runtime).reason})
+                continue
+            try:
+                session = get_runtime(runtime).build(model, precision, {"input": (batch, 3, 224, 224)}, **options)
+            except Exception as exc:  # noqa: BLE001 - a failed configuration is a row, not the end
+                rows.append({"batch": batch, "config": label, "error": f"{type(exc).__name__}: {exc}"[:300]})
+                continue
+            sessions.append(session)
+            feeds = {"input": x}
+            fns[label] = (lambda s=session, f=feeds: s.run(f))
+            rows_build = {"batch": batch, "config": label, "build_s": session.info.build_time_s}
+            rows.append(rows_build)
+        fns.update(direct_calls(model, batch, x))
+        per_round = 40 if batch == 1 else 10
+        samples = interleaved(fns, warmup=10 if batch == 1 else 3, rounds=5, per_round=per_round)
+        for name, values in samples.items():
+            median = statistics.median(values)
+            row = next((r for r in rows if r["batch"] == batch and r["config"] == name), None)
+            if row is None:
+                row = {"batch": batch, "config": name}
+                rows.append(row)
+            row.update({"median_ms": median, "p90_ms": float(np.percentile(values, 90)),
+                        "min_ms": min(values), "samples": len(values),
+                        "throughput_per_s": batch / (median / 1e3)})
+        for ours, direct in PAIRS.items():
+            a = next((r for r in rows if r["batch"] == batch and r["config"] == ours and "median_ms" in r), None)
+            b = next((r for r in rows if r["batch"] == batch and r["config"] == direct and "median_ms" in r), None)
+            if a and b:
+                a["direct_ms"] = b["median_ms"]
+                a["overhead_pct"] = 100.0 * (a["median_ms"] - b["median_ms"]) / b["median_ms"]
+        for session in sessions:
+            session.close()
+        del fns
+        torch.cuda.empty_cache()
+    write(args.out, {"model": args.model, "method": __doc__.split("Timing method")[1].strip(), "rows": rows})
+    print(f"{'batch':>5} {'configuration':<48} {'median ms':>10} {'img/s':>10} {'vs direct':>10}")
+    for row in rows:
+        if "median_ms" in row:
+            over = f"{row['overhead_pct']:+.2f}%" if "overhead_pct" in row else ""
+            print(f"{row['batch']:>5} {row['config']:<48} {row['median_ms']:>10.4f} "
+                  f"{row['throughput_per_s']:>10.0f} {over:>10}")
+        elif "error" in row:
+            print(f"{row['batch']:>5} {row['config']:<48} {'failed: ' + row['error'][:60]}")
+
+
+# ------------------------------------------------------------------------------------------------- compile cache
+
+
+def cmd_compile_cache(args: argparse.Namespace) -> None:
+    """Build the same torch.compile configuration twice in fresh processes sharing rtpick's cache dir."""
+    script = (
+        "import json, rtpick; s = rtpick.load('torchvision:resnet50', 'torch-compile-cuda', 'fp16', batch=1); "
+        "print(json.dumps({'build_s': s.info.build_time_s}))"
+    )
+    results = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "RTPICK_CACHE_DIR": cache}
+        env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+        env.pop("TRITON_CACHE_DIR", None)
+        for attempt in ("cold cache", "warm cache"):
+            start = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+            results.append({"attempt": attempt, "process_wall_s": time.perf_counter() - start,
+                            **(json.loads(line[-1]) if line else {"error": out.stderr[-500:]})})
+            print(results[-1])
+    write(args.out, {"config": "torch-compile-cuda:fp16 mode=default, torchvision:resnet50, batch 1",
+                     "results": results})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    compare = sub.add_parser("compare")
+    compare.add_argument("--model", default="resnet50")
+    compare.add_argument("--configs", default="")
+    compare.add_argument("--batch", type=int, default=64)
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--cpu-reference", action="store_true")
+    compare.add_argument("--out", required=True)
+    timing = sub.add_parser("timing")
+    timing.add_argument("--model", default="resnet50")
+    timing.add_argument("--batches", default="1,256")
+    timing.add_argument("--out", required=True)
+    cache = sub.add_parser("compile-cache")
+    cache.add_argument("--out", required=True)
+    args = parser.parse_args()
+    {"compare": cmd_compare, "timing": cmd_timing, "compile-cache": cmd_compile_cache}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
