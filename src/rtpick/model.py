@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.settings import cache_dir
 
 Dim = int | str  # a fixed size, or the name of a symbolic (dynamic) dimension
 
@@ -107,9 +106,8 @@ def resolve_shapes(
                 )
             if isinstance(declared, str):
                 symbols.setdefault(declared, value)
-    if batch is not None:
-        if batch <= 0:
-            raise RtpickError(f"--batch must be a positive whole number, not {batch}")
+    if batch is not None and batch <= 0:
+        raise RtpickError(f"--batch must be a positive whole number, not {batch}")
     resolved: dict[str, tuple[int, ...]] = {}
     for spec in inputs:
         if spec.name in shapes:

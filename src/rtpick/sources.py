@@ -126,7 +126,8 @@ def parse_input_specs(input_specs: Any) -> tuple[TensorSpec, ...]:
     """Accept input specs as `TensorSpec`s, example tensors/arrays, or ``{name: shape}`` / ``{name: tensor}``."""
     if input_specs is None:
         raise RtpickError(
-            "a torch module needs example inputs or input specs: rtpick.load(module, input_specs={'x': (1, 3, 224, 224)})"
+            "a torch module needs example inputs or input specs: "
+            "rtpick.load(module, input_specs={'x': (1, 3, 224, 224)})"
         )
     items: list[tuple[str, Any]]
     if isinstance(input_specs, dict):
@@ -167,7 +168,8 @@ def _output_specs(module: Any, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSp
     for i, (name, tensor) in enumerate(outputs):
         shape = tuple(int(d) for d in tensor.shape)
         dims = ("batch", *shape[1:]) if shape and shape[0] == 2 else shape
-        specs.append(TensorSpec(name or ("output" if len(outputs) == 1 else f"output_{i}"), _torch_dtype_name(tensor.dtype), dims))
+        default = "output" if len(outputs) == 1 else f"output_{i}"
+        specs.append(TensorSpec(name or default, _torch_dtype_name(tensor.dtype), dims))
     return tuple(specs)
 
 

@@ -7,6 +7,7 @@ shapes and dtypes; precision; options; use after close), so each runtime module 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -105,10 +106,13 @@ class Session(ABC):
         """Run the model once. Raises `RtpickError` for feeds that do not match the model."""
         if self._closed:
             raise RtpickError(f"session {self.config} is closed; build a new one with rtpick.load")
-        signature = tuple((name, value.shape, value.dtype, _kind(value)) for name, value in feeds.items())
-        if signature not in self._checked:
+        try:
+            signature = tuple((name, value.shape, value.dtype, type(value)) for name, value in feeds.items())
+        except AttributeError:  # not an array at all: let validation say so
+            signature = None
+        if signature is None or signature not in self._checked:
             self._validate(feeds)
-            self._checked.add(signature)
+            self._checked.add(signature)  # type: ignore[arg-type]
         return self._run(feeds)
 
     @abstractmethod
@@ -134,10 +138,8 @@ class Session(ABC):
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # never raise from a finaliser
             self.close()
-        except Exception:  # noqa: BLE001, S110 - never raise from a finaliser
-            pass
 
     # ------------------------------------------------------------------------------------------- validation
 

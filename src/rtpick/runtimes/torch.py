@@ -21,7 +21,7 @@ import numpy as np
 
 from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model
-from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
+from rtpick.runtimes.base import Availability, Option, Runtime, Session
 from rtpick.settings import cache_dir
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")

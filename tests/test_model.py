@@ -1,0 +1,152 @@
+"""Model specs, shape resolution and model sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import needs_torch, small_cnn
+
+import rtpick
+from rtpick.errors import RtpickError
+from rtpick.model import TensorSpec, atomic_write_bytes, load_model, resolve_shapes, with_batch
+
+IMAGE = TensorSpec("image", "float32", ("batch", 3, "height", "width"))
+IDS = TensorSpec("ids", "int64", ("batch", "sequence"))
+MASK = TensorSpec("mask", "int64", ("batch", "sequence"))
+
+
+def test_batch_fills_the_leading_symbolic_dim() -> None:
+    spec = TensorSpec("x", "float32", ("batch", 3, 224, 224))
+    assert resolve_shapes([spec], batch=8) == {"x": (8, 3, 224, 224)}
+    assert resolve_shapes([spec]) == {"x": (1, 3, 224, 224)}
+
+
+def test_unset_symbolic_dim_names_the_fix() -> None:
+    with pytest.raises(RtpickError, match=r"--shape image:Nx3xNxN"):
+        resolve_shapes([IMAGE], batch=1)
+
+
+def test_a_symbol_set_once_applies_to_every_input() -> None:
+    shapes = resolve_shapes([IDS, MASK], {"ids": (2, 128)})
+    assert shapes == {"ids": (2, 128), "mask": (2, 128)}
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        ({"image": (1, 4, 8, 8)}, "fixed dim of 3"),
+        ({"image": (1, 3, 8)}, "has 3 dims"),
+        ({"nope": (1,)}, "not an input"),
+        ({"image": (1, 3, 0, 8)}, "positive"),
+    ],
+)
+def test_bad_shapes_are_user_errors(shapes: dict, message: str) -> None:
+    with pytest.raises(RtpickError, match=message):
+        resolve_shapes([IMAGE], shapes)
+
+
+def test_with_batch() -> None:
+    assert with_batch({"x": (1, 3, 8, 8)}, 4) == {"x": (4, 3, 8, 8)}
+
+
+def test_onnx_spec_reads_symbolic_dims(small_onnx: Path) -> None:
+    model = load_model(small_onnx)
+    assert model.spec.inputs == (TensorSpec("x", "float32", ("batch", 8)),)
+    assert model.spec.outputs == (TensorSpec("y", "float32", ("batch", 4)),)
+    assert len(model.spec.sha256) == 64 and model.spec.source == "onnx"
+
+
+def test_missing_and_corrupt_files_are_user_errors(tmp_path: Path, small_onnx: Path) -> None:
+    with pytest.raises(RtpickError, match="does not exist"):
+        load_model(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not protobuf \x00\xff" * 10)
+    with pytest.raises(RtpickError, match="not a readable ONNX model"):
+        load_model(bad)
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(small_onnx.read_bytes()[:200])
+    with pytest.raises(RtpickError):
+        load_model(truncated)
+    with pytest.raises(RtpickError, match="directory"):
+        load_model(tmp_path)
+    with pytest.raises(RtpickError, match="cannot load a model"):
+        load_model(42)
+
+
+def test_loading_never_modifies_the_file(small_onnx: Path) -> None:
+    before = small_onnx.read_bytes()
+    with rtpick.load(small_onnx, "ort-cpu") as session:
+        session.run({"x": np.ones((3, 8), np.float32)})
+    assert small_onnx.read_bytes() == before
+
+
+def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "out.json"
+    atomic_write_bytes(target, b"first")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second"
+    assert [p.name for p in target.parent.iterdir()] == ["out.json"]
+
+
+@needs_torch
+def test_torch_module_source_leaves_the_users_module_alone() -> None:
+    import torch
+
+    module = small_cnn().train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    model = load_model(module, input_specs={"image": (1, 3, 16, 16)})
+    assert model.spec.inputs[0] == TensorSpec("image", "float32", ("batch", 3, 16, 16))
+    assert model.spec.outputs[0].shape == ("batch", 10)
+    with rtpick.load(model, "torch-cpu", "bf16") as session:
+        session.run({"image": np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)})
+    assert module.training
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    assert next(module.parameters()).dtype == torch.float32
+
+
+@needs_torch
+def test_torch_source_needs_input_specs() -> None:
+    with pytest.raises(RtpickError, match="example inputs or input specs"):
+        load_model(small_cnn())
+
+
+@needs_torch
+def test_export_to_onnx_is_cached_by_content_hash() -> None:
+    model = load_model(small_cnn(), input_specs={"image": (1, 3, 16, 16)})
+    first = model.onnx_path()
+    again = load_model(small_cnn(), input_specs={"image": (1, 3, 16, 16)}).onnx_path()
+    assert first == again and first.exists()
+    from rtpick.sources import onnx_spec
+
+    exported = onnx_spec(first)
+    assert exported.inputs[0].shape[0] == "batch"  # dynamic batch axis survives the export
+
+
+@needs_torch
+def test_pt2_source(tmp_path: Path) -> None:
+    import torch
+
+    module = small_cnn().eval()
+    example = (torch.rand(2, 3, 16, 16),)
+    program = torch.export.export(module, example)
+    path = tmp_path / "cnn.pt2"
+    torch.export.save(program, str(path))
+    model = load_model(path)
+    assert model.spec.source == "pt2"
+    assert model.spec.inputs[0].dtype == "float32"
+    x = np.random.default_rng(2).random((2, 3, 16, 16), dtype=np.float32)
+    with rtpick.load(model, "torch-cpu", shapes={model.spec.inputs[0].name: (2, 3, 16, 16)}) as session:
+        out = session.run({model.spec.inputs[0].name: x})
+    expected = module(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(next(iter(out.values())), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_torchvision_without_torchvision_is_a_clear_error() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here")
+    with pytest.raises(RtpickError, match="torchvision|torch"):
+        load_model("torchvision:resnet18")
