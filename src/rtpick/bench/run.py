@@ -1,0 +1,230 @@
+"""`rtpick bench` end to end: check the request, plan one job per configuration, run each (isolated), save.
+
+The plan is validated before anything is built, so a nonsense parameter costs the user nothing; the results
+file is rewritten atomically after each configuration, so an interrupted run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rtpick.errors import RtpickError
+
+SCENARIOS = ("single-stream", "offline", "server", "multistream")
+DEFAULT_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+@dataclass
+class BenchRequest:
+    """What the user asked for; the CLI and `rtpick.bench` both fill one in."""
+
+    scenario: str = "single-stream"
+    batches: list[int] | None = None
+    quick: bool = False
+    duration_s: float | None = None
+    rate_qps: float | None = None
+    find_max: bool = False
+    p99_ms: float | None = None
+    streams: int | None = None
+    fps: float | None = None
+    deadline_ms: float | None = None
+    find_max_streams: bool = False
+    max_queue_delay_ms: float | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+    io: str = "host"
+    isolate: bool = True
+    timeout_s: float | None = None
+    keep_samples: bool = False
+    seed: int = 0
+
+    def validate(self) -> None:
+        """One clear line for every parameter that makes no sense, before any model is built."""
+        if self.scenario not in SCENARIOS:
+            raise RtpickError(f"unknown scenario {self.scenario!r}; choose one of {', '.join(SCENARIOS)}")
+        for batch in self.batches or []:
+            if batch < 1:
+                raise RtpickError(f"--batch values must be positive whole numbers, not {batch}")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise RtpickError(f"--duration must be a positive number of seconds, not {self.duration_s}")
+        if self.io not in ("host", "device"):
+            raise RtpickError(f"--io must be host or device, not {self.io!r}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise RtpickError(f"--timeout must be positive, not {self.timeout_s}")
+        if self.max_queue_delay_ms is not None and self.max_queue_delay_ms < 0:
+            raise RtpickError(f"--max-queue-delay-ms cannot be negative ({self.max_queue_delay_ms})")
+        if self.scenario == "server":
+            if self.find_max:
+                if self.p99_ms is None or not self.p99_ms > 0:
+                    raise RtpickError("--find-max needs --p99-ms with a positive bound in milliseconds")
+            elif self.rate_qps is None:
+                raise RtpickError("the server scenario needs --rate QPS, or --find-max --p99-ms X")
+            elif not self.rate_qps > 0:
+                raise RtpickError(f"--rate must be a positive number of queries per second, not {self.rate_qps}")
+        elif self.find_max or self.rate_qps is not None:
+            raise RtpickError("--rate and --find-max belong to --scenario server")
+        if self.scenario == "multistream":
+            if self.fps is None or not self.fps > 0:
+                raise RtpickError(f"--fps must be a positive number of frames per second, not {self.fps}")
+            if self.deadline_ms is not None and not self.deadline_ms > 0:
+                raise RtpickError(f"--deadline-ms must be a positive number of milliseconds, not {self.deadline_ms}")
+            if not self.find_max_streams and (self.streams is None or self.streams < 1):
+                raise RtpickError("the multistream scenario needs --streams N (N >= 1), or --find-max-streams")
+        elif self.streams is not None or self.fps is not None or self.find_max_streams:
+            raise RtpickError("--streams, --fps and --find-max-streams belong to --scenario multistream")
+
+    def describe(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if v not in (None, False, {}, [])}
+        out["scenario"] = self.scenario
+        out.pop("ranges", None)
+        out["shapes"] = {k: list(v) for k, v in self.shapes.items()}
+        out["ranges"] = {k: list(v) for k, v in self.ranges.items()}
+        return out
+
+
+def fixed_batch(model: Any) -> int | None:
+    """The model's batch when its leading dim is fixed (same for every input), else None (dynamic)."""
+    leading = {spec.shape[0] for spec in model.spec.inputs if spec.shape}
+    fixed = [d for d in leading if isinstance(d, int)]
+    return fixed[0] if fixed else None
+
+
+def plan_batches(request: BenchRequest, model: Any) -> list[int]:
+    fixed = fixed_batch(model)
+    if request.batches:
+        for batch in request.batches:
+            if fixed is not None and batch != fixed:
+                raise RtpickError(
+                    f"--batch {batch}: the model's batch dimension is fixed at {fixed}; use --batch {fixed} "
+                    "or export the model with a dynamic batch axis"
+                )
+        return sorted(set(request.batches))
+    if fixed is not None:
+        return [fixed]
+    if request.scenario == "offline":
+        return list(DEFAULT_SWEEP)
+    if request.scenario in ("server", "multistream"):
+        return [8]
+    return [1]
+
+
+def _durations(request: BenchRequest) -> dict[str, float]:
+    from rtpick.bench.scenarios import FULL, QUICK
+
+    base = QUICK if request.quick else FULL
+    duration = request.duration_s
+    return {
+        "min_duration_s": duration if duration is not None else base["min_duration_s"],
+        "min_queries": base["min_queries"],
+        "open_loop_s": duration if duration is not None else (2.0 if request.quick else 10.0),
+        "trial_s": duration if duration is not None else (1.5 if request.quick else 5.0),
+    }
+
+
+def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, batch: int) -> dict[str, Any]:
+    """The worker's job for one configuration at one batch."""
+    d = _durations(request)
+    params: dict[str, Any]
+    if request.scenario in ("single-stream", "offline"):
+        params = {"min_duration_s": d["min_duration_s"], "min_queries": int(d["min_queries"]),
+                  "warmup": None, "keep_samples": request.keep_samples}
+    elif request.scenario == "server":
+        delay = (request.max_queue_delay_ms if request.max_queue_delay_ms is not None else 2.0) / 1e3
+        if request.find_max:
+            params = {"find_max": True, "p99_bound_ms": request.p99_ms, "duration_s": d["trial_s"],
+                      "max_batch": batch, "max_queue_delay_s": delay, "seed": request.seed}
+        else:
+            params = {"rate_qps": request.rate_qps, "duration_s": d["open_loop_s"], "max_batch": batch,
+                      "max_queue_delay_s": delay, "seed": request.seed}
+    else:
+        if request.find_max_streams:
+            params = {"find_max": True, "fps": request.fps, "duration_s": d["trial_s"],
+                      "deadline_ms": request.deadline_ms, "max_batch": batch}
+        else:
+            delay = None if request.max_queue_delay_ms is None else request.max_queue_delay_ms / 1e3
+            params = {"streams": request.streams, "fps": request.fps, "duration_s": d["open_loop_s"],
+                      "deadline_ms": request.deadline_ms, "max_batch": batch, "max_queue_delay_s": delay,
+                      "seed": request.seed}
+    return {
+        "model": source, "runtime": runtime, "precision": precision, "batch": batch,
+        "options": dict(request.options), "scenario": request.scenario, "params": params,
+        "shapes": {k: list(v) for k, v in request.shapes.items()},
+        "ranges": {k: list(v) for k, v in request.ranges.items()}, "io": request.io, "seed": request.seed,
+    }
+
+
+def run_bench(
+    model: Any,
+    configs: Sequence[tuple[str, str]],
+    request: BenchRequest,
+    *,
+    json_path: str | os.PathLike[str] | None = None,
+    command: str = "",
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> Any:
+    """Run every configuration; returns `Results` (also written to `json_path` after each configuration)."""
+    from rtpick.bench.isolation import run_isolated
+    from rtpick.bench.scenarios import saturation_batch
+    from rtpick.bench.worker import run_job
+    from rtpick.model import load_model, resolve_shapes
+    from rtpick.results import Results, check_writable, environment, model_record
+
+    request.validate()
+    if json_path is not None:
+        check_writable(json_path)
+    loaded = load_model(model)
+    resolve_shapes(loaded.spec.inputs, request.shapes or None, None)  # a missing --shape fails here, early
+    batches = plan_batches(request, loaded)
+    source = os.fspath(model) if isinstance(model, str | os.PathLike) else None
+    isolate = request.isolate and source is not None
+    results = Results(
+        command=command,
+        scenario={**request.describe(), "batches": batches, "isolated": isolate},
+        model=model_record(loaded, source or f"in-memory {type(model).__name__}"),
+        environment=environment(),
+    )
+    timeout = request.timeout_s or (300.0 if request.quick else 1800.0)
+    explicit = bool(request.batches)
+    for runtime, precision in configs:
+        points: list[tuple[int, float]] = []
+        stop_reason = None
+        for batch in batches:
+            job = jobs_for(request, source or "", runtime, precision, batch)
+            if on_start is not None:
+                on_start(f"{runtime}:{precision} batch {batch}")
+            record = run_isolated(job, timeout) if isolate else run_job(job, model=loaded)
+            record["isolated"] = isolate
+            results.configurations.append(record)
+            if json_path is not None:
+                results.write(json_path)
+            if on_record is not None:
+                on_record(record)
+            if request.scenario != "offline":
+                continue
+            if record["status"] != "ok":
+                stop_reason = (f"batch {batch} ran out of memory" if record["status"] == "oom"
+                               else f"batch {batch} failed: {record.get('error', record['status'])}")
+                break
+            points.append((batch, record["metrics"]["throughput"]))
+            if not explicit and len(points) >= 3 and _flat(points):
+                stop_reason = "throughput grew less than 5% over the last two batch doublings"
+                break
+        if request.scenario == "offline":
+            results.sweeps[f"{runtime}:{precision}"] = {
+                "points": [{"batch": b, "throughput": t} for b, t in points],
+                "saturation_batch": saturation_batch(points),
+                "stopped": stop_reason,
+            }
+            if json_path is not None:
+                results.write(json_path)
+    return results
+
+
+def _flat(points: list[tuple[int, float]]) -> bool:
+    (_, a), (_, b), (_, c) = points[-3:]
+    return b < 1.05 * a and c < 1.05 * a

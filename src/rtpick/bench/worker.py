@@ -1,0 +1,115 @@
+"""One configuration, start to finish: load the model, build, first inference, the scenario, memory.
+
+`run_job(job)` is the same code in-process (``--no-isolate``) and in a child process
+(``python -m rtpick.bench.worker JOB.json OUT.json``), so isolation changes where it runs, never what it
+measures. A failure becomes a record with its cause; only the parent decides what to do with it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+OOM_MARKERS = ("out of memory", "outofmemory", "cuda_error_out_of_memory", "failed to allocate",
+               "cannot allocate memory", "bad_alloc", "memoryerror")
+
+
+def is_oom(text: str) -> bool:
+    """Whether an error message says the configuration ran out of memory (host or device)."""
+    lowered = text.lower().replace(" ", "")
+    return any(marker.replace(" ", "") in lowered for marker in OOM_MARKERS)
+
+
+def run_job(job: dict[str, Any], model: Any = None) -> dict[str, Any]:
+    """Measure one configuration; never raises for the configuration's own failure (it is recorded)."""
+    record: dict[str, Any] = {
+        "config": f"{job['runtime']}:{job['precision']}",
+        "runtime": job["runtime"],
+        "precision": job["precision"],
+        "batch": job["batch"],
+        "options": job.get("options", {}),
+        "scenario": job["scenario"],
+        "status": "ok",
+    }
+    session = None
+    try:
+        session = _measure(job, record, model)
+    except BaseException as exc:  # noqa: BLE001 - a configuration's failure is data, not a crash
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
+        record["status"] = "oom" if isinstance(exc, MemoryError) or is_oom(str(exc)) else "failed"
+        record["error"] = message
+        record["traceback_tail"] = traceback.format_exc().strip().splitlines()[-6:]
+    finally:
+        if session is not None:
+            session.close()
+    return record
+
+
+def _measure(job: dict[str, Any], record: dict[str, Any], model: Any) -> Any:
+    from rtpick.bench import scenarios
+    from rtpick.bench.memory import Monitor
+    from rtpick.data import synthetic_feeds
+    from rtpick.model import load_model, resolve_shapes, with_batch
+    from rtpick.runtimes.registry import get_runtime
+
+    start = time.perf_counter()
+    loaded = model if model is not None else load_model(job["model"])
+    record["load_time_s"] = time.perf_counter() - start
+    runtime = get_runtime(job["runtime"])
+    shapes = resolve_shapes(loaded.spec.inputs, job.get("shapes") or None, None)
+    shapes = with_batch(shapes, job["batch"])
+    ranges = {k: tuple(v) for k, v in (job.get("ranges") or {}).items()}
+    with Monitor(gpu=runtime.device == "cuda") as monitor:
+        session = runtime.build(loaded, job["precision"], shapes, **job.get("options", {}))
+        record["build_time_s"] = session.info.build_time_s
+        record["build_notes"] = list(session.info.notes)
+        feeds: dict[str, Any] = synthetic_feeds(loaded.spec.inputs, shapes, seed=job.get("seed", 0), ranges=ranges)
+        if job.get("io") == "device" and session.device == "cuda":
+            import torch
+
+            feeds = {name: torch.from_numpy(value).to("cuda") for name, value in feeds.items()}
+        first = time.perf_counter()
+        session.run(feeds)
+        session.synchronize()
+        record["first_inference_ms"] = (time.perf_counter() - first) * 1e3
+        record["device"] = session.device
+        record["metrics"] = _scenario(scenarios, session, feeds, job)
+    record["memory"] = monitor.report()
+    record["warnings"] = record["memory"].pop("warnings")
+    return session
+
+
+def _scenario(scenarios: Any, session: Any, feeds: Any, job: dict[str, Any]) -> dict[str, Any]:
+    params = dict(job.get("params") or {})
+    name = job["scenario"]
+    if name == "single-stream":
+        return scenarios.single_stream(session, feeds, **params).to_dict()
+    if name == "offline":
+        return scenarios.offline_point(session, feeds, **params).to_dict()
+    if name == "server":
+        if params.pop("find_max", False):
+            return scenarios.find_max_rate(session, feeds, **params)
+        return scenarios.server(session, feeds, **params)
+    if name == "multistream":
+        if params.pop("find_max", False):
+            return scenarios.find_max_streams(session, feeds, **params)
+        return scenarios.multistream(session, feeds, **params)
+    raise ValueError(f"unknown scenario {name!r}")
+
+
+def main(argv: list[str]) -> int:
+    job_path, out_path = Path(argv[0]), Path(argv[1])
+    job = json.loads(job_path.read_text())
+    record = run_job(job)
+    out_path.write_text(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,166 @@
+"""The one results schema of `rtpick bench`: versioned JSON, written atomically after every configuration.
+
+A file holds the environment it was measured on, the model (path, sha256, spec), the scenario with its
+parameters, the exact command that made it, and one record per configuration (metrics, costs, or the cause of
+its failure). Readers refuse files of another schema version instead of misreading them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from rtpick.errors import RtpickError
+from rtpick.model import atomic_write_bytes
+
+SCHEMA = "rtpick.bench"
+SCHEMA_VERSION = 1
+LIBRARIES = ("rtpick", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt",
+             "nvidia-ml-py", "triton")
+
+
+@dataclass
+class Results:
+    """Everything one `rtpick bench` run produced; `to_dict()` is the JSON document."""
+
+    command: str
+    scenario: dict[str, Any]
+    model: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    configurations: list[dict[str, Any]] = field(default_factory=list)
+    sweeps: dict[str, Any] = field(default_factory=dict)
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def ok(self) -> list[dict[str, Any]]:
+        return [c for c in self.configurations if c.get("status") == "ok"]
+
+    def failed(self) -> list[dict[str, Any]]:
+        return [c for c in self.configurations if c.get("status") != "ok"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "command": self.command,
+            "environment": self.environment,
+            "model": self.model,
+            "scenario": self.scenario,
+            "configurations": self.configurations,
+            "sweeps": self.sweeps,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "results") -> Results:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise RtpickError(f"{source} is not an rtpick bench results file (no '{SCHEMA}' schema marker)")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise RtpickError(
+                f"{source} uses results schema version {version}, this rtpick reads version {SCHEMA_VERSION}; "
+                "re-run the benchmark with this version"
+            )
+        return cls(
+            command=data["command"], scenario=data["scenario"], model=data["model"],
+            environment=data.get("environment", {}), configurations=list(data.get("configurations", [])),
+            sweeps=dict(data.get("sweeps", {})), created=data.get("created", ""),
+        )
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Atomically replace `path`: a reader (or a crash) sees the old file or the new one, never half."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
+        try:
+            atomic_write_bytes(Path(path), (text + "\n").encode())
+        except OSError as exc:
+            raise RtpickError(f"cannot write results to {str(path)!r}: {exc.strerror or exc}") from exc
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Results:
+        path = Path(path)
+        if not path.is_file():
+            raise RtpickError(f"results file {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RtpickError(f"{path} is not readable JSON ({exc})") from exc
+        return cls.from_dict(data, source=str(path))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Fail before measuring, not after, when the output path cannot be written."""
+    target = Path(path)
+    if target.is_dir():
+        raise RtpickError(f"--json {str(target)!r} is a directory; give a file name such as out.json")
+    parent = target.parent if str(target.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{target.name}.rtpick-probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise RtpickError(f"cannot write results to {str(target)!r}: {exc.strerror or exc}") from exc
+    return target
+
+
+def versions() -> dict[str, str | None]:
+    """Installed library versions, read from package metadata (importing torch just to ask is too slow)."""
+    out: dict[str, str | None] = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict[str, Any]:
+    """The machine and software a result was measured on."""
+    import psutil
+
+    from rtpick.bench.memory import gpu_inventory
+
+    return {
+        "hostname": platform.node(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpu_cores_logical": psutil.cpu_count(logical=True),
+        "cpu_cores_physical": psutil.cpu_count(logical=False),
+        "memory_gb": psutil.virtual_memory().total / 2**30,
+        "gpu": gpu_inventory(),
+        "versions": versions(),
+    }
+
+
+def model_record(model: Any, source: str) -> dict[str, Any]:
+    """Path (as the user gave it), content hash and spec of the model measured."""
+    return {
+        "source": source,
+        "path": str(model.path) if getattr(model, "path", None) else None,
+        "sha256": model.spec.sha256,
+        "spec": model.spec.to_dict(),
+    }

@@ -1,0 +1,41 @@
+"""Sessions of known cost for the benchmark tests: they do no model work, only spend a known time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from rtpick.model import TensorSpec
+from rtpick.runtimes.base import Session
+
+SPEC_IN = (TensorSpec("x", "float32", ("batch", 4)),)
+SPEC_OUT = (TensorSpec("y", "float32", ("batch", 4)),)
+
+
+class SpinSession(Session):
+    """Busy-waits `seconds` per call (plus `per_sample` per sample) and records each call's true duration."""
+
+    def __init__(self, seconds: float, per_sample: float = 0.0, sleep: bool = False) -> None:
+        super().__init__("fake", "fp32", SPEC_IN, SPEC_OUT, "cpu")
+        self.seconds = seconds
+        self.per_sample = per_sample
+        self.sleep = sleep
+        self.true_s: list[float] = []
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
+        target = self.seconds + self.per_sample * feeds["x"].shape[0]
+        if self.sleep:
+            time.sleep(target)
+        else:
+            while time.perf_counter() - start < target:
+                pass
+        self.true_s.append(time.perf_counter() - start)
+        return {"y": feeds["x"]}
+
+
+def feeds(batch: int = 1) -> dict[str, np.ndarray]:
+    return {"x": np.ones((batch, 4), dtype=np.float32)}

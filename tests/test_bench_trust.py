@@ -1,0 +1,44 @@
+"""Can the numbers be trusted? Workloads of known duration, measured by the real scenarios."""
+
+from __future__ import annotations
+
+import numpy as np
+from bench_fakes import SpinSession, feeds
+
+from rtpick.bench import scenarios
+
+
+def test_single_stream_latency_within_5_percent_of_known_work() -> None:
+    session = SpinSession(0.005)  # 5 ms of busy-wait per call
+    result = scenarios.single_stream(session, feeds(), min_duration_s=0.8, min_queries=100, warmup=5)
+    truth = float(np.median(session.true_s[5:])) * 1e3
+    assert abs(result.p50 - 5.0) / 5.0 < 0.05, result.p50
+    assert abs(result.p50 - truth) / truth < 0.05, (result.p50, truth)
+    assert result.n >= 100
+    low, high = result.ci_p50
+    assert low <= result.p50 <= high
+    assert abs(result.throughput - 1e3 / result.mean) / (1e3 / result.mean) < 0.01
+    assert "host clock" in result.method and "5 warm-up" in result.method
+
+
+def test_throughput_counts_samples_of_the_batch() -> None:
+    session = SpinSession(0.002)
+    result = scenarios.single_stream(session, feeds(4), min_duration_s=0.3, min_queries=20, warmup=2)
+    assert result.batch == 4
+    assert abs(result.throughput - 4 * 1e3 / result.mean) / result.throughput < 0.01
+
+
+def test_server_shows_queueing_of_an_overloaded_system() -> None:
+    """10 ms per query, one at a time, offered 150 q/s: capacity is 100 q/s, so the queue grows all run long.
+
+    Measured from scheduled arrival, p99 must show that growth (hundreds of ms); a closed-loop timer would
+    report ~10 ms (coordinated omission).
+    """
+    slow = SpinSession(0.010, sleep=True)
+    result = scenarios.server(slow, feeds(1), rate_qps=150, duration_s=1.0, max_batch=1, seed=1)
+    assert result["latency_ms"]["p99"] > 150.0, result["latency_ms"]
+    assert result["achieved_qps"] < 115
+    calm = scenarios.server(SpinSession(0.010, sleep=True), feeds(1), rate_qps=20, duration_s=1.0,
+                            max_batch=1, seed=1)
+    assert calm["latency_ms"]["p50"] < 30.0, calm["latency_ms"]
+    assert calm["incomplete"] == 0
