@@ -9,8 +9,8 @@ The public API is small and imports nothing heavy (torch, onnxruntime, tensorrt 
 
 from __future__ import annotations
 
-from rtpick.api import compare, load, runtimes
+from rtpick.api import bench, compare, load, runtimes
 from rtpick.errors import BuildError, MissingRuntime, RtpickError
 
 __version__ = "0.1.0"
-__all__ = ["BuildError", "MissingRuntime", "RtpickError", "compare", "load", "runtimes", "__version__"]
+__all__ = ["BuildError", "MissingRuntime", "RtpickError", "bench", "compare", "load", "runtimes", "__version__"]

@@ -53,3 +53,30 @@ def runtimes() -> list[dict[str, Any]]:
         state = availability(name)
         rows.append({**get_runtime(name).describe(), "available": state.ok, "reason": state.reason})
     return rows
+
+
+def bench(
+    model: Any,
+    configs: Sequence[str] | str,
+    *,
+    scenario: str = "single-stream",
+    batch: int | Sequence[int] | None = None,
+    json: str | None = None,
+    isolate: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """Measure `model` on each ``runtime:precision`` in one scenario; returns `rtpick.results.Results`.
+
+    Keyword arguments are the fields of `rtpick.bench.run.BenchRequest` (quick, duration_s, rate_qps,
+    find_max, p99_ms, streams, fps, deadline_ms, find_max_streams, shapes, ranges, options, io, timeout_s,
+    keep_samples). A path or zoo name runs each configuration in its own process; an in-memory model runs
+    in this one.
+    """
+    from rtpick.bench.run import BenchRequest, run_bench
+    from rtpick.runtimes.registry import parse_config, parse_configs
+
+    parsed = parse_configs(configs) if isinstance(configs, str) else [parse_config(c) for c in configs]
+    batches = None if batch is None else [batch] if isinstance(batch, int) else list(batch)
+    request = BenchRequest(scenario=scenario, batches=batches, isolate=isolate, **kwargs)
+    command = f"rtpick.bench({model!r}, {configs!r}, scenario={scenario!r}, batch={batch!r}, ...)"
+    return run_bench(model, parsed, request, json_path=json, command=command)
