@@ -72,11 +72,11 @@ def bench(
     keep_samples). A path or zoo name runs each configuration in its own process; an in-memory model runs
     in this one.
     """
-    from rtpick.bench.run import BenchRequest, run_bench
+    from rtpick.bench.run import BenchRequest, command_line, run_bench
     from rtpick.runtimes.registry import parse_config, parse_configs
 
     parsed = parse_configs(configs) if isinstance(configs, str) else [parse_config(c) for c in configs]
     batches = None if batch is None else [batch] if isinstance(batch, int) else list(batch)
     request = BenchRequest(scenario=scenario, batches=batches, isolate=isolate, **kwargs)
-    command = f"rtpick.bench({model!r}, {configs!r}, scenario={scenario!r}, batch={batch!r}, ...)"
+    command = command_line(model, parsed, request, json)
     return run_bench(model, parsed, request, json_path=json, command=command)

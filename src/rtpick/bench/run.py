@@ -228,3 +228,29 @@ def run_bench(
 def _flat(points: list[tuple[int, float]]) -> bool:
     (_, a), (_, b), (_, c) = points[-3:]
     return b < 1.05 * a and c < 1.05 * a
+
+
+def command_line(model: Any, configs: Sequence[tuple[str, str]], request: BenchRequest,
+                 json_path: str | None = None) -> str:
+    """The `rtpick bench` command equivalent to an API call, stored so reports can print how to reproduce."""
+    import shlex
+
+    r = request
+    parts = ["rtpick", "bench", str(model), "-r", ",".join(f"{a}:{b}" for a, b in configs),
+             "--scenario", r.scenario]
+    flags: list[tuple[str, Any]] = [
+        ("--batch", ",".join(map(str, r.batches)) if r.batches else None), ("--duration", r.duration_s),
+        ("--rate", r.rate_qps), ("--p99-ms", r.p99_ms), ("--streams", r.streams), ("--fps", r.fps),
+        ("--deadline-ms", r.deadline_ms), ("--max-queue-delay-ms", r.max_queue_delay_ms),
+        ("--timeout", r.timeout_s), ("--json", json_path),
+    ]
+    parts += [item for flag, value in flags if value is not None for item in (flag, str(value))]
+    parts += [f for f, on in (("--quick", r.quick), ("--find-max", r.find_max),
+                              ("--find-max-streams", r.find_max_streams), ("--no-isolate", not r.isolate),
+                              ("--samples", r.keep_samples)) if on]
+    parts += [i for name, shape in r.shapes.items() for i in ("--shape", f"{name}:{'x'.join(map(str, shape))}")]
+    parts += [i for name, (lo, hi) in r.ranges.items() for i in ("--input-range", f"{name}:{lo:g}:{hi:g}")]
+    parts += [i for key, value in r.options.items() for i in ("--option", f"{key}={value}")]
+    if r.io != "host":
+        parts += ["--io", r.io]
+    return " ".join(shlex.quote(p) for p in parts)

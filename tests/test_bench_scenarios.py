@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+from bench_fakes import SpinSession, feeds
+
+from rtpick.bench import scenarios
+from rtpick.bench.isolation import run_isolated
+from rtpick.bench.worker import is_oom, run_job
+from rtpick.errors import RtpickError
+
+
+def test_multistream_on_time_when_fast_and_late_or_dropped_when_slow() -> None:
+    fast = scenarios.multistream(SpinSession(0.001), feeds(4), streams=4, fps=20, duration_s=0.5)
+    assert fast["total"]["frames"] == 4 * 10
+    assert fast["meets"] and fast["total"]["late"] == 0 and fast["total"]["dropped"] == 0
+    assert len(fast["per_camera"]) == 4 and all(c["frames"] == 10 for c in fast["per_camera"])
+    # 30 ms per batch, 4 cameras at 50 fps (20 ms deadline): nothing can be on time
+    slow = scenarios.multistream(SpinSession(0.030, sleep=True), feeds(4), streams=4, fps=50, duration_s=0.4)
+    total = slow["total"]
+    assert not slow["meets"]
+    assert total["late"] + total["dropped"] == total["frames"] - total["on_time"]
+    assert total["late"] + total["dropped"] > 0.9 * total["frames"]
+
+
+def test_find_max_streams_stops_where_the_deadline_breaks() -> None:
+    # 4 ms + 4 ms per frame at 25 fps (40 ms deadline): batches of up to 8 take <= 36 ms
+    session = SpinSession(0.004, per_sample=0.004, sleep=True)
+    result = scenarios.find_max_streams(session, feeds(8), fps=25, duration_s=0.4, limit=16)
+    assert 1 <= result["max_streams"] <= 16
+    assert result["best"]["meets"]
+    failing = [t for t in result["trials"] if not t["meets"]]
+    assert all(t["streams"] > result["max_streams"] for t in failing)
+
+
+def test_find_max_rate_respects_the_bound() -> None:
+    session = SpinSession(0.005, sleep=True)
+    result = scenarios.find_max_rate(session, feeds(1), p99_bound_ms=30, duration_s=0.5, max_batch=1, steps=3)
+    assert result["max_qps"] is not None and result["max_qps"] < 210
+    assert result["best"]["latency_ms"]["p99"] <= 30
+
+
+def test_bad_parameters_are_user_errors() -> None:
+    session = SpinSession(0.001)
+    with pytest.raises(RtpickError, match="--rate"):
+        scenarios.server(session, feeds(), rate_qps=0, duration_s=1)
+    with pytest.raises(RtpickError, match="--fps"):
+        scenarios.multistream(session, feeds(), streams=1, fps=0, duration_s=1)
+    with pytest.raises(RtpickError, match="--deadline-ms"):
+        scenarios.multistream(session, feeds(), streams=1, fps=10, duration_s=1, deadline_ms=-1)
+
+
+def test_saturation_batch() -> None:
+    assert scenarios.saturation_batch([(1, 100.0), (2, 190.0), (4, 300.0), (8, 310.0)]) == 4
+    assert scenarios.saturation_batch([]) is None
+
+
+def test_a_failing_configuration_is_recorded_not_raised(small_onnx) -> None:
+    job = {"model": str(small_onnx), "runtime": "ort-cpu", "precision": "fp32", "batch": 2,
+           "scenario": "single-stream", "params": {"min_duration_s": 0.1, "min_queries": 10, "warmup": 2},
+           "shapes": {"x": [2, 9]}}  # wrong width: the build or run must fail, and be recorded
+    record = run_job(job)
+    assert record["status"] == "failed" and "x" in record["error"]
+    good = run_isolated({**job, "shapes": {}}, timeout_s=120)
+    assert good["status"] == "ok", good
+    assert good["metrics"]["batch"] == 2 and good["build_time_s"] > 0 and good["first_inference_ms"] > 0
+    assert good["memory"]["host_rss_peak_mb"] > 0
+    assert good["memory"]["gpu_memory"].startswith("not measured")
+
+
+def test_a_hang_is_killed_and_recorded(small_onnx) -> None:
+    job = {"model": str(small_onnx), "runtime": "ort-cpu", "precision": "fp32", "batch": 1,
+           "scenario": "single-stream", "params": {"min_duration_s": 60, "min_queries": 10, "warmup": 1}}
+    record = run_isolated(job, timeout_s=3)
+    assert record["status"] == "timeout" and "3 s" in record["error"]
+
+
+def test_oom_messages_are_recognised() -> None:
+    assert is_oom("CUDA out of memory. Tried to allocate 2 GiB")
+    assert is_oom("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory")
+    assert not is_oom("shape mismatch")

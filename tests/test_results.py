@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rtpick.errors import RtpickError
+from rtpick.results import SCHEMA_VERSION, Results, check_writable, environment
+
+
+def _results() -> Results:
+    return Results(command="rtpick bench m.onnx", scenario={"scenario": "single-stream"},
+                   model={"sha256": "ab", "spec": {"name": "m"}}, environment=environment(),
+                   configurations=[{"config": "ort-cpu:fp32", "batch": 1, "status": "ok"}])
+
+
+def test_round_trip_and_environment(tmp_path) -> None:
+    path = tmp_path / "out.json"
+    _results().write(path)
+    back = Results.read(path)
+    assert back.configurations[0]["config"] == "ort-cpu:fp32"
+    env = back.environment
+    assert env["cpu_cores_logical"] >= 1 and env["versions"]["numpy"]
+    assert env["gpu"]["gpus"] == [] and env["gpu"]["reason"].startswith("not measured")
+    assert json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+
+
+def test_other_schema_version_is_refused(tmp_path) -> None:
+    path = tmp_path / "old.json"
+    data = _results().to_dict()
+    data["schema_version"] = SCHEMA_VERSION + 1
+    path.write_text(json.dumps(data))
+    with pytest.raises(RtpickError, match="schema version"):
+        Results.read(path)
+    path.write_text("{}")
+    with pytest.raises(RtpickError, match="not an rtpick"):
+        Results.read(path)
+
+
+def test_a_failed_write_leaves_the_good_file(tmp_path) -> None:
+    path = tmp_path / "out.json"
+    _results().write(path)
+    before = path.read_text()
+    bad = _results()
+    bad.configurations.append({"value": float("nan")})  # NaN is not JSON: the write must fail cleanly
+    with pytest.raises(ValueError):
+        bad.write(path)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_unwritable_paths_are_user_errors(tmp_path) -> None:
+    with pytest.raises(RtpickError, match="directory"):
+        check_writable(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(RtpickError, match="cannot write"):
+        check_writable(blocker / "out.json")
