@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from rtpick.bench.batcher import DynamicBatcher
+from rtpick.perf.batcher import DynamicBatcher
 from rtpick.errors import RtpickError
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 from bench_fakes import SpinSession, feeds
 
-from rtpick.bench import scenarios
-from rtpick.bench.isolation import run_isolated
-from rtpick.bench.worker import is_oom, run_job
+from rtpick.perf import scenarios
+from rtpick.perf.isolation import run_isolated
+from rtpick.perf.worker import is_oom, run_job
 from rtpick.errors import RtpickError
 
 

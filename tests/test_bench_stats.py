@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from rtpick.bench import stats
+from rtpick.perf import stats
 
 
 def test_summary_matches_numpy_and_is_in_ms() -> None:

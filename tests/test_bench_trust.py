@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from bench_fakes import SpinSession, feeds
 
-from rtpick.bench import scenarios
+from rtpick.perf import scenarios
 
 
 def test_single_stream_latency_within_5_percent_of_known_work() -> None:

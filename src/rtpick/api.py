@@ -67,12 +67,12 @@ def bench(
 ) -> Any:
     """Measure `model` on each ``runtime:precision`` in one scenario; returns `rtpick.results.Results`.
 
-    Keyword arguments are the fields of `rtpick.bench.run.BenchRequest` (quick, duration_s, rate_qps,
+    Keyword arguments are the fields of `rtpick.perf.run.BenchRequest` (quick, duration_s, rate_qps,
     find_max, p99_ms, streams, fps, deadline_ms, find_max_streams, shapes, ranges, options, io, timeout_s,
     keep_samples). A path or zoo name runs each configuration in its own process; an in-memory model runs
     in this one.
     """
-    from rtpick.bench.run import BenchRequest, command_line, run_bench
+    from rtpick.perf.run import BenchRequest, command_line, run_bench
     from rtpick.runtimes.registry import parse_config, parse_configs
 
     parsed = parse_configs(configs) if isinstance(configs, str) else [parse_config(c) for c in configs]

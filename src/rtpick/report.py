@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtpick.bench.stats import intervals_overlap
+from rtpick.perf.stats import intervals_overlap
 from rtpick.errors import RtpickError
 from rtpick.model import atomic_write_bytes
 from rtpick.results import Results

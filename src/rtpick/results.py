@@ -141,7 +141,7 @@ def environment() -> dict[str, Any]:
     """The machine and software a result was measured on."""
     import psutil
 
-    from rtpick.bench.memory import gpu_inventory
+    from rtpick.perf.memory import gpu_inventory
 
     return {
         "hostname": platform.node(),

@@ -52,7 +52,7 @@ def bench(
     samples: bool = typer.Option(False, "--samples", help="Store raw latency samples in the results."),
 ) -> None:
     """Measure MODEL on each configuration in an MLPerf-style scenario."""
-    from rtpick.bench.run import BenchRequest, run_bench
+    from rtpick.perf.run import BenchRequest, run_bench
     from rtpick.data import parse_range, parse_shape
     from rtpick.report import failures, headline, label, table
     from rtpick.runtimes.registry import parse_configs

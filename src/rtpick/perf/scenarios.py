@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from rtpick.bench.batcher import DynamicBatcher
-from rtpick.bench.stats import latency_summary
-from rtpick.bench.timing import cuda_events_for, split_transfers, time_call
+from rtpick.perf.batcher import DynamicBatcher
+from rtpick.perf.stats import latency_summary
+from rtpick.perf.timing import cuda_events_for, split_transfers, time_call
 from rtpick.errors import RtpickError
 from rtpick.runtimes.base import Session
 
@@ -95,7 +95,7 @@ def slice_feeds(feeds: Feeds, count: int) -> dict[str, Any]:
 
 def warm_up(session: Session, feeds: Feeds, warmup: int | None) -> int:
     """Run `warmup` calls, or (None) until latencies are stable; returns how many calls it made."""
-    from rtpick.bench.stats import is_stable
+    from rtpick.perf.stats import is_stable
 
     if warmup is not None:
         if warmup < 0:

@@ -1,6 +1,6 @@
 """Run each configuration in a child process with a time limit, so one crash, hang or OOM stops only itself.
 
-The child is ``python -m rtpick.bench.worker JOB OUT`` in its own process group; on timeout the whole group is
+The child is ``python -m rtpick.perf.worker JOB OUT`` in its own process group; on timeout the whole group is
 killed (compile workers included). Whatever happened — a clean failure written by the worker, a signal, a
 timeout, a missing result — comes back as a record with `status` and a one-line `error` saying why.
 """
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rtpick.bench.worker import is_oom
+from rtpick.perf.worker import is_oom
 
 
 def run_isolated(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def run_isolated(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(Path(tmp) / "stderr.txt", "w+b") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "rtpick.bench.worker", str(job_file), str(out_file)],
+                [sys.executable, "-m", "rtpick.perf.worker", str(job_file), str(out_file)],
                 stdout=subprocess.DEVNULL, stderr=err, env=env, start_new_session=True,
             )
             try:

@@ -113,7 +113,7 @@ def plan_batches(request: BenchRequest, model: Any) -> list[int]:
 
 
 def _durations(request: BenchRequest) -> dict[str, float]:
-    from rtpick.bench.scenarios import FULL, QUICK
+    from rtpick.perf.scenarios import FULL, QUICK
 
     base = QUICK if request.quick else FULL
     duration = request.duration_s
@@ -168,9 +168,9 @@ def run_bench(
     on_start: Callable[[str], None] | None = None,
 ) -> Any:
     """Run every configuration; returns `Results` (also written to `json_path` after each configuration)."""
-    from rtpick.bench.isolation import run_isolated
-    from rtpick.bench.scenarios import saturation_batch
-    from rtpick.bench.worker import run_job
+    from rtpick.perf.isolation import run_isolated
+    from rtpick.perf.scenarios import saturation_batch
+    from rtpick.perf.worker import run_job
     from rtpick.model import load_model, resolve_shapes
     from rtpick.results import Results, check_writable, environment, model_record
 

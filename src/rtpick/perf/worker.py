@@ -1,7 +1,7 @@
 """One configuration, start to finish: load the model, build, first inference, the scenario, memory.
 
 `run_job(job)` is the same code in-process (``--no-isolate``) and in a child process
-(``python -m rtpick.bench.worker JOB.json OUT.json``), so isolation changes where it runs, never what it
+(``python -m rtpick.perf.worker JOB.json OUT.json``), so isolation changes where it runs, never what it
 measures. A failure becomes a record with its cause; only the parent decides what to do with it.
 """
 
@@ -52,8 +52,8 @@ def run_job(job: dict[str, Any], model: Any = None) -> dict[str, Any]:
 
 
 def _measure(job: dict[str, Any], record: dict[str, Any], model: Any) -> Any:
-    from rtpick.bench import scenarios
-    from rtpick.bench.memory import Monitor
+    from rtpick.perf import scenarios
+    from rtpick.perf.memory import Monitor
     from rtpick.data import synthetic_feeds
     from rtpick.model import load_model, resolve_shapes, with_batch
     from rtpick.runtimes.registry import get_runtime
