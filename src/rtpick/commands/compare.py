@@ -1,0 +1,290 @@
+"""`rtpick compare` (do the runtimes agree?) and `rtpick run` (one configuration, outputs to an .npz).
+
+Thin wrappers: feeds, metrics and the tolerance policy live in `rtpick.compare`; this module parses the command
+line, prints the table and writes files atomically. Exit status: 0 when every configuration is within tolerance,
+1 when any is not (or did not build or run), 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rtpick.cli import app, handles_errors
+from rtpick.errors import RtpickError
+
+console = Console()
+if not console.is_terminal:  # logs and pipes: wide enough that the table's numbers never wrap
+    console = Console(width=160)
+
+_STYLE = {"reference": "cyan", "pass": "green", "mismatch": "red", "error": "red", "unchecked": "yellow"}
+
+
+def parse_options(items: Sequence[str], runtimes: Sequence[str], default: str | None = None
+                  ) -> dict[str, dict[str, str]]:
+    """``runtime.key=value`` items -> ``{runtime: {key: value}}``; `default` takes a bare ``key=value``."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise RtpickError(f"--option {item!r} must look like runtime.key=value, e.g. ort-cpu.threads=2")
+        runtime, dot, key = name.partition(".")
+        if not dot:
+            if default is None:
+                raise RtpickError(f"--option {item!r} must name its runtime: runtime.key=value (e.g. ort-cpu.{name})")
+            runtime, key = default, name
+        if runtime not in runtimes:
+            raise RtpickError(f"--option {item!r} is for {runtime!r}, which is not among {', '.join(runtimes)}")
+        options.setdefault(runtime, {})[key] = value
+    return options
+
+
+def load_labels(text: str) -> tuple[np.ndarray, Path, str | None]:
+    """``labels.npy``, ``file.npz`` (its only array, or one named label/labels) or ``file.npz:key``."""
+    from rtpick.data import load_npz
+
+    path_text, key = text, None
+    if Path(text).suffix not in (".npy", ".npz") and ":" in text:
+        path_text, _, key = text.rpartition(":")
+    path = Path(path_text)
+    arrays = load_npz(path)
+    if "" in arrays:
+        return arrays[""], path, None
+    if key is None:
+        if len(arrays) == 1:
+            key = next(iter(arrays))
+        else:
+            key = next((k for k in ("label", "labels") if k in arrays), None)
+            if key is None:
+                raise RtpickError(f"--labels {text!r}: say which array holds the labels: {path}:KEY, "
+                                  f"KEY one of {sorted(arrays)}")
+    if key not in arrays:
+        raise RtpickError(f"--labels {text!r}: {path} has no array {key!r}; it has {sorted(arrays)}")
+    return arrays[key], path, key
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def _num(value: float | None, fmt: str = ".3g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+    from rtpick.model import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def _command_line() -> str:
+    return "rtpick " + shlex.join(sys.argv[1:])
+
+
+@app.command()
+@handles_errors
+def compare(
+    model: str = typer.Argument(..., help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
+    runtimes: str = typer.Option(..., "--runtimes", "-r",
+                                 help="Configurations: runtime:precision[,runtime:precision...]."),
+    reference: str = typer.Option(None, "--reference", help="Reference configuration (default: first fp32)."),
+    atol: float = typer.Option(None, "--atol", help="Absolute tolerance for every precision (overrides)."),
+    rtol: float = typer.Option(None, "--rtol", help="Relative tolerance for every precision (overrides)."),
+    shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
+    batch: int = typer.Option(None, "--batch", help="Batch size for a dynamic batch axis."),
+    input_path: str = typer.Option(None, "--input", help="Feeds: an .npz (one array per input), .npy or image folder."),
+    input_range: list[str] = typer.Option([], "--input-range", help="Synthetic input range name:lo:hi (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic feeds."),
+    labels: str = typer.Option(None, "--labels", help="Class labels for accuracy: labels.npy or file.npz[:key]."),
+    json_path: str = typer.Option(None, "--json", help="Also write the comparison to this JSON file."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option runtime.key=value (repeatable)."),
+    weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
+) -> None:
+    """Run the same feeds through each configuration and check every output against a reference."""
+    from rtpick.compare import TOLERANCES, compare_configs, tolerance_for
+    from rtpick.data import parse_range, parse_shape, read_inputs, validate_feeds
+    from rtpick.model import load_model
+
+    configs = [part.strip() for part in runtimes.split(",") if part.strip()]
+    if not configs:
+        raise RtpickError("-r needs at least one runtime:precision")
+    runtime_names = [c.partition(":")[0] for c in configs]
+    if reference:
+        runtime_names.append(reference.partition(":")[0])
+    options = parse_options(option, sorted(set(runtime_names)))
+    shapes = dict(parse_shape(s) for s in shape)
+    ranges = dict(parse_range(r) for r in input_range)
+    for precision in {c.partition(":")[2] or "fp32" for c in configs}:
+        if precision in TOLERANCES:
+            tolerance_for(precision, atol, rtol)  # a bad --atol/--rtol is a usage error before anything runs
+
+    label_array = None
+    feeds = None
+    description = None
+    loaded = load_model(model, weights=weights)
+    if labels:
+        label_array, label_file, label_key = load_labels(labels)
+        if input_path and label_key and _same_file(label_file, Path(input_path)):
+            # one .npz holding inputs and labels: the labels are not a feed
+            arrays = read_inputs(loaded.spec, {}, input_path)
+            arrays.pop(label_key, None)
+            feeds = validate_feeds(loaded.spec.inputs, arrays, source=input_path)
+            description = f"from {input_path} (without {label_key!r}, the labels)"
+            input_path = None
+
+    result = compare_configs(
+        loaded, configs, feeds=feeds, input_path=input_path, shapes=shapes, batch=batch, seed=seed,
+        reference=reference, atol=atol, rtol=rtol, input_ranges=ranges, options=options, labels=label_array,
+        feeds_description=description,
+    )
+    _print(result, with_accuracy=label_array is not None)
+    if json_path:
+        _write_json(json_path, {**result.to_dict(), "command": _command_line()})
+        console.print(f"written: {escape(json_path)}")
+    raise typer.Exit(0 if result.passed else 1)
+
+
+def _print(result: Any, with_accuracy: bool) -> None:
+    spec = result.model
+    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in result.feed_shapes.items())
+    console.print(f"[bold]{escape(spec.name)}[/]  reference: [cyan]{escape(result.reference)}[/]")
+    console.print(f"feeds: {escape(result.feeds_description)}; shapes {escape(shapes)}")
+    for note in result.notes:
+        console.print(f"note: {escape(note)}")
+    table = Table(title="agreement with the reference")
+    columns = ["config", "status", "max abs", "max rel", "cosine", "top-1", "top-5"]
+    if with_accuracy:
+        columns.append("accuracy")
+    columns += ["NaN/Inf", "reason"]
+    for column in columns:
+        table.add_column(column, no_wrap=column != "reason", overflow="fold")
+    for row in result.rows:
+        style = _STYLE.get(row.status, "")
+        cells = [
+            escape(row.config), f"[{style}]{row.status}[/]" if style else row.status,
+            _num(row.max_abs), _num(row.max_rel), _num(row.cosine, ".6f"),
+            _pct(row.top1_agreement), _pct(row.top5_agreement),
+        ]
+        if with_accuracy:
+            cells.append(_pct(row.accuracy))
+        cells.append(f"{row.nan}/{row.inf}" if row.outputs else "-")
+        cells.append(escape(row.reason))
+        table.add_row(*cells)
+    console.print(table)
+    used = {}
+    for row in result.rows:
+        if row.tolerance is not None and row.status != "reference":
+            used.setdefault(row.precision, row.tolerance.describe())
+    for precision, text in used.items():
+        console.print(f"tolerance {precision}: {escape(text)}")
+    for row in result.rows:
+        for note in row.notes:
+            console.print(f"note {escape(row.config)}: {escape(note)}")
+    verdict = "[green]all within tolerance[/]" if result.passed else "[red]not all within tolerance[/]"
+    console.print(f"{verdict} (policy: rtpick.compare.TOLERANCES; --atol/--rtol override)")
+
+
+@app.command()
+@handles_errors
+def run(
+    model: str = typer.Argument(..., help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
+    runtime: str = typer.Option("ort-cpu:fp32", "--runtime", "-r", help="One configuration: runtime:precision."),
+    input_path: str = typer.Option(None, "--input", help="Feeds: an .npz (one array per input), .npy or image folder."),
+    output: str = typer.Option(None, "--output", help="Write the outputs to this .npz."),
+    shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
+    batch: int = typer.Option(None, "--batch", help="Batch size for a dynamic batch axis."),
+    input_range: list[str] = typer.Option([], "--input-range", help="Synthetic input range name:lo:hi (repeatable)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic feeds."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option key=value (repeatable)."),
+    weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
+) -> None:
+    """Run one configuration once and print (or save) its outputs."""
+    import time
+
+    from rtpick.compare import make_feeds
+    from rtpick.data import parse_range, parse_shape
+    from rtpick.model import atomic_write_bytes, load_model
+    from rtpick.runtimes.registry import get_runtime, parse_config
+
+    if "," in runtime:
+        raise RtpickError(f"rtpick run takes one configuration, not {runtime!r}; use rtpick compare for several")
+    name, precision = parse_config(runtime)
+    options = parse_options(option, [name], default=name).get(name, {})
+    if output is not None:
+        out_path = Path(output)
+        if out_path.suffix != ".npz":
+            raise RtpickError(f"--output {output!r} must be an .npz file")
+        if input_path and _same_file(out_path, Path(input_path)):
+            raise RtpickError(f"--output {output!r} is the input file; write the outputs to another file")
+        if out_path.is_dir():
+            raise RtpickError(f"--output {output!r} is a directory; give an .npz file name")
+    loaded = load_model(model, weights=weights)
+    feeds, description = make_feeds(
+        loaded.spec, input_path=input_path, shapes=dict(parse_shape(s) for s in shape), batch=batch, seed=seed,
+        input_ranges=dict(parse_range(r) for r in input_range),
+    )
+    feed_shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    with get_runtime(name).build(loaded, precision, feed_shapes, **options) as session:
+        start = time.perf_counter()
+        outputs = session.run(feeds)
+        elapsed = time.perf_counter() - start
+        build_s = session.info.build_time_s
+        notes = list(session.info.notes)
+    console.print(f"[bold]{escape(loaded.spec.name)}[/] on {name}:{precision}  build {build_s:.2f} s, "
+                  f"one run {elapsed * 1e3:.2f} ms (first call, not a benchmark)")
+    console.print(f"feeds: {escape(description)}; shapes "
+                  + escape(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in feed_shapes.items())))
+    for note in notes:
+        console.print(f"note: {escape(note)}")
+    table = Table(title="outputs")
+    for column in ("output", "dtype", "shape", "min", "max", "mean", "NaN", "Inf"):
+        table.add_column(column)
+    arrays = {key: np.asarray(value) for key, value in outputs.items()}
+    for key, value in arrays.items():
+        table.add_row(escape(key), str(value.dtype), "x".join(map(str, value.shape)) or "scalar", *_summary(value))
+    console.print(table)
+    if output is not None:
+        atomic_write_bytes(Path(output), npz_bytes(arrays))
+        console.print(f"written: {escape(output)}")
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """An .npz archive in memory (any output name works as a key, even ``file``), for an atomic write."""
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _summary(value: np.ndarray) -> list[str]:
+    if value.dtype.kind not in "fiub" or value.size == 0:
+        return ["-", "-", "-", "-", "-"]
+    as_float = value.astype(np.float64)
+    finite = as_float[np.isfinite(as_float)]
+    nan = int(np.isnan(as_float).sum())
+    inf = int(np.isinf(as_float).sum())
+    if finite.size == 0:
+        return ["-", "-", "-", str(nan), str(inf)]
+    return [f"{finite.min():.4g}", f"{finite.max():.4g}", f"{finite.mean():.4g}", str(nan), str(inf)]
