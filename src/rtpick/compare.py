@@ -61,12 +61,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from rtpick.errors import RtpickError
 from rtpick.model import ModelSpec
+
+if TYPE_CHECKING:  # numpy loads with the first comparison, so that `import rtpick` stays light
+    import numpy as np
 
 STATUS_REFERENCE = "reference"  # the configuration everything else is compared with (it ran)
 STATUS_PASS = "pass"  # ran, every output within tolerance
@@ -160,6 +161,8 @@ def is_classifier_like(array: np.ndarray) -> bool:
 
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
+    import numpy as np
+
     return float(np.mean(np.argmax(scores, axis=1) == labels))
 
 
@@ -171,6 +174,8 @@ def check_output(
     labels: np.ndarray | None = None,
 ) -> OutputCheck:
     """Metrics of `candidate` against `reference` and whether it is within `tolerance` (rules in the module doc)."""
+    import numpy as np
+
     cand = _as_numpy(candidate)
     ref = _as_numpy(reference)
     check = OutputCheck(name=name, shape=list(cand.shape), dtype=str(cand.dtype), ok=True)
@@ -243,8 +248,37 @@ def check_output(
     return check
 
 
+def output_metrics(reference: Any, candidate: Any, labels: Any = None) -> dict[str, Any]:
+    """One output's metrics as a plain dict, with the verdict of every precision's default tolerance.
+
+    For callers that run sessions themselves (the demo): ``max_abs_error``, ``max_rel_error``, ``mean_abs_error``,
+    ``cosine``, ``nan``, ``inf``, ``top1_agreement``, ``top5_agreement``, ``accuracy``, and ``within`` (precision ->
+    bool) read by `within_tolerance`.
+    """
+    labels_array = None if labels is None else _as_numpy(labels)
+    checks = {name: check_output("output", candidate, reference, tol, labels_array)
+              for name, tol in TOLERANCES.items()}
+    first = checks["fp32"]
+    return {
+        "max_abs_error": first.max_abs, "max_rel_error": first.max_rel, "mean_abs_error": first.mean_abs,
+        "cosine": first.cosine, "nan": first.nan, "inf": first.inf, "top1_agreement": first.top1_agreement,
+        "top5_agreement": first.top5_agreement, "accuracy": first.accuracy,
+        "within": {name: check.ok for name, check in checks.items()},
+        "reasons": {name: check.reason for name, check in checks.items() if not check.ok},
+    }
+
+
+def within_tolerance(metrics: Mapping[str, Any], precision: str) -> bool:
+    """Whether `output_metrics` found the output within `precision`'s default tolerance (`TOLERANCES`)."""
+    if precision not in metrics["within"]:
+        raise RtpickError(f"no tolerance policy for precision {precision!r}; known: {', '.join(TOLERANCES)}")
+    return bool(metrics["within"][precision])
+
+
 def _check_exact(check: OutputCheck, cand: np.ndarray, ref: np.ndarray, tolerance: Tolerance) -> OutputCheck:
     """Integer, bool and string outputs: equality, element by element."""
+    import numpy as np
+
     equal = cand == ref
     check.equal_fraction = float(np.mean(equal)) if equal.size else 1.0
     if cand.dtype.kind in "iub" and ref.dtype.kind in "iub" and cand.size:
@@ -260,6 +294,8 @@ def _check_exact(check: OutputCheck, cand: np.ndarray, ref: np.ndarray, toleranc
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    import numpy as np
+
     na = float(np.linalg.norm(a))
     nb = float(np.linalg.norm(b))
     if na == 0.0 and nb == 0.0:
@@ -270,6 +306,8 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _as_numpy(value: Any) -> np.ndarray:
+    import numpy as np
+
     if isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach"):  # a torch tensor
@@ -646,6 +684,8 @@ def _judge(
 
 def _check_labels(labels: Any, feeds: Mapping[str, np.ndarray]) -> np.ndarray | None:
     """Labels as a 1-D int array, one per row of the batch; a mismatch is the user's mistake."""
+    import numpy as np
+
     if labels is None:
         return None
     array = _as_numpy(labels)
