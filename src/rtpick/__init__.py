@@ -13,8 +13,10 @@ from __future__ import annotations
 # it on the package, which would replace the function after its first call; loading the submodule here, before the
 # function is bound below, keeps `rtpick.compare(...)` the function for good.
 from rtpick import compare as _compare_module  # noqa: F401
-from rtpick.api import bench, compare, load, runtimes
+from rtpick.api import bench, compare, load, recommend, runtimes
 from rtpick.errors import BuildError, MissingRuntime, RtpickError
 
 __version__ = "0.1.0"
-__all__ = ["BuildError", "MissingRuntime", "RtpickError", "bench", "compare", "load", "runtimes", "__version__"]
+__all__ = [
+    "BuildError", "MissingRuntime", "RtpickError", "bench", "compare", "load", "recommend", "runtimes", "__version__",
+]

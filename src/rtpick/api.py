@@ -9,6 +9,7 @@ from rtpick.model import Model, load_model, resolve_shapes
 
 if TYPE_CHECKING:
     from rtpick.compare import Comparison
+    from rtpick.recommend import Recommendation
     from rtpick.runtimes.base import Session
 
 
@@ -27,10 +28,16 @@ def load(
 
     `model` is an .onnx/.pt2 path, ``torchvision:<name>``, ``rtpick:digits``, a torch module (with
     `input_specs`) or a loaded `Model`. `shapes` fixes symbolic dims (``{"x": (1, 3, 224, 224)}``); runtime
-    `options` are listed by ``rtpick runtimes --verbose``.
+    `options` are listed by ``rtpick runtimes --verbose``. A deploy file (``rtpick recommend --save``) is
+    used as it is: its runtime, precision, options and shapes, after checking the model's sha256.
     """
+    from rtpick.deploy import is_deploy_file
     from rtpick.runtimes.registry import get_runtime
 
+    if is_deploy_file(model):
+        from rtpick.deploy import load_deploy
+
+        return load_deploy(model, runtime, precision, shapes=shapes, batch=batch, weights=weights, **options)
     source = model if isinstance(model, Model) else load_model(model, weights=weights, input_specs=input_specs)
     target = get_runtime(runtime)
     resolved = resolve_shapes(source.spec.inputs, shapes, batch)
@@ -42,6 +49,18 @@ def compare(model: Any, configs: Sequence[str], **kwargs: Any) -> Comparison:
     from rtpick.compare import compare_configs
 
     return compare_configs(model, configs, **kwargs)
+
+
+def recommend(model: Any, **kwargs: Any) -> Recommendation:
+    """The best configuration of `model` for a budget, gated on correctness; every other one with its reason.
+
+    Keyword arguments are those of `rtpick.recommend.recommend` (configs, p99_ms, streams, fps, min_throughput,
+    max_accuracy_drop, labels, expected_inferences, max_gpu_mem_mb, max_host_mem_mb, cpu_only, quick,
+    from_results, batch, ...).
+    """
+    from rtpick.recommend import recommend as run_recommend
+
+    return run_recommend(model, **kwargs)
 
 
 def runtimes() -> list[dict[str, Any]]:

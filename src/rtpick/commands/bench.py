@@ -26,8 +26,8 @@ def _ints(text: str | None, flag: str) -> list[int] | None:
 @app.command()
 @handles_errors
 def bench(
-    model: str = typer.Argument(..., help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
-    runtimes: str = typer.Option("ort-cpu:fp32", "--runtimes", "-r", help="runtime:precision[,...]"),
+    model: str = typer.Argument(None, help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
+    runtimes: str = typer.Option(None, "--runtimes", "-r", help="runtime:precision[,...] (default ort-cpu:fp32)"),
     scenario: str = typer.Option("single-stream", "--scenario", "-s",
                                  help="single-stream | offline | server | multistream"),
     batch: str = typer.Option(None, "--batch", "-b", help="Batch sizes, e.g. 1,8,32 (server: max batch)."),
@@ -50,6 +50,7 @@ def bench(
     no_isolate: bool = typer.Option(False, "--no-isolate", help="Run configurations in this process."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
     samples: bool = typer.Option(False, "--samples", help="Store raw latency samples in the results."),
+    config: str = typer.Option(None, "--config", help="A deploy file (rtpick recommend --save): use it as it is."),
 ) -> None:
     """Measure MODEL on each configuration in an MLPerf-style scenario."""
     from rtpick.perf.run import BenchRequest, run_bench
@@ -57,18 +58,25 @@ def bench(
     from rtpick.report import failures, headline, label, table
     from rtpick.runtimes.registry import parse_configs
 
-    configs = parse_configs(runtimes)
     options = {}
     for item in option:
         key, sep, value = item.partition("=")
         if not sep:
             raise RtpickError(f"--option {item!r} must look like key=value")
         options[key] = value
+    batches, shapes = _ints(batch, "--batch"), dict(parse_shape(s) for s in shape)
+    if config is not None:
+        from rtpick.deploy import for_command
+
+        model, runtimes, options, batches, shapes = for_command(config, model, runtimes, options, batches, shapes)
+    if model is None:
+        raise RtpickError("give a MODEL (or --config deploy.json)")
+    configs = parse_configs(runtimes or "ort-cpu:fp32")
     request = BenchRequest(
-        scenario=scenario, batches=_ints(batch, "--batch"), quick=quick, duration_s=duration, rate_qps=rate,
+        scenario=scenario, batches=batches, quick=quick, duration_s=duration, rate_qps=rate,
         find_max=find_max, p99_ms=p99_ms, streams=streams, fps=fps, deadline_ms=deadline_ms,
         find_max_streams=find_max_streams, max_queue_delay_ms=max_queue_delay_ms,
-        shapes=dict(parse_shape(s) for s in shape), ranges=dict(parse_range(r) for r in input_range),
+        shapes=shapes, ranges=dict(parse_range(r) for r in input_range),
         options=options, io=io, isolate=not no_isolate, timeout_s=timeout, keep_samples=samples,
     )
     command = "rtpick " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else \

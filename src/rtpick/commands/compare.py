@@ -205,8 +205,8 @@ def _print(result: Any, with_accuracy: bool) -> None:
 @app.command()
 @handles_errors
 def run(
-    model: str = typer.Argument(..., help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
-    runtime: str = typer.Option("ort-cpu:fp32", "--runtime", "-r", help="One configuration: runtime:precision."),
+    model: str = typer.Argument(None, help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
+    runtime: str = typer.Option(None, "--runtime", "-r", help="One configuration: runtime:precision (ort-cpu:fp32)."),
     input_path: str = typer.Option(None, "--input", help="Feeds: an .npz (one array per input), .npy or image folder."),
     output: str = typer.Option(None, "--output", help="Write the outputs to this .npz."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
@@ -215,6 +215,7 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic feeds."),
     option: list[str] = typer.Option([], "--option", "-o", help="Runtime option key=value (repeatable)."),
     weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
+    config: str = typer.Option(None, "--config", help="A deploy file (rtpick recommend --save): use it as it is."),
 ) -> None:
     """Run one configuration once and print (or save) its outputs."""
     import time
@@ -224,10 +225,21 @@ def run(
     from rtpick.model import atomic_write_bytes, load_model
     from rtpick.runtimes.registry import get_runtime, parse_config
 
+    deployed = None
+    if config is not None:
+        from rtpick.deploy import for_command
+
+        given = {"--option": option} if option else {}
+        model, runtime, deployed, batches, fixed = for_command(config, model, runtime, given,
+                                                                [batch] if batch else None, dict.fromkeys(shape))
+        batch, shape = batches[0], [f"{k}:{'x'.join(map(str, v))}" for k, v in fixed.items()]
+    if model is None:
+        raise RtpickError("give a MODEL (or --config deploy.json)")
+    runtime = runtime or "ort-cpu:fp32"
     if "," in runtime:
         raise RtpickError(f"rtpick run takes one configuration, not {runtime!r}; use rtpick compare for several")
     name, precision = parse_config(runtime)
-    options = parse_options(option, [name], default=name).get(name, {})
+    options = deployed if deployed is not None else parse_options(option, [name], default=name).get(name, {})
     if output is not None:
         out_path = Path(output)
         if out_path.suffix != ".npz":

@@ -1,0 +1,151 @@
+"""`rtpick recommend`: a thin wrapper over `rtpick.recommend` that prints the ranking and saves the choice.
+
+Exit status: 0 with a chosen configuration, 1 when no configuration meets the budget (the closest are printed
+with how far they miss), 2 for a usage error (contradictory constraints, a results file for another model).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rtpick.cli import app, handles_errors
+
+console = Console()
+
+
+def _fmt(value: float | None, spec: str = ".3g", unit: str = "") -> str:
+    return "-" if value is None else f"{format(value, spec)}{unit}"
+
+
+def _accuracy(row: Any) -> str:
+    parts = []
+    if row.accuracy is not None:
+        parts.append(f"top-1 {row.accuracy:.2%}")
+    if row.agreement is not None:
+        parts.append(f"agree {row.agreement:.2%}")
+    return "\n".join(parts) or "-"
+
+
+def _memory(row: Any) -> str:
+    parts = []
+    if row.host_mem_mb is not None:
+        parts.append(f"host {row.host_mem_mb:,.0f} MB")
+    if row.gpu_mem_mb is not None:
+        parts.append(f"GPU {row.gpu_mem_mb:,.0f} MB")
+    return "\n".join(parts) or "-"
+
+
+def _p99(row: Any, mode: str) -> str:
+    if row.p99_ms is None:
+        return "-"
+    how = {"latency": "single-stream", "streams": "multistream", "throughput": "offline"}[mode]
+    text = f"{row.p99_ms:.3g} ms\n[dim]{how}, b{row.batch}[/]"
+    if row.on_time_fraction is not None:
+        text += f"\n{row.on_time_fraction:.1%} on time"
+    return text
+
+
+def render(rec: Any) -> Table:
+    """The ranking as a rich table: every figure with its unit; the chosen one first."""
+    c = rec.constraints
+    caption = ("p99: host clock after synchronize, per query; throughput: samples/s; build: s; memory: peak "
+               "during the measurement; accuracy: top-1 on the labelled data / agreement with the fp32 reference")
+    if c.expected_inferences:
+        caption += f"; cost amortises build time over {c.expected_inferences:,} inferences"
+    t = Table(title=f"rtpick recommend: {rec.model.get('name', '')}, budget {c.describe()}", caption=caption)
+    for column in ("rank", "configuration", "p99", "throughput", "accuracy", "build", "memory", "verdict / reason"):
+        t.add_column(column)
+    for row in rec.rows():
+        verdict = row.verdict
+        style = {"chosen": "bold green", "meets": "green", "over budget": "yellow"}.get(verdict, "red")
+        if verdict in ("unavailable here", "excluded by --cpu-only", "not measured"):
+            style = "dim"
+        t.add_row(
+            str(row.rank) if row.rank else "-", row.config, _p99(row, c.mode),
+            _fmt(row.throughput, ",.0f", "/s"), _accuracy(row), _fmt(row.build_time_s, ".3g", " s"),
+            _memory(row), f"[{style}]{verdict}[/]: {escape(row.reason)}",
+        )
+    return t
+
+
+@app.command()
+@handles_errors
+def recommend(
+    model: str = typer.Argument(..., help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
+    p99_ms: float = typer.Option(None, "--p99-ms", help="Latency budget: p99 of one query, in milliseconds."),
+    streams: int = typer.Option(None, "--streams", help="Cameras to keep up with (with --fps)."),
+    fps: float = typer.Option(None, "--fps", help="Frames per second per camera (with --streams)."),
+    min_throughput: float = typer.Option(None, "--min-throughput", help="Samples per second needed (offline)."),
+    runtimes: str = typer.Option(None, "--runtimes", "-r",
+                                 help="runtime:precision[,...] (default: every one available here)."),
+    quick: bool = typer.Option(False, "--quick", help="A few seconds of measurement per configuration."),
+    from_results: str = typer.Option(None, "--from", help="Reuse a results file (rtpick bench/recommend --json)."),
+    max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop",
+                                            help="Gate on top-1 accuracy (agreement without labels), in points."),
+    labels: str = typer.Option(None, "--labels", help="An .npz with the model's inputs and a 'label' array."),
+    expected_inferences: int = typer.Option(None, "--expected-inferences",
+                                            help="Inferences the deployment will serve (amortises build time)."),
+    max_gpu_mem: float = typer.Option(None, "--max-gpu-mem", help="Peak GPU memory limit, MB."),
+    max_host_mem: float = typer.Option(None, "--max-host-mem", help="Peak host memory (RSS) limit, MB."),
+    cpu_only: bool = typer.Option(False, "--cpu-only", help="Only CPU runtimes (edge deployment)."),
+    batch: int = typer.Option(None, "--batch", "-b", help="Batch size (offline: the largest tried)."),
+    shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
+    save: str = typer.Option(None, "--save", help="Write the chosen configuration here (deploy.json)."),
+    json_out: str = typer.Option(None, "--json", help="Write the records used (results schema) here."),
+    timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
+) -> None:
+    """Recommend the configuration that meets a budget, gated on correctness, with reasons for the rest."""
+    from rtpick.data import parse_shape
+    from rtpick.perf.run import DEFAULT_SWEEP
+    from rtpick.recommend import deploy_config
+    from rtpick.recommend import recommend as run_recommend
+    from rtpick.results import check_writable
+
+    if save is not None:
+        check_writable(save)
+    command = "rtpick " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    shapes = dict(parse_shape(s) for s in shape)
+    batches: Any = batch
+    if min_throughput is not None and batch is not None:
+        batches = [b for b in DEFAULT_SWEEP if b < batch] + [batch]
+    with console.status("recommend") as status:
+        rec = run_recommend(
+            model, configs=runtimes, p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
+            max_accuracy_drop=max_accuracy_drop, labels=labels, expected_inferences=expected_inferences,
+            max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, cpu_only=cpu_only, quick=quick,
+            from_results=from_results, batch=batches, shapes=shapes, json=json_out, timeout_s=timeout,
+            command=command, progress=lambda text: status.update(escape(text)),
+        )
+    console.print(render(rec))
+    for note in rec.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")
+    if json_out:
+        console.print(f"records written to {json_out} (reuse them with --from {json_out})")
+    chosen = rec.chosen
+    if chosen is None:
+        console.print(f"[red]no configuration meets {escape(rec.constraints.describe())}.[/]")
+        if rec.closest:
+            console.print("closest:")
+            for row in rec.closest[:3]:
+                console.print(f"  {row.config} b{row.batch}: {escape(row.reason)}")
+        else:
+            console.print("none passed the correctness check and ran; see the reasons above")
+        if save:
+            console.print(f"nothing saved to {save}")
+        raise typer.Exit(1)
+    figure = (f"p99 {chosen.p99_ms:.3g} ms" if chosen.p99_ms is not None else "")
+    if chosen.throughput is not None:
+        figure += f", {chosen.throughput:,.0f} samples/s"
+    console.print(f"[bold green]recommended: {chosen.config}[/] at batch {chosen.batch} ({figure}; "
+                  f"{escape(chosen.reason)})")
+    if save:
+        deploy = deploy_config(rec, model, shapes=shapes, command=command)
+        deploy.write(save)
+        console.print(f"saved to {save}: load it with rtpick.load({save!r}), or rtpick bench --config {save}")

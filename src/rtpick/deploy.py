@@ -1,0 +1,211 @@
+"""The deploy file: one chosen configuration, written by ``rtpick recommend --save`` and used as it is.
+
+Why a file: the configuration a recommendation picked (model and its hash, runtime, precision, every option,
+batch, input shapes) must be the one that runs in production, not a re-typed approximation of it.
+`rtpick.load("deploy.json")` and ``--config deploy.json`` read it; the model's sha256 is checked on every
+read, so a deploy file never silently runs against a different model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rtpick.errors import RtpickError
+from rtpick.model import atomic_write_bytes
+
+SCHEMA = "rtpick.deploy"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class DeployConfig:
+    """A configuration fixed for deployment; `to_dict()` is the JSON document."""
+
+    model_source: str  # a zoo name (rtpick:digits, torchvision:resnet50) or an absolute file path
+    model_sha256: str
+    model_name: str
+    runtime: str
+    precision: str
+    options: dict[str, Any] = field(default_factory=dict)
+    batch: int = 1
+    shapes: dict[str, list[int]] = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)  # the figures that chose it, with how measured
+    command: str = ""
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    @property
+    def config(self) -> str:
+        return f"{self.runtime}:{self.precision}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "created": self.created,
+            "command": self.command,
+            "model": {"source": self.model_source, "sha256": self.model_sha256, "name": self.model_name},
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "options": self.options,
+            "batch": self.batch,
+            "shapes": self.shapes,
+            "measured": self.measured,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "deploy file") -> DeployConfig:
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+            raise RtpickError(f"{source} is not an rtpick deploy file (no '{SCHEMA}' schema marker); "
+                              "write one with rtpick recommend ... --save FILE")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise RtpickError(f"{source} uses deploy schema version {data.get('schema_version')}, this rtpick "
+                              f"reads version {SCHEMA_VERSION}; save it again with this version")
+        try:
+            model = data["model"]
+            return cls(
+                model_source=str(model["source"]), model_sha256=str(model["sha256"]),
+                model_name=str(model.get("name", "")), runtime=str(data["runtime"]),
+                precision=str(data["precision"]), options=dict(data.get("options") or {}),
+                batch=int(data.get("batch") or 1),
+                shapes={k: [int(d) for d in v] for k, v in (data.get("shapes") or {}).items()},
+                measured=dict(data.get("measured") or {}), command=str(data.get("command", "")),
+                created=str(data.get("created", "")),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RtpickError(f"{source} is a damaged deploy file ({type(exc).__name__}: {exc}); "
+                              "save it again with rtpick recommend ... --save FILE") from exc
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Atomically replace `path`: a reader sees the old file or the new one, never half of either."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
+        target = Path(path)
+        if target.is_dir():
+            raise RtpickError(f"--save {str(target)!r} is a directory; give a file name such as deploy.json")
+        try:
+            atomic_write_bytes(target, (text + "\n").encode())
+        except OSError as exc:
+            raise RtpickError(f"cannot write the deploy file {str(target)!r}: {exc.strerror or exc}") from exc
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> DeployConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise RtpickError(f"deploy file {str(path)!r} does not exist")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise RtpickError(f"{path} is not readable JSON ({exc})") from exc
+        return cls.from_dict(data, source=str(path))
+
+    def load_model(self) -> Any:
+        """The model this file was made for; a different model at that path (another sha256) is an error."""
+        from rtpick.model import load_model
+
+        model = load_model(self.model_source)
+        if model.spec.sha256 != self.model_sha256:
+            raise RtpickError(
+                f"the model at {self.model_source!r} has sha256 {model.spec.sha256[:16]}..., but the deploy file "
+                f"was made for {self.model_sha256[:16]}...; re-run rtpick recommend on this model"
+            )
+        return model
+
+    def check_model(self, model: Any) -> Any:
+        """`model` (a source or a loaded `Model`) loaded and checked against this file's hash."""
+        from rtpick.model import Model, load_model
+
+        loaded = model if isinstance(model, Model) else load_model(model)
+        if loaded.spec.sha256 != self.model_sha256:
+            raise RtpickError(
+                f"model {loaded.spec.name!r} has sha256 {loaded.spec.sha256[:16]}..., but the deploy file was made "
+                f"for {self.model_name or self.model_source} ({self.model_sha256[:16]}...)"
+            )
+        return loaded
+
+    def build(self, model: Any = None) -> Any:
+        """A `Session` exactly as the file says: the same runtime, precision, options and shapes."""
+        from rtpick.runtimes.registry import get_runtime
+
+        loaded = self.load_model() if model is None else self.check_model(model)
+        shapes = {k: tuple(v) for k, v in self.shapes.items()}
+        return get_runtime(self.runtime).build(loaded, self.precision, shapes, **self.options)
+
+
+def model_source_for(model: Any, loaded: Any) -> str:
+    """What a deploy file should name: a zoo name as given, a file as an absolute path; in-memory models cannot."""
+    if isinstance(model, str) and ":" in model and not Path(model).exists():
+        return model  # a zoo name
+    if isinstance(model, str | os.PathLike):
+        return str(Path(model).resolve())
+    if getattr(loaded, "path", None) is not None and loaded.spec.source in ("onnx", "pt2"):
+        return str(Path(loaded.path).resolve())
+    raise RtpickError(
+        "an in-memory model cannot be named in a deploy file; save it (.onnx or .pt2) and recommend on the file"
+    )
+
+
+def is_deploy_file(value: Any) -> bool:
+    """Whether `value` is a path to an rtpick deploy file (a .json carrying the deploy schema marker)."""
+    if not isinstance(value, str | os.PathLike):
+        return False
+    path = Path(value)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("schema") == SCHEMA
+
+
+def for_command(
+    config_file: str,
+    model: str | None,
+    runtimes: str | None,
+    options: dict[str, Any],
+    batch: list[int] | None,
+    shapes: dict[str, tuple[int, ...]],
+) -> tuple[str, str, dict[str, Any], list[int], dict[str, tuple[int, ...]]]:
+    """``--config deploy.json`` for a command: (model, configs, options, batches, shapes) from the file.
+
+    The file is used as it is, so a flag that would change what it fixes (-r, --option, --batch, --shape) is
+    a contradiction, refused; a MODEL given beside it must be the model the file was made for.
+    """
+    deploy = DeployConfig.read(config_file)
+    clashes = [flag for flag, given in (("-r", runtimes), ("--option", options), ("--batch", batch),
+                                        ("--shape", shapes)) if given]
+    if clashes:
+        raise RtpickError(f"--config {config_file} fixes the configuration; drop {', '.join(clashes)} "
+                          "or edit the deploy file")
+    if model is not None:
+        deploy.check_model(model)
+        source = model
+    else:
+        deploy.load_model()
+        source = deploy.model_source
+    shaped = {k: tuple(v) for k, v in deploy.shapes.items()}
+    return source, deploy.config, dict(deploy.options), [deploy.batch], shaped
+
+
+def load_deploy(path: str | os.PathLike[str], runtime: str = "ort-cpu", precision: str = "fp32", *,
+                shapes: Any = None, batch: int | None = None, weights: Any = None, **options: Any) -> Any:
+    """`rtpick.load("deploy.json")`: the session the file describes, as it is.
+
+    The file fixes the configuration, so arguments that would change it are refused rather than silently
+    ignored (`runtime`/`precision` are accepted only at their defaults or equal to the file's).
+    """
+    deploy = DeployConfig.read(path)
+    clashes = [name for name, given in (("shapes", shapes), ("batch", batch), ("weights", weights),
+                                        ("options", options)) if given]
+    if runtime not in ("ort-cpu", deploy.runtime):
+        clashes.append("runtime")
+    if precision not in ("fp32", deploy.precision):
+        clashes.append("precision")
+    if clashes:
+        raise RtpickError(f"{path} fixes the configuration ({deploy.config}); drop {', '.join(clashes)} "
+                          "or edit the deploy file")
+    return deploy.build()
