@@ -361,3 +361,26 @@ def test_unsupported_operator_names_the_node(tmp_path: Path) -> None:
     onnx.save(model, str(path))
     with pytest.raises(BuildError, match="mystery_node"):
         rtpick.load(path, "tensorrt", "fp32")
+
+
+# ------------------------------------------------------------------------------------------ ort-tensorrt
+
+
+def test_ort_tensorrt_provider_options_follow_the_documentation() -> None:
+    """Option names and types as ONNX Runtime's TensorRT provider documents them (Python: bools as True/False)."""
+    from rtpick.sources import load
+
+    runtime = get_runtime("ort-tensorrt")
+    assert runtime.precisions == ("tf32", "fp16", "int8")  # TensorRT's default TF32 cannot be turned off there
+    model = load("rtpick:digits")
+    options = runtime.check_options({"workspace_mb": 512})
+    by_precision = {}
+    for precision in runtime.precisions:
+        (name, trt), (fallback, cuda) = runtime._providers(precision, options, model)
+        assert (name, fallback) == ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        assert trt["trt_max_workspace_size"] == 512 << 20 and isinstance(trt["device_id"], int)
+        assert trt["trt_engine_cache_enable"] is True and trt["trt_timing_cache_enable"] is True
+        assert Path(trt["trt_engine_cache_path"]).is_dir()
+        assert "trt_int8_calibration_table_name" not in trt  # a QDQ model must not be given a table
+        by_precision[precision] = (trt["trt_fp16_enable"], trt["trt_int8_enable"])
+    assert by_precision == {"tf32": (False, False), "fp16": (True, False), "int8": (True, True)}

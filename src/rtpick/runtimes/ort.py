@@ -275,34 +275,77 @@ class OrtCuda(OrtRuntime):
 
 def nvinfer_availability() -> Availability:
     """TensorRT's runtime library must load for the TensorRT provider to do anything but fall back."""
+    return Availability(True) if _nvinfer_version() else Availability(
+        False, "TensorRT's library libnvinfer.so.10 does not load (install TensorRT 10: "
+        "pip install 'tensorrt>=10,<11', on a machine that reaches NVIDIA's package index)")
+
+
+def _nvinfer_version() -> str:
+    """The version of the libnvinfer that loads here ("100900" for 10.9.0), or "" when none loads.
+
+    ``getInferLibVersion`` is part of TensorRT's C API; asking the library keeps torch and tensorrt unimported.
+    TensorRT's pip wheels put their libraries in the ``tensorrt_libs`` package, off the loader's path: those are
+    loaded by full path into the global namespace first, so that the provider's own ``dlopen`` by name finds them.
+    """
+    _preload_pip_tensorrt()
     for candidate in ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so"):
         try:
-            ctypes.CDLL(candidate)
-            return Availability(True)
+            lib = ctypes.CDLL(candidate)
         except OSError:
             continue
-    return Availability(False, "TensorRT's library libnvinfer.so.10 does not load (install TensorRT 10: "
-                        "pip install tensorrt, on a machine that reaches NVIDIA's package index)")
+        try:
+            lib.getInferLibVersion.restype = ctypes.c_int32
+            return str(int(lib.getInferLibVersion()))
+        except AttributeError:
+            return "unknown"
+    return ""
+
+
+def _preload_pip_tensorrt() -> None:
+    spec = importlib.util.find_spec("tensorrt_libs")
+    if spec is None or not spec.submodule_search_locations:
+        return
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    for stem in ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser"):
+        for path in sorted(folder.glob(f"{stem}.so.*")):
+            try:
+                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+                break
+            except OSError:
+                continue
 
 
 class OrtTensorRT(OrtRuntime):
     """ONNX Runtime's TensorRT provider, with its engine and timing caches in rtpick's cache.
 
     Written to ONNX Runtime's documented provider options; not yet run by the project (no TensorRT on its GPU
-    machine).
+    machine). Precisions, and why they are named so:
+
+    - tf32, not fp32: TensorRT allows TF32 for fp32 layers by default and the provider documents no option to
+      turn that off, so the closest it gets to fp32 is "fp32 with TF32 tensor cores" (the native ``tensorrt``
+      runtime has a true fp32).
+    - fp16: ``trt_fp16_enable``; inputs and outputs stay fp32.
+    - int8: an explicitly quantised (QDQ) model with ``trt_int8_enable`` (and fp16 for the layers outside Q/DQ
+      pairs). No calibration table: ONNX Runtime's documentation says a QDQ model must not be given one.
+
+    Nodes TensorRT cannot take run on the CUDA provider, as ONNX Runtime's documentation recommends.
     """
 
     name = "ort-tensorrt"
     device = "cuda"
     provider = "TensorrtExecutionProvider"
-    precisions = ("fp32", "fp16", "int8")
+    precisions = ("tf32", "fp16", "int8")
     verified = False
-    install_hint = "pip install 'rtpick[gpu]' and TensorRT 10 (pip install tensorrt)"
+    install_hint = "pip install 'rtpick[gpu]' and TensorRT 10 (pip install 'tensorrt>=10,<11')"
     options: ClassVar[dict[str, Option]] = {
         **OrtRuntime.options,
         "device_id": Option(0, "which GPU"),
         "workspace_mb": Option(4096, "TensorRT builder workspace, MiB"),
-        "cuda_graph": Option(False, "capture a CUDA graph (static shapes)"),
+        "cuda_graph": Option(False, "capture a CUDA graph (static shapes, torch tensors on the GPU)"),
+        "builder_optimization_level": Option(3, "TensorRT builder optimisation level (3 is TensorRT's default)",
+                                             (0, 1, 2, 3, 4, 5)),
+        "calibration": Option("", "int8: an .npz of calibration inputs (default: synthetic inputs, said so)"),
+        "calibration_samples": Option(32, "int8: how many synthetic calibration samples when none are given"),
     }
 
     def _device_availability(self) -> Availability:
@@ -310,32 +353,47 @@ class OrtTensorRT(OrtRuntime):
         return state if not state.ok else nvinfer_availability()
 
     def _providers(self, precision: str, options: Mapping[str, Any], model: Model) -> list[Any]:
-        engines = cache_dir() / "ort-trt" / model.spec.sha256[:32]
+        # The provider's engine names carry the subgraph hash, precision and GPU architecture, not the ONNX
+        # Runtime or TensorRT version, and its documentation says to clear the cache when either changes: keep
+        # one directory per (ONNX Runtime, TensorRT) pair instead.
+        versions = f"ort{_ort().__version__}-trt{_nvinfer_version() or 'unknown'}"
+        engines = cache_dir() / "ort-trt" / versions / model.spec.sha256[:32]
         engines.mkdir(parents=True, exist_ok=True)
         trt_options = {
-            "device_id": options["device_id"],
+            "device_id": int(options["device_id"]),
             "trt_max_workspace_size": int(options["workspace_mb"]) << 20,
             "trt_fp16_enable": precision in ("fp16", "int8"),
             "trt_int8_enable": precision == "int8",
+            "trt_builder_optimization_level": int(options["builder_optimization_level"]),
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(engines),
             "trt_timing_cache_enable": True,
-            "trt_timing_cache_path": str(engines),
+            "trt_timing_cache_path": str(engines.parent),
             "trt_cuda_graph_enable": bool(options["cuda_graph"]),
         }
-        if precision == "int8":
-            # INT8 without a calibration table works only on explicitly quantised (QDQ) models.
-            trt_options["trt_int8_use_native_calibration_table"] = False
         cuda_options = {"device_id": str(options["device_id"])}
         return [(self.provider, trt_options), ("CUDAExecutionProvider", cuda_options)]
 
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:
-        if precision == "int8":
-            from rtpick.quantize import quantize_int8
+        if precision != "int8":
+            return str(model.onnx_path())
+        from rtpick.quantize import quantize_int8
+        from rtpick.runtimes.tensorrt import qdq_zero_point_problem
 
-            path, _ = quantize_int8(model, shapes, None, 32)
-            return str(path)
-        return str(model.onnx_path())
+        path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"])
+        problem = qdq_zero_point_problem(path)
+        if problem:
+            raise BuildError(f"{self.name}:int8: the int8 QDQ model cannot be built by TensorRT: {problem}")
+        self._last_notes.append(note)
+        return str(path)
 
-
+    def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
+               options: dict[str, Any]) -> Session:
+        self._last_notes: list[str] = []
+        session = super()._build(model, precision, shapes, options)
+        session.info.notes.extend(self._last_notes)
+        if precision == "tf32":
+            session.info.notes.append("fp32 layers may use TF32 (TensorRT's default; the provider cannot turn it off)")
+        session.info.notes.append("nodes TensorRT does not support run on the CUDA provider")
+        return session
