@@ -346,8 +346,8 @@ def _budget(row: Candidate, c: Constraints) -> None:
         amortised = row.build_time_s * 1e3 / c.expected_inferences
     row.cost_ms = per_inference + amortised
     row.verdict = MEETS
-    what = "ms/sample" if c.mode == "throughput" else "ms p99"
-    row.reason = f"meets {c.describe()}; cost {per_inference:.4g} {what}"
+    what = "ms per sample (1000/throughput)" if c.mode == "throughput" else "ms p99"
+    row.reason = f"cost {per_inference:.4g} {what}"
     if c.expected_inferences:
         row.reason += (f" + build {row.build_time_s or 0:.3g} s / {c.expected_inferences:,} inferences "
                        f"= {row.cost_ms:.4g} ms per inference")
@@ -552,6 +552,8 @@ def recommend(
     if json is not None:
         check_writable(json)
     say = progress or (lambda _text: None)
+    if configs is not None:
+        plan(configs, cpu_only)  # a contradiction (--cpu-only with a GPU configuration) costs nothing
     loaded = load_model(model)
     stored = Results.read(from_results) if from_results is not None else None
     if stored is not None:

@@ -61,7 +61,7 @@ def render(rec: Any) -> Table:
         caption += f"; cost amortises build time over {c.expected_inferences:,} inferences"
     t = Table(title=f"rtpick recommend: {rec.model.get('name', '')}, budget {c.describe()}", caption=caption)
     for column in ("rank", "configuration", "p99", "throughput", "accuracy", "build", "memory", "verdict / reason"):
-        t.add_column(column)
+        t.add_column(column, no_wrap=column in ("rank", "configuration"))
     for row in rec.rows():
         verdict = row.verdict
         style = {"chosen": "bold green", "meets": "green", "over budget": "yellow"}.get(verdict, "red")
