@@ -9,7 +9,8 @@ gives the same weights on the same software versions.
 
 Writes digits.pt (state_dict), digits.onnx (same weights; input ``image`` float32[batch,1,32,32], output
 ``logits`` float32[batch,10], opset 17), digits_eval.npz (the held-out images and labels, preprocessed exactly
-as the model expects) and README.md (how it was made and its held-out accuracy, measured here in torch and in
+as the model expects), digits_calibration.npz (128 training images for int8 calibration, so calibration never
+sees the held-out set) and README.md (how it was made and its held-out accuracy, measured here in torch and in
 ONNX Runtime). Fails unless the held-out top-1 accuracy is at least 95% and both runtimes agree.
 """
 
@@ -37,6 +38,7 @@ BATCH = 64
 LEARNING_RATE = 2e-3
 MAX_SHIFT = 2  # training-time augmentation: random translation by up to this many pixels (of 32)
 MIN_ACCURACY = 0.95
+CALIBRATION_SAMPLES = 128  # training images shipped for int8 calibration (never the held-out ones)
 OPSET = 17
 
 
@@ -139,12 +141,30 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_readme(accuracy_torch: float, accuracy_ort: float, n_train: int, n_test: int, params: int) -> None:
+def int8_accuracy(images: np.ndarray, labels: np.ndarray) -> float:
+    """Held-out accuracy of rtpick's int8 build (ort-cpu, calibrated on digits_calibration.npz), in a private cache."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["RTPICK_CACHE_DIR"] = cache
+        import rtpick
+
+        with rtpick.load("rtpick:digits", runtime="ort-cpu", precision="int8",
+                         calibration=str(ASSETS / "digits_calibration.npz")) as session:
+            logits = session.run({"image": images})["logits"]
+        del os.environ["RTPICK_CACHE_DIR"]
+    return float(np.mean(logits.argmax(1) == labels))
+
+
+def write_readme(accuracy_torch: float, accuracy_ort: float, accuracy_int8: float, n_train: int, n_test: int,
+                 params: int) -> None:
     import onnxruntime
     import sklearn
     import torch
 
-    sizes = {name: (ASSETS / name).stat().st_size for name in ("digits.pt", "digits.onnx", "digits_eval.npz")}
+    names = ("digits.pt", "digits.onnx", "digits_eval.npz", "digits_calibration.npz")
+    sizes = {name: (ASSETS / name).stat().st_size for name in names}
     text = f"""# rtpick:digits, the bundled demo model
 
 A small convolutional network that classifies handwritten digits 0-9, with real trained weights and a labelled
@@ -159,7 +179,8 @@ held-out set, so that `rtpick demo` can show speed *and* accuracy on any machine
 - **Training**: Adam (lr {LEARNING_RATE}, cosine schedule), {EPOCHS} epochs, batch {BATCH}, random shifts of up to
   {MAX_SHIFT} pixels, seeded and deterministic on the CPU.
 - **Held-out top-1 accuracy** ({n_test} images): **{accuracy_torch:.2%}** in PyTorch, **{accuracy_ort:.2%}** in
-  ONNX Runtime (CPU), measured by the training script when it wrote these files.
+  ONNX Runtime (CPU), measured by the training script when it wrote these files. rtpick's int8 build
+  (`ort-cpu:int8`, calibrated on `digits_calibration.npz`) scores **{accuracy_int8:.2%}**.
 
 ## Files
 
@@ -171,6 +192,8 @@ held-out set, so that `rtpick demo` can show speed *and* accuracy on any machine
 float32[batch,10] | {sizes["digits.onnx"]:,} |
 | `digits_eval.npz` | held-out set: `image` float32[{n_test},1,32,32], `label` int64[{n_test}] | \
 {sizes["digits_eval.npz"]:,} |
+| `digits_calibration.npz` | {CALIBRATION_SAMPLES} *training* images, key `image`, for int8 calibration \
+(`calibration=...`; the held-out set stays unseen) | {sizes["digits_calibration.npz"]:,} |
 
 ## How it was made
 
@@ -205,6 +228,8 @@ def main() -> int:
     torch.save(state, ASSETS / "digits.pt")
     export_onnx(model, ASSETS / "digits.onnx")
     np.savez_compressed(ASSETS / "digits_eval.npz", image=x_test, label=y_test)
+    pick = np.sort(np.random.default_rng(SEED + 1).choice(len(x_train), CALIBRATION_SAMPLES, replace=False))
+    np.savez_compressed(ASSETS / "digits_calibration.npz", image=x_train[pick])
 
     # Check what was written, from the files, the way users will load them.
     from rtpick.assets.digits_net import load_module
@@ -220,9 +245,11 @@ def main() -> int:
     print(f"parameters: {params:,}")
     print(f"held-out top-1 accuracy ({len(labels)} images): torch {accuracy_torch:.4f}, onnxruntime {accuracy_ort:.4f}")
     print(f"max |torch - onnxruntime| logit difference: {max_diff:.2e}")
-    for name in ("digits.pt", "digits.onnx", "digits_eval.npz"):
+    for name in ("digits.pt", "digits.onnx", "digits_eval.npz", "digits_calibration.npz"):
         print(f"{name}: {(ASSETS / name).stat().st_size:,} bytes, sha256 {sha256(ASSETS / name)[:16]}")
-    write_readme(accuracy_torch, accuracy_ort, len(x_train), len(x_test), params)
+    accuracy_int8 = int8_accuracy(images, labels)
+    print(f"held-out top-1 accuracy of ort-cpu:int8 (calibrated on digits_calibration.npz): {accuracy_int8:.4f}")
+    write_readme(accuracy_torch, accuracy_ort, accuracy_int8, len(x_train), len(x_test), params)
     if accuracy_torch < MIN_ACCURACY or accuracy_ort != accuracy_torch:
         print(f"FAILED: accuracy below {MIN_ACCURACY:.0%} or torch and onnxruntime disagree", file=sys.stderr)
         return 1

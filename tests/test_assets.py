@@ -17,7 +17,8 @@ def eval_set() -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_assets_are_small_and_present() -> None:
-    names = ["digits.onnx", "digits.pt", "digits_eval.npz", "digits_net.py", "README.md", "__init__.py"]
+    names = ["digits.onnx", "digits.pt", "digits_eval.npz", "digits_calibration.npz", "digits_net.py", "README.md",
+             "__init__.py"]
     sizes = {name: (assets_dir() / name).stat().st_size for name in names}
     assert all(size > 0 for size in sizes.values()), sizes
     assert sum(sizes.values()) <= 5 * 1024 * 1024, sizes
@@ -37,6 +38,9 @@ def test_eval_set_is_labelled_and_preprocessed(eval_set: tuple[np.ndarray, np.nd
     assert images.shape[0] >= 500
     assert images.min() >= 0.0 and images.max() <= 1.0 and images.max() > 0.5
     assert set(np.unique(labels).tolist()) == set(range(10))  # stratified: every digit is held out
+    with np.load(assets_dir() / "digits_calibration.npz") as archive:
+        assert archive.files == ["image"]
+        assert archive["image"].dtype == np.float32 and archive["image"].shape[1:] == (1, 32, 32)
 
 
 def test_ort_accuracy_on_held_out_set(eval_set: tuple[np.ndarray, np.ndarray]) -> None:
