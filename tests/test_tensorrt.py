@@ -158,6 +158,8 @@ def test_profile_is_the_shape_asked_for_or_a_batch_range() -> None:
     with pytest.raises(RtpickError, match="min_batch and max_batch"):
         profile_for(_specs(), shapes, min_batch=-1)
     assert profile_for((_specs()[1],), {}) == {}  # static inputs need no profile
+    with pytest.raises(RtpickError, match="need an input whose leading"):
+        profile_for((_specs()[1],), {}, max_batch=8)
 
 
 def test_engine_cache_key_changes_with_each_component() -> None:

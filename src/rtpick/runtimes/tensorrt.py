@@ -96,6 +96,9 @@ def profile_for(
     """
     if min_batch < 0 or max_batch < 0:
         raise RtpickError("min_batch and max_batch must be 0 (unset) or positive")
+    if (min_batch or max_batch) and not any(spec.shape and isinstance(spec.shape[0], str) for spec in inputs):
+        raise RtpickError("min_batch/max_batch need an input whose leading (batch) dim is dynamic; this model's "
+                          f"inputs are {', '.join(spec.describe() for spec in inputs)}")
     profile: Profile = {}
     for spec in inputs:
         if spec.is_static:
@@ -537,6 +540,7 @@ class TensorRT(Runtime):
             key = engine_cache_key(digest, precision, profile, trt.__version__, gpu_name, capability, build_options)
             engine_path = cache_dir() / "tensorrt" / "engines" / f"{key[:40]}.engine"
             logger = _logger()
+            logger.errors.clear()
             runtime = trt.Runtime(logger)
             engine = None
             if options["engine_cache"] and engine_path.exists():
@@ -595,7 +599,7 @@ class TensorRT(Runtime):
         if options["timing_cache"]:
             blob = timing_path.read_bytes() if timing_path.exists() else b""
             timing = builder_config.create_timing_cache(blob)
-            builder_config.set_timing_cache(timing, ignore_mismatch=False)
+            builder_config.set_timing_cache(timing, False)  # ignore_mismatch=False: never another GPU's timings
         plan = builder.build_serialized_network(network, builder_config)
         if plan is None:
             raise BuildError(f"{config}: TensorRT could not build the engine: {_last_errors(logger)}")
