@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from rtpick.perf.batcher import DynamicBatcher
 from rtpick.errors import RtpickError
+from rtpick.perf.batcher import DynamicBatcher
 
 
 def test_batches_fill_up_to_max_batch() -> None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 from bench_fakes import SpinSession, feeds
 
+from rtpick.errors import RtpickError
 from rtpick.perf import scenarios
 from rtpick.perf.isolation import run_isolated
 from rtpick.perf.worker import is_oom, run_job
-from rtpick.errors import RtpickError
 
 
 def test_multistream_on_time_when_fast_and_late_or_dropped_when_slow() -> None:

@@ -19,6 +19,19 @@ def test_single_stream_latency_within_5_percent_of_known_work() -> None:
     assert low <= result.p50 <= high
     assert abs(result.throughput - 1e3 / result.mean) / (1e3 / result.mean) < 0.01
     assert "host clock" in result.method and "5 warm-up" in result.method
+    assert result.latency_ms["ci"]["blocks"] == scenarios.DEFAULT_BLOCKS and "sectioning" in result.method
+
+
+def test_blocks_are_spread_with_their_pauses() -> None:
+    session = SpinSession(0.001)
+    result = scenarios.single_stream(session, feeds(), min_duration_s=0.25, min_queries=50, warmup=0, blocks=5,
+                                     block_pause_s=0.05)
+    ci = result.latency_ms["ci"]
+    assert ci["blocks"] == 5 and len(ci["block_p50"]) == 5
+    assert result.duration_s >= 0.25 + 4 * 0.05
+    assert result.n >= 50 and "5 blocks" in result.method and "0.05 s pause" in result.method
+    low, high = result.ci_p50
+    assert low <= result.p50 <= high
 
 
 def test_throughput_counts_samples_of_the_batch() -> None:

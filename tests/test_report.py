@@ -23,6 +23,7 @@ def test_report_and_diff_from_a_real_run(small_onnx, tmp_path) -> None:
 
     same = diff(results, Results.read(out))
     assert same and not any(c.significant for c in same)
+    assert all(c.old_ci == c.new_ci and c.old_ci[0] <= c.old <= c.old_ci[1] for c in same)
     slower = copy.deepcopy(results)
     for record in slower.configurations:
         lat = record["metrics"]["latency_ms"]
@@ -30,4 +31,38 @@ def test_report_and_diff_from_a_real_run(small_onnx, tmp_path) -> None:
             lat[key] *= 3
             lat["ci"][key] = [v * 3 for v in lat["ci"][key]]
     flagged = diff(results, slower)
-    assert all(c.significant for c in flagged) and flagged[0].ratio > 2.5
+    # flagged exactly where the stored intervals stop touching: the verdict a reader of the two tables reaches
+    assert all(c.significant == (c.old_ci[1] < c.new_ci[0]) for c in flagged)
+    assert flagged[0].ratio > 2.5 and any(c.significant for c in flagged if c.metric == "p50")
+
+
+def _record(p50: float, ci: list[float], blocks: int = 10) -> dict:
+    lat = {"p50": p50, "p90": p50, "p99": 2 * p50, "mean": p50, "max": 3 * p50,
+           "ci": {"p50": ci, "p99": [2 * v for v in ci], "blocks": blocks}}
+    return {"config": "ort-cpu:fp32", "batch": 1, "scenario": "single-stream", "status": "ok",
+            "metrics": {"scenario": "single-stream", "latency_ms": lat, "throughput": 1e3 / p50, "n": 100}}
+
+
+def test_diff_judges_by_the_stored_intervals() -> None:
+    def results(*records: dict) -> Results:
+        return Results(command="rtpick bench m", scenario={}, model={"sha256": "x", "spec": {"name": "m"}},
+                       configurations=list(records))
+
+    close = diff(results(_record(1.0, [0.95, 1.05])), results(_record(1.04, [1.0, 1.09])))
+    assert [c.significant for c in close] == [False, False]
+    apart = diff(results(_record(1.0, [0.98, 1.02])), results(_record(1.1, [1.05, 1.15], blocks=1)))
+    assert all(c.significant for c in apart)
+    assert "different kinds" in apart[0].note and "within-run bootstrap" in apart[0].note
+
+
+def test_diff_says_when_the_machine_load_differed() -> None:
+    quiet, busy = _record(1.0, [0.98, 1.02]), _record(1.3, [1.25, 1.35])
+    quiet["metrics"]["load_avg"] = {"before": 0.4, "after": 0.6, "cpus": 2}
+    busy["metrics"]["load_avg"] = {"before": 4.8, "after": 5.2, "cpus": 2}
+
+    def results(record: dict) -> Results:
+        return Results(command="c", scenario={}, model={"sha256": "x", "spec": {"name": "m"}},
+                       configurations=[record])
+
+    change = diff(results(quiet), results(busy))[0]
+    assert change.significant and "load differed (1-min load average 0.6 vs 5.2 on 2 CPUs)" in change.note

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rtpick.perf.stats import intervals_overlap
 from rtpick.errors import RtpickError
 from rtpick.model import atomic_write_bytes
+from rtpick.perf.stats import intervals_overlap
 from rtpick.results import Results
 
 
@@ -49,6 +49,23 @@ def headline(record: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def ci_words(results: Results) -> str:
+    """How the intervals in `results` were computed, in a few words for a caption."""
+    methods = set()
+    for record in results.ok():
+        ci = ((record.get("metrics") or {}).get("latency_ms") or {}).get("ci") or {}
+        if ci:
+            methods.add("sectioning over blocks" if ci.get("blocks", 1) > 1 else "bootstrap within one run")
+    return "95% CI, " + (" / ".join(sorted(methods)) if methods else "none recorded")
+
+
+def _accuracy_text(record: dict[str, Any]) -> str:
+    if record.get("accuracy") is not None:
+        return f"{record['accuracy']:.2%}"
+    detail = record.get("accuracy_detail") or {}
+    return "error" if detail.get("error") else "-"
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     """Three significant figures below 1000 (0.00587, 12.3), whole numbers with separators above."""
     if value is None:
@@ -64,20 +81,22 @@ def table(results: Results) -> Any:
 
     scenario = results.scenario.get("scenario", "")
     title = f"rtpick bench: {results.model['spec']['name']}, {scenario}"
-    t = Table(title=title, caption="latency on the host clock, ms; [95% bootstrap CI]; rates per second")
+    t = Table(title=title, caption=f"latency on the host clock, ms; [{ci_words(results)}]; rates per second")
     rows = [(r, headline(r)) for r in results.configurations if r.get("status") == "ok"]
     other = any(_other(h) for _, h in rows)
+    scored = any(r.get("accuracy_detail") for r, _ in rows)
     for col in ("configuration", "p50 ms", "p99 ms", "throughput /s", *(["result"] if other else []),
-                "build s", "first ms", "peak RSS MB"):
+                *(["top-1"] if scored else []), "build s", "first ms", "peak RSS MB"):
         t.add_column(col)
     for record, h in rows:
         p50 = _fmt(h.get("p50")) + (f"\n[{_fmt(h['ci_p50'][0])}, {_fmt(h['ci_p50'][1])}]" if "ci_p50" in h else "")
         p99 = _fmt(h.get("p99")) + (f"\n[{_fmt(h['ci_p99'][0])}, {_fmt(h['ci_p99'][1])}]" if "ci_p99" in h else "")
         t.add_row(label(record), p50, p99, _fmt(h.get("throughput")), *([_other(h)] if other else []),
-                  _fmt(record.get("build_time_s")), _fmt(record.get("first_inference_ms")),
-                  _fmt(record.get("memory", {}).get("host_rss_peak_mb")))
+                  *([_accuracy_text(record)] if scored else []), _fmt(record.get("build_time_s")),
+                  _fmt(record.get("first_inference_ms")), _fmt(record.get("memory", {}).get("host_rss_peak_mb")))
     for record in results.failed():
-        t.add_row(label(record), f"[red]{record['status']}[/]", "", "", *([""] if other else []), "", "", "")
+        t.add_row(label(record), f"[red]{record['status']}[/]", "", "", *([""] if other else []),
+                  *([""] if scored else []), "", "", "")
     return t
 
 
@@ -128,7 +147,7 @@ def figures(results: Results) -> list[Figure]:
         ax.set_xlabel("latency (ms, host clock)")
         ax.legend(loc="best")
         out.append(Figure("Latency percentiles per configuration", _png(fig, plt),
-                          "p50/p90/p99 per configuration; grey bar: 95% bootstrap CI of p99"))
+                          f"p50/p90/p99 per configuration; grey bar: p99's {ci_words(results)}"))
     if results.sweeps:
         fig, ax = plt.subplots(figsize=(7, 4))
         for config, sweep in results.sweeps.items():
@@ -161,15 +180,21 @@ def figures(results: Results) -> list[Figure]:
         ax.legend(loc="best")
         out.append(Figure("Latency against throughput", _png(fig, plt),
                           "p99 latency against throughput for each configuration"))
-    acc = [(name, h, r["accuracy"]) for name, h, r in rows if r.get("accuracy") is not None]
+    acc = [(name, h, r) for name, h, r in rows if r.get("accuracy") is not None and h.get("p50") is not None]
     if acc:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for name, h, value in acc:
-            ax.scatter(h.get("p50"), value, label=name)
-        ax.set_xlabel("p50 latency (ms)")
-        ax.set_ylabel("accuracy")
+        for name, h, r in acc:
+            ax.scatter(h["p50"], r["accuracy"] * 100, label=name)
+            if "ci_p50" in h:
+                ax.plot(h["ci_p50"], [r["accuracy"] * 100] * 2, color="grey", lw=1)
+        ax.set_xlabel("p50 latency (ms, host clock)")
+        ax.set_ylabel("top-1 accuracy (%)")
         ax.legend(loc="best")
-        out.append(Figure("Accuracy against speed", _png(fig, plt), "task accuracy against p50 latency"))
+        details = {(r["accuracy_detail"].get("eval_set"), r["accuracy_detail"].get("n")) for _, _, r in acc}
+        sets = "; ".join(f"{name} ({n} rows)" for name, n in sorted(details, key=str))
+        out.append(Figure("Accuracy against speed", _png(fig, plt),
+                          f"top-1 accuracy of each configuration's own session on {sets}, against its p50 "
+                          f"latency; grey bar: p50's {ci_words(results)}"))
     return out
 
 
@@ -182,21 +207,40 @@ def _png(fig: Any, plt: Any) -> bytes:
 
 
 def _rows_md(results: Results) -> list[str]:
-    lines = ["| configuration | status | p50 ms [95% CI] | p99 ms [95% CI] | throughput /s | build s | "
-             "first inference ms | how measured |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| configuration | status | p50 ms [95% CI] | p99 ms [95% CI] | throughput /s | top-1 | build s | "
+             "first inference ms | how measured |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results.configurations:
         if r.get("status") != "ok":
-            lines.append(f"| {label(r)} | {r['status']} | | | | | | {r.get('error', '')} |")
+            lines.append(f"| {label(r)} | {r['status']} | | | | | | | {r.get('error', '')} |")
             continue
         h = headline(r)
         ci50 = f" [{_fmt(h['ci_p50'][0])}, {_fmt(h['ci_p50'][1])}]" if "ci_p50" in h else ""
         ci99 = f" [{_fmt(h['ci_p99'][0])}, {_fmt(h['ci_p99'][1])}]" if "ci_p99" in h else ""
         lines.append(
             f"| {label(r)} | ok | {_fmt(h.get('p50'))}{ci50} | {_fmt(h.get('p99'))}{ci99} | "
-            f"{_fmt(h.get('throughput'))} | {_fmt(r.get('build_time_s'))} | {_fmt(r.get('first_inference_ms'))} | "
-            f"{r['metrics'].get('method', '')} |"
+            f"{_fmt(h.get('throughput'))} | {_accuracy_text(r)} | {_fmt(r.get('build_time_s'))} | "
+            f"{_fmt(r.get('first_inference_ms'))} | {_method_text(r)} |"
         )
     return lines
+
+
+def _method_text(record: dict[str, Any]) -> str:
+    """How a row was measured: the scenario's method, the interval's, and the accuracy's."""
+    m = record.get("metrics") or {}
+    parts = [m.get("method", "")]
+    ci = (m.get("latency_ms") or {}).get("ci") or {}
+    if ci.get("method"):
+        parts.append(f"CI: {ci['method']}")
+    load = m.get("load_avg") or {}
+    if load.get("before") is not None and load.get("after") is not None:
+        parts.append(f"machine load (1-min average) {load['before']:.1f} -> {load['after']:.1f} "
+                     f"on {load.get('cpus')} CPUs")
+    detail = record.get("accuracy_detail") or {}
+    if detail.get("method"):
+        parts.append(f"accuracy: {detail['method']} on {detail.get('eval_set')}")
+    elif detail.get("error"):
+        parts.append(f"accuracy not measured: {detail['error']}")
+    return "; ".join(p for p in parts if p).replace("|", "/")
 
 
 def markdown(results: Results, image_names: list[str] | None = None) -> str:
@@ -240,11 +284,11 @@ def html_page(results: Results) -> str:
         f"<p>Measured {esc(results.created)} on {esc(str(results.environment.get('cpu', '?')))}; "
         f"GPU: {esc(_gpu_text(results.environment))}. Model sha256 <code>{esc(results.model['sha256'])}</code>.</p>",
         "<table><tr><th>configuration</th><th>status</th><th>p50 ms [95% CI]</th><th>p99 ms [95% CI]</th>"
-        "<th>throughput /s</th><th>how measured</th></tr>",
+        "<th>throughput /s</th><th>top-1</th><th>how measured</th></tr>",
     ]
     for r in results.configurations:
         if r.get("status") != "ok":
-            parts.append(f"<tr><td>{esc(label(r))}</td><td>{esc(r['status'])}</td><td colspan=4>"
+            parts.append(f"<tr><td>{esc(label(r))}</td><td>{esc(r['status'])}</td><td colspan=5>"
                          f"{esc(r.get('error', ''))}</td></tr>")
             continue
         h = headline(r)
@@ -253,7 +297,7 @@ def html_page(results: Results) -> str:
         parts.append(
             f"<tr><td>{esc(label(r))}</td><td>ok</td><td>{_fmt(h.get('p50'))}{ci50}</td>"
             f"<td>{_fmt(h.get('p99'))}{ci99}</td><td>{_fmt(h.get('throughput'))}</td>"
-            f"<td>{esc(r['metrics'].get('method', ''))}</td></tr>"
+            f"<td>{esc(_accuracy_text(r))}</td><td>{esc(_method_text(r))}</td></tr>"
         )
     parts.append("</table>")
     for fig in figures(results):
@@ -295,6 +339,8 @@ class Change:
     new: float
     significant: bool
     note: str
+    old_ci: list[float] | None = None
+    new_ci: list[float] | None = None
 
     @property
     def ratio(self) -> float:
@@ -306,7 +352,11 @@ def _key(record: dict[str, Any]) -> str:
 
 
 def diff(old: Results, new: Results) -> list[Change]:
-    """Per configuration present in both: p50 and p99 changes, flagged when their 95% CIs do not overlap."""
+    """Per configuration present in both: p50 and p99 changes, flagged when their 95% CIs do not overlap.
+
+    The intervals are the ones stored in each file (sectioning over blocks, see `rtpick.perf.stats`), the same
+    a reader sees in each file's table: "changed" means the two brackets a user would compare do not touch.
+    """
     olds = {_key(r): r for r in old.ok()}
     changes: list[Change] = []
     for record in new.ok():
@@ -321,8 +371,34 @@ def diff(old: Results, new: Results) -> list[Change]:
             if ci_old and ci_new:
                 significant = not intervals_overlap(ci_old, ci_new)
                 note = "95% CIs do not overlap" if significant else "within the measured noise (CIs overlap)"
+                if _ci_kind(before) != _ci_kind(record):
+                    note += f" (intervals of different kinds: {_ci_kind(before)} vs {_ci_kind(record)})"
+                if significant and (load := _load_note(before, record)):
+                    note += f"; {load}"
             else:
                 significant = False
                 note = "no confidence interval recorded: not judged"
-            changes.append(Change(_key(record), metric, h_old[metric], h_new[metric], significant, note))
+            changes.append(Change(_key(record), metric, h_old[metric], h_new[metric], significant, note,
+                                  list(ci_old) if ci_old else None, list(ci_new) if ci_new else None))
     return changes
+
+
+def _ci_kind(record: dict[str, Any]) -> str:
+    ci = ((record.get("metrics") or {}).get("latency_ms") or {}).get("ci") or {}
+    return f"sectioning over {ci['blocks']} blocks" if ci.get("blocks", 1) > 1 else "within-run bootstrap"
+
+
+def _load_note(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """Words when the machine's load differed a lot between two measurements (it, not the code, may be why)."""
+    def level(record: dict[str, Any]) -> float | None:
+        load = (record.get("metrics") or {}).get("load_avg") or {}
+        values = [v for v in (load.get("before"), load.get("after")) if v is not None]
+        return max(values) if values else None
+
+    a, b = level(old), level(new)
+    if a is None or b is None:
+        return ""
+    cpus = ((new.get("metrics") or {}).get("load_avg") or {}).get("cpus") or 1
+    if abs(a - b) >= max(0.5, 0.25 * cpus):
+        return f"the machine's load differed (1-min load average {a:.1f} vs {b:.1f} on {cpus} CPUs)"
+    return ""

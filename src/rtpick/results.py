@@ -20,7 +20,7 @@ from rtpick.errors import RtpickError
 from rtpick.model import atomic_write_bytes
 
 SCHEMA = "rtpick.bench"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: p50/p99 CIs by sectioning over blocks; accuracy per record
 LIBRARIES = ("rtpick", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "torchvision", "tensorrt",
              "nvidia-ml-py", "triton")
 

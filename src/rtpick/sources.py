@@ -254,6 +254,25 @@ def assets_dir() -> Path:
     return Path(__file__).parent / "assets"
 
 
+def eval_set(source: Any) -> Path | None:
+    """The labelled held-out set a bundled model ships with, else None.
+
+    An .npz with one array per input name plus ``label`` (the true class of each row). This is the one place
+    that knows which models have one; `rtpick bench` scores top-1 accuracy on it.
+    """
+    if isinstance(source, Model):
+        name = source.spec.name if source.spec.source == "bundled" else None
+    elif isinstance(source, str | os.PathLike):
+        name = os.fspath(source)
+    else:
+        return None
+    key = BUNDLED.get(name) if name else None
+    if key is None:
+        return None
+    path = assets_dir() / f"{key}_eval.npz"
+    return path if path.is_file() else None
+
+
 def load_bundled(name: str) -> Model:
     """The bundled demo model: an ONNX file, plus its torch form when torch is installed."""
     onnx_file = assets_dir() / f"{name}.onnx"

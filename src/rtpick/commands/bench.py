@@ -50,11 +50,16 @@ def bench(
     no_isolate: bool = typer.Option(False, "--no-isolate", help="Run configurations in this process."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
     samples: bool = typer.Option(False, "--samples", help="Store raw latency samples in the results."),
+    blocks: int = typer.Option(None, "--blocks", help="Blocks per measurement for the CIs (default 10, quick 5)."),
+    block_pause: float = typer.Option(0.0, "--block-pause", help="Idle seconds between blocks."),
+    input_file: str = typer.Option(None, "--input", help="Labelled set inputs (.npz/.npy), with --labels."),
+    labels: str = typer.Option(None, "--labels", help="True classes (.npy/.npz) for top-1 accuracy."),
+    no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Skip scoring the labelled set."),
     config: str = typer.Option(None, "--config", help="A deploy file (rtpick recommend --save): use it as it is."),
 ) -> None:
     """Measure MODEL on each configuration in an MLPerf-style scenario."""
-    from rtpick.perf.run import BenchRequest, run_bench
     from rtpick.data import parse_range, parse_shape
+    from rtpick.perf.run import BenchRequest, run_bench
     from rtpick.report import failures, headline, label, table
     from rtpick.runtimes.registry import parse_configs
 
@@ -78,11 +83,14 @@ def bench(
         find_max_streams=find_max_streams, max_queue_delay_ms=max_queue_delay_ms,
         shapes=shapes, ranges=dict(parse_range(r) for r in input_range),
         options=options, io=io, isolate=not no_isolate, timeout_s=timeout, keep_samples=samples,
+        blocks=blocks, block_pause_s=block_pause, input_path=input_file, labels=labels, accuracy=not no_accuracy,
     )
     command = "rtpick " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else \
         "rtpick bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
     def started(what: str) -> None:
+        if console.is_terminal:
+            return  # the progress bar shows it
         console.print(f"[dim]measuring {what} ({scenario})...[/]")
 
     def finished(record: dict) -> None:
@@ -102,12 +110,19 @@ def bench(
             figures += f", max {h['max_streams']} cameras"
         if h.get("on_time") is not None:
             figures += f", {h['on_time']:.1%} frames on time"
+        if record.get("accuracy") is not None:
+            figures += f", top-1 {record['accuracy']:.2%} on {record['accuracy_detail']['n']} labelled rows"
+        elif (record.get("accuracy_detail") or {}).get("error"):
+            figures += f", accuracy not measured: {record['accuracy_detail']['error']}"
         console.print(f"  {label(record)}: {figures}  [dim]({method})[/]")
         for warning in record.get("warnings", []):
             console.print(f"  [yellow]warning[/]: {warning}")
 
-    results = run_bench(model, configs, request, json_path=json_out, command=command,
-                        on_record=finished, on_start=started)
+    from rtpick.perf.progress import for_console
+
+    with for_console(console) as progress:
+        results = run_bench(model, configs, request, json_path=json_out, command=command,
+                            on_record=finished, on_start=started, progress=progress)
     console.print(table(results))
     for line in failures(results):
         console.print(f"[red]failed[/] {line}")
@@ -150,12 +165,17 @@ def diff(
     changes = compare_results(Results.read(old), Results.read(new))
     if not changes:
         raise RtpickError("the two files share no successful configuration to compare")
-    t = Table(title=f"rtpick diff {old} -> {new}", caption="latency in ms on the host clock")
-    for col in ("configuration", "metric", "old ms", "new ms", "change", "verdict"):
+    t = Table(title=f"rtpick diff {old} -> {new}",
+              caption="latency in ms on the host clock; noise = each file's own 95% CIs (sectioning over blocks)")
+    for col in ("configuration", "metric", "old ms [95% CI]", "new ms [95% CI]", "change", "verdict"):
         t.add_column(col)
+
+    def figure(value: float, ci: list[float] | None) -> str:
+        return f"{value:.4g}" + (f" [{ci[0]:.4g}, {ci[1]:.4g}]" if ci else "")
+
     for c in changes:
         verdict = f"[red]{c.note}[/]" if c.significant else c.note
-        t.add_row(c.key, c.metric, f"{c.old:.4g}", f"{c.new:.4g}", f"{c.ratio - 1:+.1%}", verdict)
+        t.add_row(c.key, c.metric, figure(c.old, c.old_ci), figure(c.new, c.new_ci), f"{c.ratio - 1:+.1%}", verdict)
     console.print(t)
     flagged = [c for c in changes if c.significant]
     console.print(f"{len(flagged)} of {len(changes)} figures changed by more than the measured noise")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtpick.errors import RtpickError
+from rtpick.perf.progress import Progress
 
 SCENARIOS = ("single-stream", "offline", "server", "multistream")
 DEFAULT_SWEEP = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -41,6 +42,11 @@ class BenchRequest:
     timeout_s: float | None = None
     keep_samples: bool = False
     seed: int = 0
+    blocks: int | None = None
+    block_pause_s: float = 0.0
+    input_path: str | None = None
+    labels: str | None = None
+    accuracy: bool = True
 
     def validate(self) -> None:
         """One clear line for every parameter that makes no sense, before any model is built."""
@@ -55,6 +61,11 @@ class BenchRequest:
             raise RtpickError(f"--io must be host or device, not {self.io!r}")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise RtpickError(f"--timeout must be positive, not {self.timeout_s}")
+        if self.blocks is not None and self.blocks < 2:
+            raise RtpickError(f"--blocks must be at least 2 (the intervals come from the spread between blocks), "
+                              f"not {self.blocks}")
+        if self.block_pause_s < 0:
+            raise RtpickError(f"--block-pause must be zero or more seconds, not {self.block_pause_s}")
         if self.max_queue_delay_ms is not None and self.max_queue_delay_ms < 0:
             raise RtpickError(f"--max-queue-delay-ms cannot be negative ({self.max_queue_delay_ms})")
         if self.scenario == "server":
@@ -80,10 +91,19 @@ class BenchRequest:
     def describe(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if v not in (None, False, {}, [])}
         out["scenario"] = self.scenario
+        out["blocks"] = self.block_count()
+        out["accuracy"] = self.accuracy
         out.pop("ranges", None)
         out["shapes"] = {k: list(v) for k, v in self.shapes.items()}
         out["ranges"] = {k: list(v) for k, v in self.ranges.items()}
         return out
+
+
+    def block_count(self) -> int:
+        """Blocks per closed-loop measurement (or sections of a server run): the user's, else the default."""
+        from rtpick.perf.scenarios import DEFAULT_BLOCKS, QUICK_BLOCKS
+
+        return self.blocks if self.blocks is not None else (QUICK_BLOCKS if self.quick else DEFAULT_BLOCKS)
 
 
 def fixed_batch(model: Any) -> int | None:
@@ -125,13 +145,15 @@ def _durations(request: BenchRequest) -> dict[str, float]:
     }
 
 
-def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, batch: int) -> dict[str, Any]:
-    """The worker's job for one configuration at one batch."""
+def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, batch: int,
+             accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The worker's job for one configuration at one batch (`accuracy`: the labelled set to score, if any)."""
     d = _durations(request)
     params: dict[str, Any]
     if request.scenario in ("single-stream", "offline"):
         params = {"min_duration_s": d["min_duration_s"], "min_queries": int(d["min_queries"]),
-                  "warmup": None, "keep_samples": request.keep_samples}
+                  "warmup": None, "keep_samples": request.keep_samples, "blocks": request.block_count(),
+                  "block_pause_s": request.block_pause_s}
     elif request.scenario == "server":
         delay = (request.max_queue_delay_ms if request.max_queue_delay_ms is not None else 2.0) / 1e3
         if request.find_max:
@@ -139,7 +161,7 @@ def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, b
                       "max_batch": batch, "max_queue_delay_s": delay, "seed": request.seed}
         else:
             params = {"rate_qps": request.rate_qps, "duration_s": d["open_loop_s"], "max_batch": batch,
-                      "max_queue_delay_s": delay, "seed": request.seed}
+                      "max_queue_delay_s": delay, "seed": request.seed, "blocks": request.block_count()}
     else:
         if request.find_max_streams:
             params = {"find_max": True, "fps": request.fps, "duration_s": d["trial_s"],
@@ -154,6 +176,7 @@ def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, b
         "options": dict(request.options), "scenario": request.scenario, "params": params,
         "shapes": {k: list(v) for k, v in request.shapes.items()},
         "ranges": {k: list(v) for k, v in request.ranges.items()}, "io": request.io, "seed": request.seed,
+        "accuracy": accuracy,
     }
 
 
@@ -166,12 +189,18 @@ def run_bench(
     command: str = "",
     on_record: Callable[[dict[str, Any]], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Any:
-    """Run every configuration; returns `Results` (also written to `json_path` after each configuration)."""
+    """Run every configuration; returns `Results` (also written to `json_path` after each configuration).
+
+    `progress` (see `rtpick.perf.progress`) hears the plan, each job's start and end, and the jobs an offline
+    sweep skips when it stops early; `on_start`/`on_record` are the plain callbacks for the same events.
+    """
+    from rtpick.model import load_model, resolve_shapes
+    from rtpick.perf import accuracy as scoring
     from rtpick.perf.isolation import run_isolated
     from rtpick.perf.scenarios import saturation_batch
     from rtpick.perf.worker import run_job
-    from rtpick.model import load_model, resolve_shapes
     from rtpick.results import Results, check_writable, environment, model_record
 
     request.validate()
@@ -180,6 +209,7 @@ def run_bench(
     loaded = load_model(model)
     resolve_shapes(loaded.spec.inputs, request.shapes or None, None)  # a missing --shape fails here, early
     batches = plan_batches(request, loaded)
+    labelled = scoring.plan(model, loaded.spec, request.input_path, request.labels, request.accuracy)
     source = os.fspath(model) if isinstance(model, str | os.PathLike) else None
     isolate = request.isolate and source is not None
     results = Results(
@@ -190,13 +220,17 @@ def run_bench(
     )
     timeout = request.timeout_s or (300.0 if request.quick else 1800.0)
     explicit = bool(request.batches)
+    if progress is not None:
+        progress.plan(len(configs) * len(batches))
     for runtime, precision in configs:
         points: list[tuple[int, float]] = []
         stop_reason = None
-        for batch in batches:
-            job = jobs_for(request, source or "", runtime, precision, batch)
+        for position, batch in enumerate(batches):
+            job = jobs_for(request, source or "", runtime, precision, batch, labelled)
             if on_start is not None:
                 on_start(f"{runtime}:{precision} batch {batch}")
+            if progress is not None:
+                progress.start(f"{runtime}:{precision} batch {batch}")
             record = run_isolated(job, timeout) if isolate else run_job(job, model=loaded)
             record["isolated"] = isolate
             results.configurations.append(record)
@@ -204,15 +238,21 @@ def run_bench(
                 results.write(json_path)
             if on_record is not None:
                 on_record(record)
+            if progress is not None:
+                progress.done(record)
             if request.scenario != "offline":
                 continue
             if record["status"] != "ok":
                 stop_reason = (f"batch {batch} ran out of memory" if record["status"] == "oom"
                                else f"batch {batch} failed: {record.get('error', record['status'])}")
+                if progress is not None:
+                    progress.skip(len(batches) - position - 1, stop_reason)
                 break
             points.append((batch, record["metrics"]["throughput"]))
             if not explicit and len(points) >= 3 and _flat(points):
                 stop_reason = "throughput grew less than 5% over the last two batch doublings"
+                if progress is not None:
+                    progress.skip(len(batches) - position - 1, stop_reason)
                 break
         if request.scenario == "offline":
             results.sweeps[f"{runtime}:{precision}"] = {
@@ -242,12 +282,13 @@ def command_line(model: Any, configs: Sequence[tuple[str, str]], request: BenchR
         ("--batch", ",".join(map(str, r.batches)) if r.batches else None), ("--duration", r.duration_s),
         ("--rate", r.rate_qps), ("--p99-ms", r.p99_ms), ("--streams", r.streams), ("--fps", r.fps),
         ("--deadline-ms", r.deadline_ms), ("--max-queue-delay-ms", r.max_queue_delay_ms),
-        ("--timeout", r.timeout_s), ("--json", json_path),
+        ("--timeout", r.timeout_s), ("--blocks", r.blocks), ("--block-pause", r.block_pause_s or None),
+        ("--input", r.input_path), ("--labels", r.labels), ("--json", json_path),
     ]
     parts += [item for flag, value in flags if value is not None for item in (flag, str(value))]
     parts += [f for f, on in (("--quick", r.quick), ("--find-max", r.find_max),
                               ("--find-max-streams", r.find_max_streams), ("--no-isolate", not r.isolate),
-                              ("--samples", r.keep_samples)) if on]
+                              ("--samples", r.keep_samples), ("--no-accuracy", not r.accuracy)) if on]
     parts += [i for name, shape in r.shapes.items() for i in ("--shape", f"{name}:{'x'.join(map(str, shape))}")]
     parts += [i for name, (lo, hi) in r.ranges.items() for i in ("--input-range", f"{name}:{lo:g}:{hi:g}")]
     parts += [i for key, value in r.options.items() for i in ("--option", f"{key}={value}")]

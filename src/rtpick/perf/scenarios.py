@@ -9,6 +9,7 @@ hiding it (no coordinated omission). Every result says how it was measured, in w
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -17,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from rtpick.perf.batcher import DynamicBatcher
-from rtpick.perf.stats import latency_summary
-from rtpick.perf.timing import cuda_events_for, split_transfers, time_call
 from rtpick.errors import RtpickError
+from rtpick.perf.batcher import DynamicBatcher
+from rtpick.perf.stats import latency_summary, split_blocks
+from rtpick.perf.timing import cuda_events_for, split_transfers, time_call
 from rtpick.runtimes.base import Session
 
 Feeds = Mapping[str, Any]
@@ -31,6 +32,10 @@ QUICK = {"min_duration_s": 2.0, "min_queries": 100}
 WARMUP_MAX_S = 5.0
 WARMUP_MAX_ITERS = 500
 WARMUP_MIN_ITERS = 5
+# Blocks per closed-loop measurement: enough for a t-interval that is not absurdly wide (t = 2.26 for 10
+# blocks, 2.78 for 5), few enough that each block still holds hundreds of calls in a full run.
+DEFAULT_BLOCKS = 10
+QUICK_BLOCKS = 5
 
 
 @dataclass
@@ -48,6 +53,7 @@ class LatencyResult:
     device_latency_ms: dict[str, Any] | None = None
     transfers: dict[str, Any] | None = None
     samples_ms: list[float] | None = None
+    load_avg: dict[str, Any] | None = None
 
     @property
     def p50(self) -> float:
@@ -125,49 +131,90 @@ def closed_loop(
     max_duration_s: float | None = None,
     keep_samples: bool = False,
     split: bool = True,
+    blocks: int = DEFAULT_BLOCKS,
+    block_pause_s: float = 0.0,
 ) -> LatencyResult:
-    """Back-to-back calls until both `min_duration_s` and `min_queries` are reached (or `max_duration_s`)."""
+    """Back-to-back calls until both `min_duration_s` and `min_queries` are reached (or `max_duration_s`).
+
+    The run is cut into `blocks` consecutive blocks, each with its share of the duration and of the queries
+    (and `block_pause_s` of idle time between blocks), so that the p50/p99 intervals can include the drift
+    between blocks (sectioning, see `rtpick.perf.stats`).
+    """
     if min_duration_s < 0 or min_queries < 1:
         raise RtpickError("a measurement needs a duration of zero or more seconds and at least one query")
+    if blocks < 1:
+        raise RtpickError(f"a measurement needs at least one block, not {blocks}")
+    if block_pause_s < 0:
+        raise RtpickError(f"the pause between blocks cannot be negative ({block_pause_s} s)")
     if max_duration_s is None:
         max_duration_s = max(5 * min_duration_s, min_duration_s + 30.0)
     batch = batch_of(feeds)
     warm = warm_up(session, feeds, warmup)
     events = cuda_events_for(session)
-    host: list[float] = []
+    block_s, block_q = min_duration_s / blocks, max(1, math.ceil(min_queries / blocks))
+    block_max_s = max_duration_s / blocks
+    per_block: list[list[float]] = []
+    load_before = machine_load()
     start = time.perf_counter()
-    while True:
-        host.append(time_call(session, feeds, events))
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_duration_s and (len(host) >= min_queries or elapsed >= max_duration_s):
-            break
+    for index in range(blocks):
+        if index and block_pause_s:
+            time.sleep(block_pause_s)
+        host: list[float] = []
+        block_start = time.perf_counter()
+        while True:
+            host.append(time_call(session, feeds, events))
+            elapsed = time.perf_counter() - block_start
+            if elapsed >= block_s and (len(host) >= block_q or elapsed >= block_max_s):
+                break
+        per_block.append(host)
     duration = time.perf_counter() - start
-    samples = np.asarray(host)
+    load = {"before": load_before, "after": machine_load(), "cpus": os.cpu_count(),
+            "what": "1-minute load average of the whole machine (runnable threads, all tenants)"}
+    samples = np.asarray([s for block in per_block for s in block])
     method = (
-        f"host clock (perf_counter) around run() and synchronize(), {len(host):,} calls of batch {batch} "
-        f"back to back over {duration:.1f} s after {warm} warm-up calls"
-        + (" (until stable within 5%)" if warmup is None else "")
+        f"host clock (perf_counter) around run() and synchronize(), {samples.size:,} calls of batch {batch} "
+        f"back to back in {blocks} blocks over {duration:.1f} s"
+        + (f" ({block_pause_s:g} s pause between blocks)" if block_pause_s and blocks > 1 else "")
+        + f" after {warm} warm-up calls" + (" (until stable within 5%)" if warmup is None else "")
+        + ("; 95% CI by sectioning over the blocks (includes drift between blocks)" if blocks > 1 else
+           "; 95% CI by bootstrap over calls (one block: sampling noise only)")
     )
     device = None
     if events is not None:
-        device = latency_summary(events.seconds())
+        device_s = events.seconds()
+        sizes = np.cumsum([len(b) for b in per_block])[:-1]
+        device = latency_summary(blocks_s=np.split(np.asarray(device_s), sizes)) if blocks > 1 \
+            else latency_summary(device_s)
         method += "; device time from CUDA events around each call"
     transfers = None
     if split and session.device == "cuda":
-        transfers = split_transfers(session, feeds, min(len(host), 200))
+        transfers = split_transfers(session, feeds, min(samples.size, 200))
     return LatencyResult(
         scenario=scenario,
         batch=batch,
-        n=len(host),
+        n=int(samples.size),
         duration_s=duration,
         warmup=warm,
-        latency_ms=latency_summary(samples),
-        throughput=batch * len(host) / float(samples.sum()),
+        latency_ms=latency_summary(blocks_s=per_block) if blocks > 1 else latency_summary(samples),
+        throughput=batch * samples.size / float(samples.sum()),
         method=method,
         device_latency_ms=device,
         transfers=transfers,
         samples_ms=[float(s * 1e3) for s in samples] if keep_samples else None,
+        load_avg=load,
     )
+
+
+def machine_load() -> float | None:
+    """The machine's 1-minute load average, or None where the OS has none.
+
+    Recorded before and after each measurement because on a shared machine other tenants move the figures
+    more than anything rtpick controls: two runs under different load need not agree, and a diff says so.
+    """
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
 
 
 def single_stream(
@@ -178,6 +225,8 @@ def single_stream(
     min_queries: int = int(FULL["min_queries"]),
     warmup: int | None = None,
     keep_samples: bool = False,
+    blocks: int = DEFAULT_BLOCKS,
+    block_pause_s: float = 0.0,
 ) -> LatencyResult:
     """One query at a time, the next issued when the last finished (MLPerf single-stream).
 
@@ -186,7 +235,7 @@ def single_stream(
     """
     return closed_loop(
         session, feeds, scenario="single-stream", min_duration_s=min_duration_s, min_queries=min_queries,
-        warmup=warmup, keep_samples=keep_samples,
+        warmup=warmup, keep_samples=keep_samples, blocks=blocks, block_pause_s=block_pause_s,
     )
 
 
@@ -296,12 +345,14 @@ def server(
     seed: int = 0,
     drain_s: float | None = None,
     warm: bool = True,
+    blocks: int = DEFAULT_BLOCKS,
 ) -> dict[str, Any]:
     """Open-loop Poisson arrivals at `rate_qps` through a dynamic batcher (MLPerf server).
 
     Arrival times are drawn (seeded) before the run; each query's latency runs from its scheduled arrival to
     the end of the batch that carried it. Queries still unfinished `drain_s` after the last arrival are counted
-    `incomplete`, with their waiting time so far as a lower bound of their latency.
+    `incomplete`, with their waiting time so far as a lower bound of their latency. The p50/p99 intervals
+    come from sectioning the run into `blocks` consecutive stretches of arrivals (at least 20 queries each).
     """
     if not rate_qps > 0:
         raise RtpickError(f"--rate must be a positive number of queries per second, not {rate_qps}")
@@ -324,6 +375,9 @@ def server(
     cutoff = time.perf_counter()
     latencies = [(q.done if q.done is not None else cutoff) - q.scheduled for q in queries]
     completed = sum(q.status == "done" for q in queries)
+    sections = min(blocks, len(latencies) // 20)
+    summary = (latency_summary(blocks_s=split_blocks(latencies, sections)) if sections >= 2
+               else latency_summary(latencies))
     return {
         "scenario": "server",
         "target_qps": rate_qps,
@@ -335,13 +389,15 @@ def server(
         "max_batch": max_batch,
         "max_queue_delay_ms": max_queue_delay_s * 1e3,
         "mean_batch": float(np.mean([b.size for b in batches])) if batches else 0.0,
-        "latency_ms": latency_summary(latencies),
+        "latency_ms": summary,
         "duration_s": duration_s,
         "method": (
             f"open loop: {len(queries):,} Poisson arrivals (seed {seed}) at {rate_qps:g} q/s scheduled over "
             f"{duration_s:g} s; latency from each query's scheduled arrival to the end of its batch "
             f"(host clock, after synchronize); dynamic batcher max batch {max_batch}, "
-            f"max queue delay {max_queue_delay_s * 1e3:g} ms"
+            f"max queue delay {max_queue_delay_s * 1e3:g} ms; 95% CI "
+            + (f"by sectioning over {sections} consecutive stretches of arrivals" if sections >= 2
+               else "by bootstrap over queries (too few for blocks)")
             + (f"; {len(queries) - completed} queries unfinished after {drain:g} s of drain, counted with "
                "their wait so far (a lower bound)" if completed < len(queries) else "")
         ),
@@ -378,7 +434,7 @@ def find_max_rate(
     max_batch = max_batch or batch_of(feeds)
     _warm_batches(session, feeds, max_batch)
     probe = closed_loop(session, slice_feeds(feeds, max_batch), scenario="capacity", min_duration_s=0.5,
-                        min_queries=10, warmup=0, split=False)
+                        min_queries=10, warmup=0, split=False, blocks=1)
     capacity = probe.throughput
     trials: list[dict[str, Any]] = []
 

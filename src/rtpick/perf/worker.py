@@ -1,4 +1,4 @@
-"""One configuration, start to finish: load the model, build, first inference, the scenario, memory.
+"""One configuration, start to finish: load the model, build, first inference, the scenario, memory, accuracy.
 
 `run_job(job)` is the same code in-process (``--no-isolate``) and in a child process
 (``python -m rtpick.perf.worker JOB.json OUT.json``), so isolation changes where it runs, never what it
@@ -52,10 +52,10 @@ def run_job(job: dict[str, Any], model: Any = None) -> dict[str, Any]:
 
 
 def _measure(job: dict[str, Any], record: dict[str, Any], model: Any) -> Any:
-    from rtpick.perf import scenarios
-    from rtpick.perf.memory import Monitor
     from rtpick.data import synthetic_feeds
     from rtpick.model import load_model, resolve_shapes, with_batch
+    from rtpick.perf import scenarios
+    from rtpick.perf.memory import Monitor
     from rtpick.runtimes.registry import get_runtime
 
     start = time.perf_counter()
@@ -82,6 +82,11 @@ def _measure(job: dict[str, Any], record: dict[str, Any], model: Any) -> Any:
         record["metrics"] = _scenario(scenarios, session, feeds, job)
     record["memory"] = monitor.report()
     record["warnings"] = record["memory"].pop("warnings")
+    if job.get("accuracy"):
+        from rtpick.perf.accuracy import score
+
+        # after the timing and outside the memory monitor: scoring must not disturb what was measured
+        record["accuracy"], record["accuracy_detail"] = score(session, job, loaded.spec)
     return session
 
 
