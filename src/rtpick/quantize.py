@@ -21,8 +21,14 @@ from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model, atomic_write_bytes, file_sha256
 from rtpick.settings import cache_dir
 
-# Bump when the recipe below changes, so cached files made by an older recipe are not reused.
+# Bump when a recipe below changes, so cached files made by an older recipe are not reused.
 RECIPE = "qdq-s8s8-perchannel-minmax-v1"
+# TensorRT accepts only int8 zero points of 0 and wants biases left in float: symmetric activations, no bias
+# quantisation (ONNX Runtime's quantizer options ActivationSymmetric and QuantizeBias).
+RECIPES = {
+    "ort": {"ActivationSymmetric": False, "WeightSymmetric": True},
+    "tensorrt": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+}
 # Real calibration data is fed in chunks of at most this many samples along a dynamic leading axis.
 CALIBRATION_CHUNK = 64
 
@@ -40,8 +46,9 @@ def _content_hash(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _target(model: Model, calibration_hash: str, samples: int, shapes: Mapping[str, tuple[int, ...]]) -> Path:
-    extra = hashlib.sha256(repr((RECIPE, sorted(shapes.items()))).encode()).hexdigest()[:8]
+def _target(model: Model, calibration_hash: str, samples: int, shapes: Mapping[str, tuple[int, ...]],
+            recipe: str) -> Path:
+    extra = hashlib.sha256(repr((RECIPE, recipe, sorted(shapes.items()))).encode()).hexdigest()[:8]
     name = f"{model.spec.sha256[:32]}-int8-{calibration_hash[:16]}-n{samples}-{extra}.onnx"
     return cache_dir() / "onnx" / name
 
@@ -111,6 +118,7 @@ def quantize_int8(
     shapes: Mapping[str, tuple[int, ...]],
     calibration: str | None,
     samples: int,
+    recipe: str = "ort",
 ) -> tuple[Path, str]:
     """An int8 QDQ copy of `model` (cached) and a note saying what it was calibrated on.
 
@@ -118,7 +126,10 @@ def quantize_int8(
     leading axis counts samples. Without it, `samples` synthetic feeds of `shapes` (seeds 0..samples-1) are used.
     Weights are quantised per output channel (int8, symmetric) and activations per tensor (int8), min-max
     calibrated: the recipe ONNX Runtime recommends for its CPU provider on AVX-512/VNNI and ARM machines.
+    ``recipe="tensorrt"`` makes activations symmetric and keeps biases in float, as TensorRT requires.
     """
+    if recipe not in RECIPES:
+        raise RtpickError(f"unknown int8 recipe {recipe!r}; known: {', '.join(RECIPES)}")
     from rtpick.data import read_inputs, synthetic_feeds
 
     if calibration:
@@ -128,7 +139,7 @@ def quantize_int8(
         chunks = _real_chunks(model, read_inputs(model.spec, shapes, path), str(path))
         count = sum(int(np.shape(next(iter(chunk.values())))[0]) for chunk in chunks)
         note = f"int8 calibrated on {count} samples from {path.name}"
-        target = _target(model, _content_hash(path), 0, shapes)
+        target = _target(model, _content_hash(path), 0, shapes, recipe)
         batches: Iterator[dict[str, np.ndarray]] = iter(chunks)
     else:
         if int(samples) <= 0:
@@ -136,15 +147,15 @@ def quantize_int8(
         samples = int(samples)
         note = (f"int8 calibrated on {samples} synthetic samples (seeds 0-{samples - 1}); "
                 "pass calibration=FILE.npz for real data")
-        target = _target(model, "synthetic", samples, shapes)
+        target = _target(model, "synthetic", samples, shapes, recipe)
         batches = (synthetic_feeds(model.spec.inputs, shapes, seed=i) for i in range(samples))
     if target.exists():
         return target, note
-    skipped = _quantize(model.onnx_path(), target, _Reader(batches))
+    skipped = _quantize(model.onnx_path(), target, _Reader(batches), RECIPES[recipe])
     return target, f"{note}; {skipped}" if skipped else note
 
 
-def _quantize(source: Path, target: Path, reader: Any) -> str:
+def _quantize(source: Path, target: Path, reader: Any, extra_options: Mapping[str, Any]) -> str:
     """Quantise `source` into `target` (atomically); returns a note if the pre-processing had to be skipped."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -160,7 +171,7 @@ def _quantize(source: Path, target: Path, reader: Any) -> str:
                 activation_type=QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=CalibrationMethod.MinMax,
-                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+                extra_options=dict(extra_options),
             )
         except RtpickError:
             raise

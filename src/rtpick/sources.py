@@ -273,13 +273,18 @@ def eval_set(source: Any) -> Path | None:
     return path if path.is_file() else None
 
 
+def _bundled_module(name: str) -> Any:
+    """The bundled model's torch form; torch is imported only when a torch runtime asks for it."""
+    from rtpick.assets import digits_net
+
+    return digits_net.load_module(assets_dir() / f"{name}.pt")
+
+
 def load_bundled(name: str) -> Model:
     """The bundled demo model: an ONNX file, plus its torch form when torch is installed."""
     onnx_file = assets_dir() / f"{name}.onnx"
     spec = onnx_spec(onnx_file, name=f"rtpick:{name}", source="bundled")
     model = Model(spec=spec, path=onnx_file, onnx_file=onnx_file)
     if importlib.util.find_spec("torch") is not None:
-        from rtpick.assets import digits_net
-
-        model.torch_factory = lambda: digits_net.load_module(assets_dir() / f"{name}.pt")
+        model.torch_factory = lambda: _bundled_module(name)
     return model

@@ -36,11 +36,11 @@ def runtimes(
             note = (note + "; " if note else "") + "written to the documented API, not yet run by rtpick"
         table.add_row(
             row["name"], row["device"], ",".join(row["precisions"]),
-            "[green]yes[/]" if row["available"] else "[red]no[/]", note,
+            "[green]yes[/]" if row["available"] else "[red]no[/]", escape(note),
         )
         if verbose:
             opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items()) or "none"
-            table.add_row("", "", "", "", f"[dim]options: {opts}[/]")
+            table.add_row("", "", "", "", f"[dim]options: {escape(opts)}[/]")
     console.print(table)
 
 

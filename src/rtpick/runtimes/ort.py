@@ -76,25 +76,26 @@ class OrtSession(Session):
             tensor = feeds[spec.name].contiguous()
             binding.bind_input(spec.name, device_type, device_id, np.dtype(spec.dtype), tuple(tensor.shape),
                                tensor.data_ptr())
+        if device_type == "cuda":
+            # ONNX Runtime computes on its own stream: the kernels that produced the inputs on torch's stream
+            # must have finished before it reads them.
+            torch.cuda.current_stream(device).synchronize()
+            binding.synchronize_inputs()
         signature = tuple((name, tuple(value.shape)) for name, value in feeds.items())
         shapes = self._binding_shapes.get(signature)
         if shapes is None:
-            # First call with these shapes: let ONNX Runtime allocate the outputs to learn their shapes.
+            # First call with these shapes: a run into outputs ONNX Runtime allocates on the device tells their
+            # shapes; from then on they are bound to torch tensors, so results never pass through the host.
             for name in self._output_names:
                 binding.bind_output(name, device_type, device_id)
             self._session.run_with_iobinding(binding)
-            values = binding.get_outputs()
-            self._binding_shapes[signature] = [tuple(v.shape()) for v in values]
-            return {
-                name: torch.from_numpy(v.numpy()).to(device) for name, v in zip(self._output_names, values)
-            }
+            shapes = self._binding_shapes[signature] = [tuple(v.shape()) for v in binding.get_outputs()]
+            binding.clear_binding_outputs()
         outputs = {}
         for spec, shape in zip(self.outputs, shapes):
             out = torch.empty(shape, dtype=getattr(torch, spec.dtype), device=device)
             binding.bind_output(spec.name, device_type, device_id, np.dtype(spec.dtype), shape, out.data_ptr())
             outputs[spec.name] = out
-        if device_type == "cuda":
-            binding.synchronize_inputs()
         self._session.run_with_iobinding(binding)
         if device_type == "cuda":
             binding.synchronize_outputs()
@@ -381,7 +382,8 @@ class OrtTensorRT(OrtRuntime):
         from rtpick.quantize import quantize_int8
         from rtpick.runtimes.tensorrt import qdq_zero_point_problem
 
-        path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"])
+        path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"],
+                                   recipe="tensorrt")
         problem = qdq_zero_point_problem(path)
         if problem:
             raise BuildError(f"{self.name}:int8: the int8 QDQ model cannot be built by TensorRT: {problem}")

@@ -41,7 +41,7 @@ from rtpick.settings import cache_dir
 
 SUPPORTED_MAJOR = 10
 INSTALL_HINT = (
-    "pip install 'tensorrt>=10,<11' (its real wheels download from NVIDIA's package index, pypi.nvidia.com, "
+    "pip install 'tensorrt>=10,<11' (its real wheels download from NVIDIA's own package index, "
     "so the machine must reach it)"
 )
 # Bump when what rtpick asks of the builder changes, so engines built by an older recipe are not reused.
@@ -513,7 +513,8 @@ class TensorRT(Runtime):
             return model.onnx_path(), model.spec.sha256, []
         from rtpick.quantize import quantize_int8
 
-        path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"])
+        path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"],
+                                   recipe="tensorrt")
         problem = qdq_zero_point_problem(path)
         if problem:
             raise BuildError(f"tensorrt:int8: the int8 QDQ model cannot be built by TensorRT: {problem}")
