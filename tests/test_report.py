@@ -66,3 +66,6 @@ def test_diff_says_when_the_machine_load_differed() -> None:
 
     change = diff(results(quiet), results(busy))[0]
     assert change.significant and "load differed (1-min load average 0.6 vs 5.2 on 2 CPUs)" in change.note
+    busy_too = _record(1.0, [0.98, 1.02])
+    busy_too["metrics"]["load_avg"] = {"before": 4.9, "after": 5.0, "cpus": 2}
+    assert "busy with other work" in diff(results(busy_too), results(busy))[0].note

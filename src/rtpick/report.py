@@ -187,6 +187,9 @@ def figures(results: Results) -> list[Figure]:
             ax.scatter(h["p50"], r["accuracy"] * 100, label=name)
             if "ci_p50" in h:
                 ax.plot(h["ci_p50"], [r["accuracy"] * 100] * 2, color="grey", lw=1)
+        spread = [v for _, h, _ in acc for v in (h["p50"], *h.get("ci_p50", ()))]
+        if max(spread) > 10 * min(spread) > 0:
+            ax.set_xscale("log")  # runtimes differ by decades: a linear axis would crush the fast ones
         ax.set_xlabel("p50 latency (ms, host clock)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.legend(loc="best")
@@ -389,7 +392,7 @@ def _ci_kind(record: dict[str, Any]) -> str:
 
 
 def _load_note(old: dict[str, Any], new: dict[str, Any]) -> str:
-    """Words when the machine's load differed a lot between two measurements (it, not the code, may be why)."""
+    """Words when the machine's load differed, or was high, in either measurement (it, not the code, may be why)."""
     def level(record: dict[str, Any]) -> float | None:
         load = (record.get("metrics") or {}).get("load_avg") or {}
         values = [v for v in (load.get("before"), load.get("after")) if v is not None]
@@ -401,4 +404,7 @@ def _load_note(old: dict[str, Any], new: dict[str, Any]) -> str:
     cpus = ((new.get("metrics") or {}).get("load_avg") or {}).get("cpus") or 1
     if abs(a - b) >= max(0.5, 0.25 * cpus):
         return f"the machine's load differed (1-min load average {a:.1f} vs {b:.1f} on {cpus} CPUs)"
+    if max(a, b) >= cpus:
+        return (f"the machine was busy with other work (1-min load average {a:.1f} and {b:.1f} on {cpus} CPUs): "
+                "its changes, not the code, may explain this")
     return ""
