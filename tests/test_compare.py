@@ -158,7 +158,9 @@ def test_policy_covers_every_precision_and_orders_strictness() -> None:
     from rtpick.runtimes.base import PRECISIONS
 
     assert set(TOLERANCES) == set(PRECISIONS)
-    assert TOLERANCES["fp32"].atol < TOLERANCES["tf32"].atol < TOLERANCES["bf16"].atol
+    assert TOLERANCES["fp32"].atol is not None  # fp32 is held element by element
+    assert TOLERANCES["tf32"].max_rel_l2 < TOLERANCES["fp16"].max_rel_l2 < TOLERANCES["bf16"].max_rel_l2
+    assert all(TOLERANCES[p].min_top1 == 0.99 for p in ("tf32", "fp16", "bf16"))
     assert TOLERANCES["int8"].atol is None and TOLERANCES["int8"].min_cosine == 0.99
     assert TOLERANCES["int8"].min_top1 is not None
 
@@ -169,6 +171,18 @@ def test_bf16_sized_error_passes_bf16_but_not_fp32() -> None:
     cand = ref * (1 + rng.uniform(-8e-3, 8e-3, ref.shape)).astype(np.float32)  # ~2 bf16 roundings
     assert check_output("y", cand, ref, tolerance_for("bf16")).ok
     assert not check_output("y", cand, ref, tolerance_for("fp32")).ok
+
+
+def test_a_few_far_elements_pass_reduced_precision_norm_wise_but_a_wrong_output_does_not() -> None:
+    rng = np.random.default_rng(3)
+    ref = rng.standard_normal((64, 1000)).astype(np.float32)
+    cand = ref + rng.normal(0, 2e-3, ref.shape).astype(np.float32)  # fp16-sized rounding noise
+    cand[0, :40] += 0.3  # a few dozen logits far off, as a deep network in fp16 gives
+    assert check_output("y", cand, ref, tolerance_for("fp16")).ok
+    assert not check_output("y", cand, ref, tolerance_for("fp32")).ok
+    shuffled = ref[rng.permutation(64)]  # right values, wrong rows: top-1 and the norm both catch it
+    check = check_output("y", shuffled, ref, tolerance_for("fp16"))
+    assert not check.ok and check.rel_l2 > 1e-2
 
 
 def test_cosine_catches_a_wrong_output_below_atol() -> None:

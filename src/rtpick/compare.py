@@ -10,6 +10,7 @@ Metrics, per output (floats in float64, over the elements that are finite in bot
 - ``max_abs``: max |candidate - reference|; ``mean_abs``: mean |candidate - reference|.
 - ``max_rel``: max |candidate - reference| / max(|reference|, floor), with floor = max(1e-6, 1e-3 * max|reference|),
   so that reference values near zero do not turn a tiny absolute error into an enormous relative one.
+- ``rel_l2``: ||candidate - reference|| / ||reference|| over the finite elements (the norm-wise relative error).
 - ``cosine``: cosine similarity of the flattened outputs (1.0 when both are all zeros).
 - ``nan``/``inf``: NaN and Inf counts in the candidate (``ref_nan``/``ref_inf`` in the reference).
 - Classifier-like outputs (float, 2-D ``[batch, classes >= 2]``): ``top1_agreement``, the fraction of rows whose
@@ -20,12 +21,12 @@ Metrics, per output (floats in float64, over the elements that are finite in bot
 
 Tolerance policy (`TOLERANCES`), by the candidate's precision:
 
-    precision  atol   rtol   min cosine  min top-1
-    fp32       1e-4   1e-3   -           -
-    tf32       1e-2   1e-2   -           -
-    fp16       5e-2   5e-2   0.999       -
-    bf16       1e-1   1e-1   0.995       -
-    int8       -      -      0.99        0.90
+    precision  atol   rtol   max rel L2  min cosine  min top-1
+    fp32       1e-4   1e-3   -           -           -
+    tf32       -      -      5e-3        0.9999      0.99
+    fp16       -      -      1e-2        0.999       0.99
+    bf16       -      -      5e-2        0.995       0.99
+    int8       -      -      -           0.99        0.90
 
 An output is within tolerance when ALL of these hold (a check whose threshold is "-" is skipped):
 
@@ -33,6 +34,7 @@ An output is within tolerance when ALL of these hold (a check whose threshold is
 2. NaN and Inf appear in exactly the same elements as in the reference (a NaN or Inf the reference does not
    have fails, whatever the other numbers say; NaN never passes a check);
 3. elementwise: every finite element satisfies |candidate - reference| <= atol + rtol * |reference|;
+3b. relative error over the whole output, ``rel_l2`` = ||candidate - reference|| / ||reference|| <= max rel L2;
 4. ``cosine >= min_cosine``;
 5. for classifier-like outputs, ``top1_agreement >= min_top1``;
 6. integer/bool outputs are exactly equal, or, where the precision has a min top-1, at least that fraction of
@@ -45,14 +47,17 @@ the pair becomes the precision's default, or 0 for int8); the cosine and top-1 c
 Why these numbers: fp32 runtimes differ only in summation order and fused kernels. Measured on the bundled
 digits model over its 540 held-out images (logits up to 22 in magnitude), ort-cpu:fp32 against torch-cpu:fp32
 differs by at most 4.8e-6, 1.5% of the fp32 tolerance, which leaves room for deeper models without hiding real
-bugs. TF32 rounds multiply inputs to a 10-bit mantissa (~1e-3 per product), hence 1e-2. fp16 (10-bit mantissa,
-narrow range) and bf16 (7-bit mantissa, ~4e-3 per rounding) accumulate error through the layers: torch-cpu:bf16
-differs by up to 0.11 on the digits logits, 59% of its tolerance, with cosine 0.99999. Both are held to a few
-percent elementwise and to a cosine that catches a structurally wrong output whose scale is below atol. int8
-errors are not elementwise-small by nature (ort-cpu:int8 on digits: max abs error 0.36, 2.3 times the bf16
-tolerance, yet cosine 0.99992, top-1 agreement 99.8%, accuracy 99.6% against fp32's 99.4%), so int8 is judged
-by direction (cosine >= 0.99) and by the answer a classifier gives (top-1 agreement >= 90% of rows; with few rows
-this check is coarse: compare on a larger batch).
+bugs. Reduced precisions are judged norm-wise, not element by element: TF32 and fp16 round to a 10-bit
+mantissa and bf16 to a 7-bit one, and through 50 layers a few of 64,000 logits land far from their fp32 value
+while the output as a whole stays right. ResNet-50 on an H100, batch 64 (benchmarks/results/h100/): tf32 had
+57 logits beyond 1e-2 + 1e-2*|ref| and bf16 35 beyond 0.1 + 0.1*|ref|, yet norm-wise errors were about 5e-4
+(tf32, fp16) and 5e-3 (bf16), cosine 0.99999 or better and top-1 agreement 100%. The limits leave a margin of
+about ten times those errors; every reduced precision must also keep the output's direction (cosine) and give
+the same top-1 answer on 99% of the rows of a classifier-like output. int8 errors are larger by nature (ort-
+cpu:int8 on digits: max abs error 0.36, cosine 0.99992, top-1 agreement 99.8%, accuracy 99.6% against fp32's
+99.4%), so int8 is judged by direction (cosine >= 0.99) and by the answer a classifier gives (top-1 agreement
+>= 90% of rows; with few rows this check is coarse: compare on a larger batch). ``atol``/``rtol`` given by the
+caller switch the elementwise check on for every precision.
 """
 
 from __future__ import annotations
@@ -85,11 +90,14 @@ class Tolerance:
     rtol: float | None
     min_cosine: float | None = None
     min_top1: float | None = None
+    max_rel_l2: float | None = None
 
     def describe(self) -> str:
         parts = []
         if self.atol is not None:
             parts.append(f"|d| <= {self.atol:g} + {self.rtol or 0:g}*|ref|")
+        if self.max_rel_l2 is not None:
+            parts.append(f"||d||/||ref|| <= {self.max_rel_l2:g}")
         if self.min_cosine is not None:
             parts.append(f"cosine >= {self.min_cosine:g}")
         if self.min_top1 is not None:
@@ -99,9 +107,9 @@ class Tolerance:
 
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3),
-    "tf32": Tolerance(atol=1e-2, rtol=1e-2),
-    "fp16": Tolerance(atol=5e-2, rtol=5e-2, min_cosine=0.999),
-    "bf16": Tolerance(atol=1e-1, rtol=1e-1, min_cosine=0.995),
+    "tf32": Tolerance(atol=None, rtol=None, max_rel_l2=5e-3, min_cosine=0.9999, min_top1=0.99),
+    "fp16": Tolerance(atol=None, rtol=None, max_rel_l2=1e-2, min_cosine=0.999, min_top1=0.99),
+    "bf16": Tolerance(atol=None, rtol=None, max_rel_l2=5e-2, min_cosine=0.995, min_top1=0.99),
     "int8": Tolerance(atol=None, rtol=None, min_cosine=0.99, min_top1=0.90),
 }
 
@@ -141,6 +149,7 @@ class OutputCheck:
     max_abs: float | None = None
     max_rel: float | None = None
     mean_abs: float | None = None
+    rel_l2: float | None = None
     cosine: float | None = None
     nan: int = 0
     inf: int = 0
@@ -216,6 +225,10 @@ def check_output(
         check.mean_abs = float(diff.mean())
         check.max_rel = float(np.max(diff / np.maximum(np.abs(rf), floor)))
         check.cosine = _cosine(cf, rf)
+        ref_norm = float(np.linalg.norm(rf))
+        check.rel_l2 = float(np.linalg.norm(cf - rf)) / ref_norm if ref_norm > 0 else float(np.linalg.norm(cf))
+        if tolerance.max_rel_l2 is not None and not check.rel_l2 <= tolerance.max_rel_l2:
+            problems.append(f"relative error ||d||/||ref|| {check.rel_l2:.3g} > {tolerance.max_rel_l2:g}")
         if tolerance.atol is not None:
             limit = tolerance.atol + (tolerance.rtol or 0.0) * np.abs(rf)
             over = diff > limit
