@@ -5,8 +5,8 @@
 2. a separate loop over the same model called directly with torch (the same eval-mode, channels_last, fp32
    module and input), each call bracketed by CUDA events.
 
-The two medians should agree within 5% (issue 4). The direct loop and rtpick's measurement alternate twice
-(A B A B) so that a clock or thermal drift shows up instead of biasing one side.
+The two medians should agree within 5% (issue 4). The direct loop and rtpick's measurement alternate three
+times (A B A B A B) so that a clock or thermal drift shows up instead of biasing one side.
 
     PYTHONPATH=src python benchmarks/gpu_bench_trust.py --out benchmarks/results/h100/bench-trust.json
 """
@@ -53,9 +53,13 @@ def main() -> None:
     module = model.torch_module().eval().cuda().to(memory_format=torch.channels_last)
     torch.manual_seed(0)
     x = torch.rand(1, 3, 224, 224, device="cuda")
+    # The session is true fp32 (rtpick turns TF32 off for fp32 and sets it on every run); the direct loop
+    # must run with the same switches, or it times TF32 convolutions instead.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
     direct_loop(module, x, 50)  # warm-up: cuDNN picks its kernels
     rounds = []
-    for _ in range(2):
+    for _ in range(3):
         result = single_stream(session, {"input": x}, min_duration_s=args.seconds, min_queries=1000, warmup=50)
         direct = direct_loop(module, x, result.n)
         rounds.append({

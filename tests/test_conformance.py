@@ -224,7 +224,14 @@ def test_onnx_node_case_on_ort_cpu(name: str, node_cases: dict[str, object], tmp
     for given, expected in case.data_sets:  # type: ignore[attr-defined]
         feeds = {value.name: np.asarray(array) for value, array in zip(inputs, given)}
         shapes = {key: tuple(max(1, d) for d in value.shape) for key, value in feeds.items()}
-        with rtpick.load(path, runtime="ort-cpu", shapes=shapes) as session:
+        try:
+            session = rtpick.load(path, runtime="ort-cpu", shapes=shapes)
+        except BuildError as exc:
+            if "under development" in str(exc):  # the onnx package is newer than this onnxruntime's opsets
+                pytest.skip(f"onnx {onnx.__version__} stamps an opset this onnxruntime does not support yet: "
+                            f"{str(exc)[-160:]}")
+            raise
+        with session:
             outputs = session.run(feeds)
             for spec, want in zip(session.outputs, expected):
                 got, want = np.asarray(outputs[spec.name]), np.asarray(want)
