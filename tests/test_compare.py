@@ -1,4 +1,4 @@
-"""rtpick.compare: metrics on hand-made arrays, the tolerance policy, and real comparisons across runtimes."""
+"""rtpick.comparison (behind rtpick.compare): metrics, the tolerance policy, real comparisons across runtimes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rtpick
-from rtpick.compare import (
+from rtpick.comparison import (
     STATUS_ERROR,
     STATUS_MISMATCH,
     STATUS_PASS,
@@ -325,7 +325,7 @@ def test_a_torch_module_source_runs_on_ort_and_torch() -> None:
 
 
 def test_output_metrics_gives_each_precisions_verdict() -> None:
-    from rtpick.compare import output_metrics, within_tolerance
+    from rtpick.comparison import output_metrics, within_tolerance
 
     rng = np.random.default_rng(2)
     ref = (rng.standard_normal((32, 10)) * 5).astype(np.float32)
@@ -337,8 +337,12 @@ def test_output_metrics_gives_each_precisions_verdict() -> None:
     json.dumps(metrics, allow_nan=False)
 
 
-def test_rtpick_compare_stays_the_function_after_use(small_onnx: Path) -> None:
-    import rtpick.compare  # noqa: F401 - the submodule of the same name must not replace the function
+def test_public_functions_stay_functions_after_their_modules_load(small_onnx: Path) -> None:
+    import rtpick.comparison  # noqa: F401
+    import rtpick.perf.run  # noqa: F401
+    import rtpick.recommendation  # noqa: F401
 
     rtpick.compare(small_onnx, ["ort-cpu:fp32"])
-    assert callable(rtpick.compare) and rtpick.compare.__module__ == "rtpick.api"
+    for name in ("compare", "bench", "recommend", "load"):
+        function = getattr(rtpick, name)
+        assert callable(function) and function.__module__ == "rtpick.api", name

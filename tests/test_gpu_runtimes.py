@@ -20,7 +20,7 @@ import pytest
 from conftest import small_cnn
 
 import rtpick
-from rtpick.compare import check_output, tolerance_for
+from rtpick.comparison import check_output, tolerance_for
 from rtpick.errors import RtpickError
 from rtpick.model import Model
 from rtpick.runtimes.base import PRECISIONS

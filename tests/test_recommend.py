@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from rtpick.compare import Comparison, ComparisonRow, OutputCheck
+from rtpick.comparison import Comparison, ComparisonRow, OutputCheck
 from rtpick.deploy import DeployConfig
 from rtpick.errors import RtpickError
-from rtpick.recommend import (
+from rtpick.recommendation import (
     BUILD_FAILED,
     CHOSEN,
     FAILED_ACCURACY,

@@ -9,10 +9,6 @@ The public API is small and imports nothing heavy (torch, onnxruntime, tensorrt 
 
 from __future__ import annotations
 
-# `rtpick.compare` names both a public function and the submodule that implements it. Importing a submodule binds
-# it on the package, which would replace the function after its first call; loading the submodule here, before the
-# function is bound below, keeps `rtpick.compare(...)` the function for good.
-from rtpick import compare as _compare_module  # noqa: F401
 from rtpick.api import bench, compare, load, recommend, runtimes
 from rtpick.errors import BuildError, MissingRuntime, RtpickError
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from rtpick.model import Model, load_model, resolve_shapes
 
 if TYPE_CHECKING:
-    from rtpick.compare import Comparison
-    from rtpick.recommend import Recommendation
+    from rtpick.comparison import Comparison
+    from rtpick.recommendation import Recommendation
     from rtpick.runtimes.base import Session
 
 
@@ -46,7 +46,7 @@ def load(
 
 def compare(model: Any, configs: Sequence[str], **kwargs: Any) -> Comparison:
     """Run the same feeds through each ``runtime:precision`` and compare every output with a reference."""
-    from rtpick.compare import compare_configs
+    from rtpick.comparison import compare_configs
 
     return compare_configs(model, configs, **kwargs)
 
@@ -54,11 +54,11 @@ def compare(model: Any, configs: Sequence[str], **kwargs: Any) -> Comparison:
 def recommend(model: Any, **kwargs: Any) -> Recommendation:
     """The best configuration of `model` for a budget, gated on correctness; every other one with its reason.
 
-    Keyword arguments are those of `rtpick.recommend.recommend` (configs, p99_ms, streams, fps, min_throughput,
+    Keyword arguments are those of `rtpick.recommendation.recommend` (configs, p99_ms, streams, fps, min_throughput,
     max_accuracy_drop, labels, expected_inferences, max_gpu_mem_mb, max_host_mem_mb, cpu_only, quick,
     from_results, batch, ...).
     """
-    from rtpick.recommend import recommend as run_recommend
+    from rtpick.recommendation import recommend as run_recommend
 
     return run_recommend(model, **kwargs)
 

@@ -1,6 +1,6 @@
 """`rtpick compare` (do the runtimes agree?) and `rtpick run` (one configuration, outputs to an .npz).
 
-Thin wrappers: feeds, metrics and the tolerance policy live in `rtpick.compare`; this module parses the command
+Thin wrappers: feeds, metrics and the tolerance policy live in `rtpick.comparison`; this module parses the command
 line, prints the table and writes files atomically. Exit status: 0 when every configuration is within tolerance,
 1 when any is not (or did not build or run), 2 for a usage error.
 """
@@ -119,7 +119,7 @@ def compare(
     weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
 ) -> None:
     """Run the same feeds through each configuration and check every output against a reference."""
-    from rtpick.compare import TOLERANCES, compare_configs, tolerance_for
+    from rtpick.comparison import TOLERANCES, compare_configs, tolerance_for
     from rtpick.data import parse_range, parse_shape, read_inputs, validate_feeds
     from rtpick.model import load_model
 
@@ -199,7 +199,7 @@ def _print(result: Any, with_accuracy: bool) -> None:
         for note in row.notes:
             console.print(f"note {escape(row.config)}: {escape(note)}")
     verdict = "[green]all within tolerance[/]" if result.passed else "[red]not all within tolerance[/]"
-    console.print(f"{verdict} (policy: rtpick.compare.TOLERANCES; --atol/--rtol override)")
+    console.print(f"{verdict} (policy: rtpick.comparison.TOLERANCES; --atol/--rtol override)")
 
 
 @app.command()
@@ -220,7 +220,7 @@ def run(
     """Run one configuration once and print (or save) its outputs."""
     import time
 
-    from rtpick.compare import make_feeds
+    from rtpick.comparison import make_feeds
     from rtpick.data import parse_range, parse_shape
     from rtpick.model import atomic_write_bytes, load_model
     from rtpick.runtimes.registry import get_runtime, parse_config

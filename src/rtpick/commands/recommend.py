@@ -104,8 +104,8 @@ def recommend(
     """Recommend the configuration that meets a budget, gated on correctness, with reasons for the rest."""
     from rtpick.data import parse_shape
     from rtpick.perf.run import DEFAULT_SWEEP
-    from rtpick.recommend import deploy_config
-    from rtpick.recommend import recommend as run_recommend
+    from rtpick.recommendation import deploy_config
+    from rtpick.recommendation import recommend as run_recommend
     from rtpick.results import check_writable
 
     if save is not None:

@@ -538,7 +538,7 @@ def recommend(
     measured. `options` maps a runtime name to its build options. `json` writes the records used (bench's
     schema, each with its ``correctness``), so a later call can read them back with `from_results`.
     """
-    from rtpick.compare import compare_configs
+    from rtpick.comparison import compare_configs
     from rtpick.model import load_model, resolve_shapes
     from rtpick.perf.run import BenchRequest, run_bench
     from rtpick.results import Results, check_writable, environment, model_record
