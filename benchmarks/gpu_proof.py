@@ -90,8 +90,8 @@ def load(model: str) -> Any:
     if model == "resnet50":
         return load_model("torchvision:resnet50"), None
     if model == "bert-base":
-        specs = [TensorSpec("input_ids", "int64", ("batch", "sequence")),
-                 TensorSpec("attention_mask", "int64", ("batch", "sequence"))]
+        specs = [TensorSpec("input_ids", "int64", ("batch", 128)),
+                 TensorSpec("attention_mask", "int64", ("batch", 128))]
         loaded = load_model(bert_base(), input_specs=specs)
         return loaded, {"input_ids": (0.0, 30522.0), "attention_mask": (1.0, 2.0)}
     raise SystemExit(f"unknown model {model}")

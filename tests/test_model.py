@@ -150,3 +150,26 @@ def test_torchvision_without_torchvision_is_a_clear_error() -> None:
         pytest.skip("torchvision is installed here")
     with pytest.raises(RtpickError, match="torchvision|torch"):
         load_model("torchvision:resnet18")
+
+
+@needs_torch
+def test_torch_module_with_a_symbolic_sequence_dim() -> None:
+    """Specs with symbolic dims beyond the batch (a transformer's sequence) load, export and run."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = torch.nn.Embedding(100, 16)
+            self.proj = torch.nn.Linear(16, 4)
+
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.proj(self.embed(ids) * mask.unsqueeze(-1).float())
+
+    specs = [TensorSpec("ids", "int64", ("batch", "sequence")), TensorSpec("mask", "int64", ("batch", "sequence"))]
+    model = load_model(Encoder(), input_specs=specs)
+    assert model.spec.outputs[0].shape == ("batch", "output_dim1", 4)
+    feeds = {"ids": np.arange(12, dtype=np.int64).reshape(2, 6), "mask": np.ones((2, 6), np.int64)}
+    with rtpick.load(model, "torch-cpu", shapes={"ids": (2, 6)}) as eager, \
+            rtpick.load(model, "ort-cpu", shapes={"ids": (2, 6)}) as exported:
+        np.testing.assert_allclose(exported.run(feeds)["output"], eager.run(feeds)["output"], rtol=1e-5, atol=1e-6)

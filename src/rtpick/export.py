@@ -25,11 +25,11 @@ def export_to_onnx(model: Model) -> Path:
     if target.exists():
         return target
     from rtpick.data import synthetic_feeds
-    from rtpick.model import resolve_shapes
+    from rtpick.model import probe_shapes
 
     module = model.torch_module()
     inputs = model.spec.inputs
-    feeds = synthetic_feeds(inputs, resolve_shapes(inputs, batch=2), seed=0)
+    feeds = synthetic_feeds(inputs, probe_shapes(inputs), seed=0)
     args = tuple(torch.from_numpy(feeds[t.name]) for t in inputs)
     input_names = [t.name for t in inputs]
     output_names = [t.name for t in model.spec.outputs]

@@ -137,6 +137,17 @@ def _all_other_dims_fixed(spec: TensorSpec) -> bool:
     return all(isinstance(d, int) for d in spec.shape[1:])
 
 
+def probe_shapes(inputs: Sequence[TensorSpec], batch: int = 2, other: int = 8) -> dict[str, tuple[int, ...]]:
+    """Shapes to trace or probe a model with: a leading symbolic dim becomes `batch`, any other symbolic dim
+    `other`. Two, not one, so that a tracer cannot mistake the batch axis for a constant of size 1."""
+    return {
+        spec.name: tuple(
+            d if isinstance(d, int) else (batch if axis == 0 else other) for axis, d in enumerate(spec.shape)
+        )
+        for spec in inputs
+    }
+
+
 def with_batch(shapes: Mapping[str, tuple[int, ...]], batch: int) -> dict[str, tuple[int, ...]]:
     """The same shapes with the leading (batch) axis set to `batch`."""
     return {name: (batch, *shape[1:]) if shape else shape for name, shape in shapes.items()}

@@ -155,21 +155,28 @@ def parse_input_specs(input_specs: Any) -> tuple[TensorSpec, ...]:
 
 
 def _output_specs(module: Any, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSpec, ...]:
-    """Run the module once on a batch of two to learn its outputs' names, dtypes and ranks."""
+    """Learn the outputs' names, dtypes and shapes by running the module twice at different symbolic sizes:
+    an output dim that follows them is symbolic (``batch`` on the leading axis), one that does not is fixed."""
     from rtpick.data import synthetic_feeds
-    from rtpick.model import resolve_shapes
+    from rtpick.model import probe_shapes
 
     torch = _require_torch("a torch model")
-    feeds = synthetic_feeds(inputs, resolve_shapes(inputs, batch=2), seed=0)
-    with torch.inference_mode():
-        result = module(*[torch.from_numpy(feeds[t.name]) for t in inputs])
-    outputs = flatten_outputs(result)
+    runs = []
+    for batch, other in ((2, 8), (3, 9)):
+        feeds = synthetic_feeds(inputs, probe_shapes(inputs, batch=batch, other=other), seed=0)
+        with torch.inference_mode():
+            runs.append(flatten_outputs(module(*[torch.from_numpy(feeds[t.name]) for t in inputs])))
+    first, second = runs
     specs = []
-    for i, (name, tensor) in enumerate(outputs):
-        shape = tuple(int(d) for d in tensor.shape)
-        dims = ("batch", *shape[1:]) if shape and shape[0] == 2 else shape
-        default = "output" if len(outputs) == 1 else f"output_{i}"
-        specs.append(TensorSpec(name or default, _torch_dtype_name(tensor.dtype), dims))
+    for i, ((name, tensor), (_, again)) in enumerate(zip(first, second)):
+        label = name or ("output" if len(first) == 1 else f"output_{i}")
+        dims: list[int | str] = []
+        for axis, (a, b) in enumerate(zip(tensor.shape, again.shape)):
+            if int(a) == int(b):
+                dims.append(int(a))
+            else:
+                dims.append("batch" if axis == 0 else f"{label}_dim{axis}")
+        specs.append(TensorSpec(label, _torch_dtype_name(tensor.dtype), tuple(dims)))
     return tuple(specs)
 
 
