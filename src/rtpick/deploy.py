@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.model import atomic_write_bytes
+from rtpick.jsonio import read_json, write_json
 
 SCHEMA = "rtpick.deploy"
 SCHEMA_VERSION = 1
@@ -82,25 +82,14 @@ class DeployConfig:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Atomically replace `path`: a reader sees the old file or the new one, never half of either."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         target = Path(path)
         if target.is_dir():
             raise RtpickError(f"--save {str(target)!r} is a directory; give a file name such as deploy.json")
-        try:
-            atomic_write_bytes(target, (text + "\n").encode())
-        except OSError as exc:
-            raise RtpickError(f"cannot write the deploy file {str(target)!r}: {exc.strerror or exc}") from exc
+        write_json(target, self.to_dict(), "deploy file")
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> DeployConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise RtpickError(f"deploy file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RtpickError(f"{path} is not readable JSON ({exc})") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "deploy file"), source=str(path))
 
     def load_model(self) -> Any:
         """The model this file was made for; a different model at that path (another sha256) is an error."""

@@ -7,7 +7,6 @@ its failure). Readers refuse files of another schema version instead of misreadi
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.model import atomic_write_bytes
+from rtpick.jsonio import read_json, write_json
 
 SCHEMA = "rtpick.bench"
 SCHEMA_VERSION = 2  # 2: p50/p99 CIs by sectioning over blocks; accuracy per record
@@ -74,22 +73,11 @@ class Results:
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Atomically replace `path`: a reader (or a crash) sees the old file or the new one, never half."""
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
-        try:
-            atomic_write_bytes(Path(path), (text + "\n").encode())
-        except OSError as exc:
-            raise RtpickError(f"cannot write results to {str(path)!r}: {exc.strerror or exc}") from exc
+        write_json(path, self.to_dict(), "results file", default=_json_default)
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Results:
-        path = Path(path)
-        if not path.is_file():
-            raise RtpickError(f"results file {str(path)!r} does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise RtpickError(f"{path} is not readable JSON ({exc})") from exc
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "results file"), source=str(path))
 
 
 def _json_default(value: Any) -> Any:
