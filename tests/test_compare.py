@@ -346,3 +346,23 @@ def test_public_functions_stay_functions_after_their_modules_load(small_onnx: Pa
     for name in ("compare", "bench", "recommend", "load"):
         function = getattr(rtpick, name)
         assert callable(function) and function.__module__ == "rtpick.api", name
+
+
+def test_top1_gates_only_outputs_that_hold_class_scores() -> None:
+    from rtpick.comparison import holds_class_scores
+    from rtpick.model import ModelSpec, TensorSpec
+
+    def spec(*names: str) -> ModelSpec:
+        return ModelSpec("m", (), tuple(TensorSpec(n, "float32", ("batch", 768)) for n in names), "onnx", "0")
+
+    assert holds_class_scores("output", spec("output"))  # a model's only output
+    assert holds_class_scores("logits", spec("logits", "hidden"))
+    assert not holds_class_scores("output_1", spec("output_0", "output_1"))  # e.g. BERT's pooled embedding
+    rng = np.random.default_rng(4)
+    ref = rng.standard_normal((32, 768)).astype(np.float32)
+    cand = ref + rng.normal(0, 0.05, ref.shape).astype(np.float32)  # near-ties flip some arg-maxes
+    fp16 = tolerance_for("fp16")
+    as_scores = check_output("pooled", cand, ref, fp16)
+    as_embedding = check_output("pooled", cand, ref, fp16, scores=False)
+    assert as_embedding.top1_agreement is None
+    assert as_embedding.rel_l2 == as_scores.rel_l2

@@ -13,7 +13,8 @@ Metrics, per output (floats in float64, over the elements that are finite in bot
 - ``rel_l2``: ||candidate - reference|| / ||reference|| over the finite elements (the norm-wise relative error).
 - ``cosine``: cosine similarity of the flattened outputs (1.0 when both are all zeros).
 - ``nan``/``inf``: NaN and Inf counts in the candidate (``ref_nan``/``ref_inf`` in the reference).
-- Classifier-like outputs (float, 2-D ``[batch, classes >= 2]``): ``top1_agreement``, the fraction of rows whose
+- Classifier-like outputs (float, 2-D ``[batch, classes >= 2]``, and either the model's only output or named like
+  scores: logits, probs, scores, classes, preds): ``top1_agreement``, the fraction of rows whose
   arg-max equals the reference's; ``top5_agreement``, the fraction of rows whose reference top-1 class is among
   the candidate's five highest scores (only with more than five classes); ``accuracy``, top-1 accuracy against
   the caller's labels when given.
@@ -169,6 +170,18 @@ def is_classifier_like(array: np.ndarray) -> bool:
     return array.ndim == 2 and array.shape[1] >= 2 and array.dtype.kind == "f" and array.shape[0] >= 1
 
 
+SCORE_NAME_HINTS = ("logit", "prob", "score", "class", "pred")
+
+
+def holds_class_scores(name: str, spec: ModelSpec) -> bool:
+    """Whether output `name` is class scores, so that top-k agreement and accuracy mean something.
+
+    Shape alone cannot tell: a BERT pooled embedding [batch, 768] looks like ImageNet scores [batch, 1000]. An
+    output is taken for scores when it is the model's only output or its name says so (logits, probs, scores...).
+    """
+    return len(spec.outputs) == 1 or any(hint in name.lower() for hint in SCORE_NAME_HINTS)
+
+
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     import numpy as np
 
@@ -181,8 +194,11 @@ def check_output(
     reference: Any,
     tolerance: Tolerance,
     labels: np.ndarray | None = None,
+    scores: bool = True,
 ) -> OutputCheck:
-    """Metrics of `candidate` against `reference` and whether it is within `tolerance` (rules in the module doc)."""
+    """Metrics of `candidate` against `reference` and whether it is within `tolerance` (rules in the module doc).
+
+    `scores=False` says the output is not class scores (see `holds_class_scores`): no top-k checks then."""
     import numpy as np
 
     cand = _as_numpy(candidate)
@@ -241,7 +257,8 @@ def check_output(
         if tolerance.min_cosine is not None and not check.cosine >= tolerance.min_cosine:
             problems.append(f"cosine {check.cosine:.6f} < {tolerance.min_cosine:g}")
 
-    if is_classifier_like(ref) and not (cand_nan.any() or ref_nan.any()):
+    classifier = scores and is_classifier_like(ref)
+    if classifier and not (cand_nan.any() or ref_nan.any()):
         cand_top1 = np.argmax(c, axis=1)
         ref_top1 = np.argmax(r, axis=1)
         check.top1_agreement = float(np.mean(cand_top1 == ref_top1))
@@ -252,7 +269,7 @@ def check_output(
             check.accuracy = top1_accuracy(c, labels)
         if tolerance.min_top1 is not None and not check.top1_agreement >= tolerance.min_top1:
             problems.append(f"top-1 agreement {check.top1_agreement:.3f} < {tolerance.min_top1:g}")
-    elif is_classifier_like(ref) and tolerance.min_top1 is not None:
+    elif classifier and tolerance.min_top1 is not None:
         problems.append("top-1 agreement cannot be measured on outputs with NaN")
 
     if problems:
@@ -691,7 +708,8 @@ def _judge(
             continue
         rows = reference[name].shape[0] if reference[name].ndim else 0
         use_labels = labels if labels is not None and rows == len(labels) else None
-        checks.append(check_output(name, outputs[name], reference[name], tolerance, use_labels))
+        checks.append(check_output(name, outputs[name], reference[name], tolerance, use_labels,
+                                   scores=holds_class_scores(name, spec)))
     return checks
 
 
