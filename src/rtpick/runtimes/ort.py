@@ -248,7 +248,8 @@ class OrtCuda(OrtRuntime):
     device = "cuda"
     provider = "CUDAExecutionProvider"
     precisions = ("fp32", "tf32", "fp16")
-    install_hint = "pip install 'rtpick[gpu]' (onnxruntime-gpu, in place of onnxruntime)"
+    install_hint = ("pip uninstall -y onnxruntime && pip install 'rtpick[gpu]' (onnxruntime-gpu provides the same "
+                    "module, so the CPU build must go first)")
     options: ClassVar[dict[str, Option]] = {
         **OrtRuntime.options,
         "cudnn_conv_algo_search": Option("EXHAUSTIVE", "cuDNN convolution algorithm search",
