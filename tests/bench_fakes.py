@@ -39,3 +39,19 @@ class SpinSession(Session):
 
 def feeds(batch: int = 1) -> dict[str, np.ndarray]:
     return {"x": np.ones((batch, 4), dtype=np.float32)}
+
+
+class CompilingSession(SpinSession):
+    """Like a static-shape compiled runtime: the first call at each new batch size takes `compile_s` more."""
+
+    def __init__(self, seconds: float, compile_s: float) -> None:
+        super().__init__(seconds, sleep=True)
+        self.compile_s = compile_s
+        self.seen: set[int] = set()
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        size = int(feeds["x"].shape[0])
+        if size not in self.seen:
+            self.seen.add(size)
+            time.sleep(self.compile_s)
+        return super()._run(feeds)

@@ -45,7 +45,8 @@ def bench(
     json_out: str = typer.Option(None, "--json", help="Write results here (after every configuration)."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
     input_range: list[str] = typer.Option([], "--input-range", help="Synthetic input range name:lo:hi."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option key=value (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option runtime.key=value, or key=value "
+                                     "for every runtime that has it (repeatable)."),
     io: str = typer.Option("host", "--io", help="host: inputs start in host memory; device: on the GPU."),
     no_isolate: bool = typer.Option(False, "--no-isolate", help="Run configurations in this process."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),

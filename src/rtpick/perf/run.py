@@ -148,6 +148,8 @@ def _durations(request: BenchRequest) -> dict[str, float]:
 def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, batch: int,
              accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
     """The worker's job for one configuration at one batch (`accuracy`: the labelled set to score, if any)."""
+    from rtpick.runtimes.registry import options_for
+
     d = _durations(request)
     params: dict[str, Any]
     if request.scenario in ("single-stream", "offline"):
@@ -173,7 +175,7 @@ def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, b
                       "seed": request.seed}
     return {
         "model": source, "runtime": runtime, "precision": precision, "batch": batch,
-        "options": dict(request.options), "scenario": request.scenario, "params": params,
+        "options": options_for(runtime, request.options), "scenario": request.scenario, "params": params,
         "shapes": {k: list(v) for k, v in request.shapes.items()},
         "ranges": {k: list(v) for k, v in request.ranges.items()}, "io": request.io, "seed": request.seed,
         "accuracy": accuracy,
@@ -202,8 +204,10 @@ def run_bench(
     from rtpick.perf.scenarios import saturation_batch
     from rtpick.perf.worker import run_job
     from rtpick.results import Results, check_writable, environment, model_record
+    from rtpick.runtimes.registry import check_options
 
     request.validate()
+    check_options([runtime for runtime, _ in configs], request.options)
     if json_path is not None:
         check_writable(json_path)
     loaded = load_model(model)
