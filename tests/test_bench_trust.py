@@ -70,3 +70,13 @@ def test_dynamic_batching_never_measures_a_first_call_at_a_new_batch_size() -> N
     cameras = CompilingSession(0.002, compile_s=0.3)
     streams = scenarios.multistream(cameras, feeds(4), streams=4, fps=20, duration_s=1.0, max_batch=4)
     assert cameras.seen == {1, 2, 3, 4} and streams["batch_warmup_s"] >= 4 * 0.3
+
+
+def test_find_max_streams_warms_the_batch_sizes_its_larger_trials_form() -> None:
+    from bench_fakes import CompilingSession
+
+    session = CompilingSession(0.001, compile_s=0.3)  # 300 ms per new size: any live build misses a 50 ms deadline
+    result = scenarios.find_max_streams(session, feeds(8), fps=20, duration_s=0.5, deadline_ms=50, max_batch=8,
+                                        limit=8)
+    assert session.seen == set(range(1, 9))
+    assert result["max_streams"] == 8, [t["total"] for t in result["trials"]]
