@@ -31,12 +31,13 @@ class Recorder:
 
 def test_a_sweep_reports_its_plan_each_job_and_what_it_skipped(small_onnx, tmp_path) -> None:
     recorder = Recorder()
-    # an unknown runtime option fails the build of the first batch, so the sweep stops there
+    # a missing calibration file fails the build of the first batch, so the sweep stops there (an unknown
+    # option would be refused before anything runs)
     request = BenchRequest(scenario="offline", batches=[1, 2, 4], quick=True, duration_s=0.05, isolate=False,
-                           options={"no_such_option": "1"})
-    results = run_bench(str(small_onnx), [("ort-cpu", "fp32")], request, progress=recorder)
+                           options={"calibration": "no/such/calibration.npz"})
+    results = run_bench(str(small_onnx), [("ort-cpu", "int8")], request, progress=recorder)
     assert results.configurations[0]["status"] == "failed"
-    assert recorder.events == [("plan", 3), ("start", "ort-cpu:fp32 batch 1"), ("done", 1), ("skip", 2)]
+    assert recorder.events == [("plan", 3), ("start", "ort-cpu:int8 batch 1"), ("done", 1), ("skip", 2)]
 
 
 def test_the_bar_draws_on_a_terminal_only() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import shlex
 import sys
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from rtpick.cli import app, handles_errors
 from rtpick.errors import RtpickError
+from rtpick.options import OPTION_HELP
 
 console = Console()
 
@@ -45,8 +47,7 @@ def bench(
     json_out: str = typer.Option(None, "--json", help="Write results here (after every configuration)."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
     input_range: list[str] = typer.Option([], "--input-range", help="Synthetic input range name:lo:hi."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option runtime.key=value, or key=value "
-                                     "for every runtime that has it (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),
     io: str = typer.Option("host", "--io", help="host: inputs start in host memory; device: on the GPU."),
     no_isolate: bool = typer.Option(False, "--no-isolate", help="Run configurations in this process."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
@@ -60,16 +61,12 @@ def bench(
 ) -> None:
     """Measure MODEL on each configuration in an MLPerf-style scenario."""
     from rtpick.data import parse_range, parse_shape
+    from rtpick.options import parse_option_args
     from rtpick.perf.run import BenchRequest, run_bench
     from rtpick.report import failures, headline, label, table
     from rtpick.runtimes.registry import parse_configs
 
-    options = {}
-    for item in option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise RtpickError(f"--option {item!r} must look like key=value")
-        options[key] = value
+    options: dict[str, Any] = parse_option_args(option)
     batches, shapes = _ints(batch, "--batch"), dict(parse_shape(s) for s in shape)
     if config is not None:
         from rtpick.deploy import for_command

@@ -11,7 +11,6 @@ import io
 import json
 import shlex
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,13 @@ from rich.table import Table
 
 from rtpick.cli import app, handles_errors
 from rtpick.errors import RtpickError
+from rtpick.options import OPTION_HELP, parse_option_args, resolve_options
 
 console = Console()
 if not console.is_terminal:  # logs and pipes: wide enough that the table's numbers never wrap
     console = Console(width=160)
 
 _STYLE = {"reference": "cyan", "pass": "green", "mismatch": "red", "error": "red", "unchecked": "yellow"}
-
-
-def parse_options(items: Sequence[str], runtimes: Sequence[str], default: str | None = None
-                  ) -> dict[str, dict[str, str]]:
-    """``runtime.key=value`` items -> ``{runtime: {key: value}}``; `default` takes a bare ``key=value``."""
-    options: dict[str, dict[str, str]] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise RtpickError(f"--option {item!r} must look like runtime.key=value, e.g. ort-cpu.threads=2")
-        runtime, dot, key = name.partition(".")
-        if not dot:
-            if default is None:
-                raise RtpickError(f"--option {item!r} must name its runtime: runtime.key=value (e.g. ort-cpu.{name})")
-            runtime, key = default, name
-        if runtime not in runtimes:
-            raise RtpickError(f"--option {item!r} is for {runtime!r}, which is not among {', '.join(runtimes)}")
-        options.setdefault(runtime, {})[key] = value
-    return options
 
 
 def load_labels(text: str) -> tuple[np.ndarray, Path, str | None]:
@@ -115,7 +96,7 @@ def compare(
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic feeds."),
     labels: str = typer.Option(None, "--labels", help="Class labels for accuracy: labels.npy or file.npz[:key]."),
     json_path: str = typer.Option(None, "--json", help="Also write the comparison to this JSON file."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option runtime.key=value (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),
     weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
 ) -> None:
     """Run the same feeds through each configuration and check every output against a reference."""
@@ -129,7 +110,7 @@ def compare(
     runtime_names = [c.partition(":")[0] for c in configs]
     if reference:
         runtime_names.append(reference.partition(":")[0])
-    options = parse_options(option, sorted(set(runtime_names)))
+    options = resolve_options(parse_option_args(option), runtime_names)
     shapes = dict(parse_shape(s) for s in shape)
     ranges = dict(parse_range(r) for r in input_range)
     for precision in {c.partition(":")[2] or "fp32" for c in configs}:
@@ -170,7 +151,7 @@ def _print(result: Any, with_accuracy: bool) -> None:
     for note in result.notes:
         console.print(f"note: {escape(note)}")
     table = Table(title="agreement with the reference")
-    columns = ["config", "status", "max abs", "max rel", "cosine", "top-1", "top-5"]
+    columns = ["config", "status", "max abs", "max rel", "rel L2", "cosine", "top-1", "top-5"]
     if with_accuracy:
         columns.append("accuracy")
     columns += ["NaN/Inf", "reason"]
@@ -180,7 +161,7 @@ def _print(result: Any, with_accuracy: bool) -> None:
         style = _STYLE.get(row.status, "")
         cells = [
             escape(row.config), f"[{style}]{row.status}[/]" if style else row.status,
-            _num(row.max_abs), _num(row.max_rel), _num(row.cosine, ".6f"),
+            _num(row.max_abs), _num(row.max_rel), _num(row.rel_l2), _num(row.cosine, ".6f"),
             _pct(row.top1_agreement), _pct(row.top5_agreement),
         ]
         if with_accuracy:
@@ -213,7 +194,7 @@ def run(
     batch: int = typer.Option(None, "--batch", help="Batch size for a dynamic batch axis."),
     input_range: list[str] = typer.Option([], "--input-range", help="Synthetic input range name:lo:hi (repeatable)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic feeds."),
-    option: list[str] = typer.Option([], "--option", "-o", help="Runtime option key=value (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),
     weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
     config: str = typer.Option(None, "--config", help="A deploy file (rtpick recommend --save): use it as it is."),
 ) -> None:
@@ -239,7 +220,7 @@ def run(
     if "," in runtime:
         raise RtpickError(f"rtpick run takes one configuration, not {runtime!r}; use rtpick compare for several")
     name, precision = parse_config(runtime)
-    options = deployed if deployed is not None else parse_options(option, [name], default=name).get(name, {})
+    options = deployed if deployed is not None else resolve_options(parse_option_args(option), [name]).get(name, {})
     if output is not None:
         out_path = Path(output)
         if out_path.suffix != ".npz":

@@ -16,6 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rtpick.cli import app, handles_errors
+from rtpick.options import OPTION_HELP
 
 console = Console()
 
@@ -75,6 +76,19 @@ def render(rec: Any) -> Table:
     return t
 
 
+def _options(items: list[str], runtimes: str | None, cpu_only: bool) -> dict[str, dict[str, Any]]:
+    """``--option`` per runtime, checked against the runtimes recommend will consider: those of -r, else every
+    one that runs here (so an option that would reach none of them is refused, not silently ignored)."""
+    from rtpick.options import parse_option_args, resolve_options
+    from rtpick.recommendation import plan
+
+    parsed = parse_option_args(items)
+    if not parsed:
+        return {}
+    selected = [part for part in runtimes.split(",") if part.strip()] if runtimes else plan(None, cpu_only)[0]
+    return resolve_options(parsed, selected)
+
+
 @app.command()
 @handles_errors
 def recommend(
@@ -97,6 +111,7 @@ def recommend(
     cpu_only: bool = typer.Option(False, "--cpu-only", help="Only CPU runtimes (edge deployment)."),
     batch: int = typer.Option(None, "--batch", "-b", help="Batch size (offline: the largest tried)."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
+    option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),
     save: str = typer.Option(None, "--save", help="Write the chosen configuration here (deploy.json)."),
     json_out: str = typer.Option(None, "--json", help="Write the records used (results schema) here."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
@@ -112,6 +127,7 @@ def recommend(
         check_writable(save)
     command = "rtpick " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     shapes = dict(parse_shape(s) for s in shape)
+    options = _options(option, runtimes, cpu_only)
     batches: Any = batch
     if min_throughput is not None and batch is not None:
         batches = [b for b in DEFAULT_SWEEP if b < batch] + [batch]
@@ -120,7 +136,8 @@ def recommend(
             model, configs=runtimes, p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
             max_accuracy_drop=max_accuracy_drop, labels=labels, expected_inferences=expected_inferences,
             max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, cpu_only=cpu_only, quick=quick,
-            from_results=from_results, batch=batches, shapes=shapes, json=json_out, timeout_s=timeout,
+            from_results=from_results, batch=batches, shapes=shapes, options=options, json=json_out,
+            timeout_s=timeout,
             command=command, progress=lambda text: status.update(escape(text)),
         )
     console.print(render(rec))
@@ -146,6 +163,6 @@ def recommend(
     console.print(f"[bold green]recommended: {chosen.config}[/] at batch {chosen.batch} ({figure}; "
                   f"{escape(chosen.reason)})")
     if save:
-        deploy = deploy_config(rec, model, shapes=shapes, command=command)
+        deploy = deploy_config(rec, model, shapes=shapes, options=options, command=command)
         deploy.write(save)
         console.print(f"saved to {save}: load it with rtpick.load({save!r}), or rtpick bench --config {save}")

@@ -36,6 +36,7 @@ class BenchRequest:
     max_queue_delay_ms: float | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # rtpick.options' forms: {"ort-cpu.threads": 2, "channels_last": True} or {"ort-cpu": {"threads": 2}}
     options: dict[str, Any] = field(default_factory=dict)
     io: str = "host"
     isolate: bool = True
@@ -148,7 +149,7 @@ def _durations(request: BenchRequest) -> dict[str, float]:
 def jobs_for(request: BenchRequest, source: str, runtime: str, precision: str, batch: int,
              accuracy: dict[str, Any] | None = None) -> dict[str, Any]:
     """The worker's job for one configuration at one batch (`accuracy`: the labelled set to score, if any)."""
-    from rtpick.runtimes.registry import options_for
+    from rtpick.options import options_for
 
     d = _durations(request)
     params: dict[str, Any]
@@ -199,12 +200,12 @@ def run_bench(
     sweep skips when it stops early; `on_start`/`on_record` are the plain callbacks for the same events.
     """
     from rtpick.model import load_model, resolve_shapes
+    from rtpick.options import check_options
     from rtpick.perf import accuracy as scoring
     from rtpick.perf.isolation import run_isolated
     from rtpick.perf.scenarios import saturation_batch
     from rtpick.perf.worker import run_job
     from rtpick.results import Results, check_writable, environment, model_record
-    from rtpick.runtimes.registry import check_options
 
     request.validate()
     check_options([runtime for runtime, _ in configs], request.options)
@@ -279,6 +280,8 @@ def command_line(model: Any, configs: Sequence[tuple[str, str]], request: BenchR
     """The `rtpick bench` command equivalent to an API call, stored so reports can print how to reproduce."""
     import shlex
 
+    from rtpick.options import option_args
+
     r = request
     parts = ["rtpick", "bench", str(model), "-r", ",".join(f"{a}:{b}" for a, b in configs),
              "--scenario", r.scenario]
@@ -295,7 +298,7 @@ def command_line(model: Any, configs: Sequence[tuple[str, str]], request: BenchR
                               ("--samples", r.keep_samples), ("--no-accuracy", not r.accuracy)) if on]
     parts += [i for name, shape in r.shapes.items() for i in ("--shape", f"{name}:{'x'.join(map(str, shape))}")]
     parts += [i for name, (lo, hi) in r.ranges.items() for i in ("--input-range", f"{name}:{lo:g}:{hi:g}")]
-    parts += [i for key, value in r.options.items() for i in ("--option", f"{key}={value}")]
+    parts += option_args(r.options)
     if r.io != "host":
         parts += ["--io", r.io]
     return " ".join(shlex.quote(p) for p in parts)

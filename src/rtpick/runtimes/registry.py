@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
 from functools import cache
-from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.runtimes.base import PRECISIONS, Availability, Runtime
@@ -69,35 +67,3 @@ def parse_configs(text: str) -> list[tuple[str, str]]:
         raise RtpickError("no configuration given; use -r runtime:precision[,runtime:precision...]")
     return configs
 
-
-def options_for(runtime: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """The options that apply to `runtime` out of ``{"key": v, "runtime.key": v}`` (the CLI's ``--option``).
-
-    ``runtime.key`` applies to that runtime only; a bare ``key`` to every runtime that has such an option, so one
-    ``--option threads=2`` can serve a list of configurations where only some runtimes take threads.
-    """
-    known = get_runtime(runtime).options
-    chosen: dict[str, Any] = {}
-    for name, value in options.items():
-        target, dot, key = name.partition(".")
-        if dot and target == runtime:
-            chosen[key] = value
-        elif not dot and name in known:
-            chosen[name] = value
-    return chosen
-
-
-def check_options(runtimes: Sequence[str], options: Mapping[str, Any]) -> None:
-    """Every option must reach at least one of `runtimes`; a typo is the user's mistake, said with the choices."""
-    for name in options:
-        target, dot, key = name.partition(".")
-        if dot:
-            if target not in runtimes:
-                raise RtpickError(f"--option {name}: {target!r} is not among the runtimes asked for "
-                                  f"({', '.join(runtimes)})")
-            if key not in get_runtime(target).options:
-                known = ", ".join(sorted(get_runtime(target).options)) or "none"
-                raise RtpickError(f"--option {name}: {target} has no option {key!r}; its options: {known}")
-        elif not any(name in get_runtime(r).options for r in runtimes):
-            raise RtpickError(f"--option {name}: none of {', '.join(runtimes)} has such an option "
-                              "(use runtime.key=value; rtpick runtimes -v lists them)")
