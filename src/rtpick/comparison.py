@@ -291,6 +291,7 @@ def output_metrics(reference: Any, candidate: Any, labels: Any = None) -> dict[s
     first = checks["fp32"]
     return {
         "max_abs_error": first.max_abs, "max_rel_error": first.max_rel, "mean_abs_error": first.mean_abs,
+        "rel_l2": first.rel_l2,
         "cosine": first.cosine, "nan": first.nan, "inf": first.inf, "top1_agreement": first.top1_agreement,
         "top5_agreement": first.top5_agreement, "accuracy": first.accuracy,
         "within": {name: check.ok for name, check in checks.items()},
@@ -389,6 +390,11 @@ class ComparisonRow:
         return max(values) if values else None
 
     @property
+    def rel_l2(self) -> float | None:
+        values = self._values("rel_l2")
+        return max(values) if values else None
+
+    @property
     def cosine(self) -> float | None:
         values = self._values("cosine")
         return min(values) if values else None
@@ -427,6 +433,7 @@ class ComparisonRow:
             "tolerance": asdict(self.tolerance) if self.tolerance else None,
             "max_abs": _json_number(self.max_abs),
             "max_rel": _json_number(self.max_rel),
+            "rel_l2": _json_number(self.rel_l2),
             "cosine": _json_number(self.cosine),
             "top1_agreement": self.top1_agreement,
             "top5_agreement": self.top5_agreement,
