@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
-from bench_fakes import SpinSession, feeds
+from bench_fakes import CompilingSession, SpinSession, feeds
 
 from rtpick.errors import RtpickError
 from rtpick.perf import scenarios
@@ -37,6 +41,8 @@ def test_find_max_rate_respects_the_bound() -> None:
     result = scenarios.find_max_rate(session, feeds(1), p99_bound_ms=30, duration_s=0.5, max_batch=1, steps=3)
     assert result["max_qps"] is not None and result["max_qps"] < 210
     assert result["best"]["latency_ms"]["p99"] <= 30
+    assert result["batch_warmup_s"] > 0 and "run before measuring" in result["method"]
+    assert all("run before the trials" in trial["method"] for trial in result["trials"])
 
 
 def test_bad_parameters_are_user_errors() -> None:
@@ -78,3 +84,46 @@ def test_oom_messages_are_recognised() -> None:
     assert is_oom("CUDA out of memory. Tried to allocate 2 GiB")
     assert is_oom("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory")
     assert not is_oom("shape mismatch")
+
+
+class CountingCompiler(CompilingSession):
+    """A static-shape compiled runtime (first call at each batch size slow) that counts its calls per size."""
+
+    def __init__(self) -> None:
+        super().__init__(0.002, compile_s=0.3)
+        self.calls: Counter[int] = Counter()
+
+    def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls[int(feeds["x"].shape[0])] += 1
+        return super()._run(feeds)
+
+
+def test_warming_runs_every_batch_size_past_its_compile(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the stability warm-up of the smallest and largest batch must start after their compile, not be spent on it
+    monkeypatch.setattr(scenarios, "WARMUP_MAX_S", 0.1)
+    session = CountingCompiler()
+    seconds = scenarios._warm_batches(session, feeds(4), 4)
+    assert set(session.calls) == {1, 2, 3, 4} and seconds >= 4 * 0.3
+    assert all(session.calls[size] >= scenarios.WARM_CALLS_PER_BATCH for size in (2, 3))
+    assert session.calls[1] > scenarios.WARM_CALLS_PER_BATCH and session.calls[4] > scenarios.WARM_CALLS_PER_BATCH
+
+
+def test_dynamic_batching_measures_no_first_call_at_a_new_batch_size() -> None:
+    """The H100 bug: a compiled session recompiled at each new batch size during a server run (p50 18 s)."""
+    # unwarmed, the fake shows the bug: a 300 ms first call lands inside the measurement
+    cold = scenarios.server(CountingCompiler(), feeds(4), rate_qps=200, duration_s=0.5, max_batch=4, warm=False)
+    assert cold["latency_ms"]["max"] >= 300, cold["latency_ms"]
+    assert cold["batch_warmup_s"] is None and "before the trials" in cold["method"]
+
+    session = CountingCompiler()
+    served = scenarios.server(session, feeds(4), rate_qps=200, duration_s=0.5, max_batch=4)
+    assert set(session.calls) == {1, 2, 3, 4}
+    assert served["batch_warmup_s"] >= 4 * 0.3 and "not measured" in served["method"]
+    assert served["completed"] == served["queries"]
+    assert served["latency_ms"]["max"] < 250, served["latency_ms"]  # no first call among the measured queries
+
+    cameras = CountingCompiler()
+    streamed = scenarios.multistream(cameras, feeds(4), streams=4, fps=20, duration_s=0.5, max_batch=4)
+    assert set(cameras.calls) == {1, 2, 3, 4} and streamed["batch_warmup_s"] >= 4 * 0.3
+    assert streamed["total"]["p99_ms"] < 250, streamed["total"]
+    assert streamed["total"]["dropped"] == 0, streamed["total"]

@@ -30,11 +30,17 @@ def test_server_and_multistream_run(small_onnx, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     server = json.loads((tmp_path / "s.json").read_text())["configurations"][0]["metrics"]
     assert server["scenario"] == "server" and server["completed"] == server["queries"] > 0
-    done = run_cli("bench", str(small_onnx), "--scenario", "multistream", "--streams", "3", "--fps", "30",
+    assert server["batch_warmup_s"] > 0 and "every batch size 1-4 run before measuring" in server["method"]
+    # the H100 report's command shape: a runtime-qualified option with the camera scenario
+    done = run_cli("bench", str(small_onnx), "-r", "ort-cpu:fp32", "--option", "ort-cpu.threads=1",
+                   "--scenario", "multistream", "--streams", "3", "--fps", "30",
                    "--duration", "0.5", "--no-isolate", "--json", str(tmp_path / "m.json"))
     assert done.returncode == 0, done.stderr
-    multi = json.loads((tmp_path / "m.json").read_text())["configurations"][0]["metrics"]
+    record = json.loads((tmp_path / "m.json").read_text())["configurations"][0]
+    multi = record["metrics"]
+    assert record["status"] == "ok" and record["options"] == {"threads": 1}, record.get("options")
     assert multi["total"]["frames"] == 3 * 15 and len(multi["per_camera"]) == 3
+    assert multi["batch_warmup_s"] > 0
 
 
 @pytest.mark.parametrize("args, words", [

@@ -98,7 +98,8 @@ def check_options(runtimes: Sequence[str], options: Mapping[str, Any] | None) ->
             try:
                 known[key].coerce(key, value)
             except RtpickError as exc:
-                raise RtpickError(f"--option {_text(name, value)} for {runtime}: {exc}") from None
+                hint = "" if dot else f" (a bare key reaches every selected runtime; use runtime.{key}=... for one)"
+                raise RtpickError(f"--option {_text(name, value)} for {runtime}: {exc}{hint}") from None
 
 
 def options_for(runtime: str, options: Mapping[str, Any] | None) -> dict[str, Any]:

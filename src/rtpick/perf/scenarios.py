@@ -335,14 +335,24 @@ def _warm_batches(session: Session, feeds: Feeds, max_batch: int) -> float:
     """Run every batch size the batcher can form (1..max_batch) before measuring; returns the seconds it took.
 
     A runtime with static shapes (torch.compile, TensorRT, CUDA graphs) builds or captures at each new batch
-    size on first sight, which takes seconds; seen live, that would be measured as queueing. The smallest and
-    largest sizes also warm up until their latencies are stable.
+    size on first sight, which can take seconds (15 s per size for ResNet-50 under torch.compile on an H100);
+    seen live, that would be measured as queueing. Each size gets a few calls first (a compile, then a graph
+    capture, then a replay); then the smallest and largest warm up until their latencies are stable, with the
+    stability clock started after their compile rather than spent on it.
     """
     start = time.perf_counter()
     for size in range(1, max_batch + 1):
-        stable = size in (1, max_batch)
-        warm_up(session, slice_feeds(feeds, size), None if stable else WARM_CALLS_PER_BATCH)
+        warm_up(session, slice_feeds(feeds, size), WARM_CALLS_PER_BATCH)
+    for size in sorted({1, max_batch}):
+        warm_up(session, slice_feeds(feeds, size), None)
     return time.perf_counter() - start
+
+
+def _warm_text(max_batch: int, warm_s: float | None) -> str:
+    """How the batch sizes were warmed, for the method text (None: the caller warmed them before the trials)."""
+    if warm_s is None:
+        return f"every batch size 1-{max_batch} run before the trials"
+    return f"every batch size 1-{max_batch} run before measuring ({warm_s:.3g} s, not measured)"
 
 
 def server(
@@ -372,7 +382,7 @@ def server(
     max_batch = max_batch or batch_of(feeds)
     if max_batch > batch_of(feeds):
         raise RtpickError(f"the server's max batch {max_batch} exceeds the feeds' batch {batch_of(feeds)}")
-    warm_s = _warm_batches(session, feeds, max_batch) if warm else 0.0
+    warm_s = _warm_batches(session, feeds, max_batch) if warm else None
     rng = np.random.default_rng(seed)
     expected = rate_qps * duration_s
     gaps = rng.exponential(1.0 / rate_qps, size=int(expected + 6 * math.sqrt(expected) + 10))
@@ -403,7 +413,7 @@ def server(
         "duration_s": duration_s,
         "batch_warmup_s": warm_s,
         "method": (
-            f"every batch size 1-{max_batch} run before measuring; "
+            f"{_warm_text(max_batch, warm_s)}; "
             f"open loop: {len(queries):,} Poisson arrivals (seed {seed}) at {rate_qps:g} q/s scheduled over "
             f"{duration_s:g} s; latency from each query's scheduled arrival to the end of its batch "
             f"(host clock, after synchronize); dynamic batcher max batch {max_batch}, "
@@ -444,7 +454,7 @@ def find_max_rate(
     if not p99_bound_ms > 0:
         raise RtpickError(f"--p99-ms must be positive, not {p99_bound_ms}")
     max_batch = max_batch or batch_of(feeds)
-    _warm_batches(session, feeds, max_batch)
+    warm_s = _warm_batches(session, feeds, max_batch)
     probe = closed_loop(session, slice_feeds(feeds, max_batch), scenario="capacity", min_duration_s=0.5,
                         min_queries=10, warmup=0, split=False, blocks=1)
     capacity = probe.throughput
@@ -479,9 +489,11 @@ def find_max_rate(
         "p99_bound_ms": p99_bound_ms,
         "capacity_qps": capacity,
         "max_qps": best,
+        "batch_warmup_s": warm_s,
         "best": max(passing, key=lambda t: t["target_qps"]) if passing else None,
         "trials": trials,
         "method": (
+            f"{_warm_text(max_batch, warm_s)}; "
             f"closed-loop capacity at batch {max_batch} ({capacity:,.1f} samples/s), then {len(trials)} open-loop "
             f"Poisson runs of {duration_s:g} s each, bisecting the rate in log space for p99 <= {p99_bound_ms:g} ms"
             " with at most 1% of queries unfinished"
@@ -521,7 +533,7 @@ def multistream(
     max_batch = min(max_batch or batch_of(feeds), streams, batch_of(feeds))
     if max_queue_delay_s is None:
         max_queue_delay_s = deadline_s / 4
-    warm_s = _warm_batches(session, feeds, max_batch) if warm else 0.0
+    warm_s = _warm_batches(session, feeds, max_batch) if warm else None
     rng = np.random.default_rng(seed)
     phases = rng.uniform(0.0, 1.0 / fps, size=streams)
     frames_each = max(1, int(duration_s * fps))
@@ -552,7 +564,7 @@ def multistream(
         "meets": total["on_time_fraction"] >= 0.99,
         "batch_warmup_s": warm_s,
         "method": (
-            f"every batch size 1-{max_batch} run before measuring; "
+            f"{_warm_text(max_batch, warm_s)}; "
             f"{streams} cameras x {fps:g} fps for {duration_s:g} s ({len(queries):,} frames, seeded random phases); "
             f"deadline {deadline_s * 1e3:g} ms from each frame's scheduled capture; frames batched across cameras "
             f"(max batch {max_batch}, max queue delay {max_queue_delay_s * 1e3:g} ms); a frame still queued past "
@@ -622,6 +634,7 @@ def find_max_streams(
         "best": trials.get(best),
         "trials": [trials[k] for k in sorted(trials)],
         "method": (
+            f"{_warm_text(min(max_batch or batch_of(feeds), batch_of(feeds)), warm_s)}; "
             f"multistream runs of {duration_s:g} s, doubling then bisecting the number of cameras at {fps:g} fps "
             "for the most that keep >= 99% of frames on time"
             + (f" (search capped at {limit})" if best >= limit else "")
