@@ -57,21 +57,6 @@ def test_server_shows_queueing_of_an_overloaded_system() -> None:
     assert calm["incomplete"] == 0
 
 
-def test_dynamic_batching_never_measures_a_first_call_at_a_new_batch_size() -> None:
-    """A compiled runtime builds at each new batch size; the server and camera scenarios warm every size the
-    batcher can form, so those builds are not measured as queueing."""
-    from bench_fakes import CompilingSession
-
-    session = CompilingSession(0.002, compile_s=0.3)
-    result = scenarios.server(session, feeds(8), rate_qps=200, duration_s=1.0, max_batch=8, seed=1)
-    assert session.seen == set(range(1, 9))
-    assert result["batch_warmup_s"] >= 8 * 0.3
-    assert result["latency_ms"]["max"] < 250, result["latency_ms"]  # no 300 ms build inside the measurement
-    cameras = CompilingSession(0.002, compile_s=0.3)
-    streams = scenarios.multistream(cameras, feeds(4), streams=4, fps=20, duration_s=1.0, max_batch=4)
-    assert cameras.seen == {1, 2, 3, 4} and streams["batch_warmup_s"] >= 4 * 0.3
-
-
 def test_find_max_streams_warms_the_batch_sizes_its_larger_trials_form() -> None:
     from bench_fakes import CompilingSession
 
