@@ -156,43 +156,67 @@ def interleaved(fns: dict[str, Any], warmup: int, rounds: int, per_round: int) -
     return samples
 
 
-def direct_calls(model: Any, batch: int, x32: Any) -> dict[str, Any]:
+def compiled_direct(module: Any, mode: str, freezing: bool) -> Any:
+    """torch.compile as a user would call it: the mode alone, or the mode spelled out as options plus freezing."""
+    import torch
+
+    if not freezing:
+        return torch.compile(module, mode=mode)
+    from torch._inductor import list_mode_options
+
+    return torch.compile(module, options={**list_mode_options(mode), "freezing": True})
+
+
+def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple[str, bool]]) -> dict[str, Any]:
     """The same work done straight through the libraries, without rtpick.
 
     Each direct call starts, as the rtpick session does, from the fp32 NCHW image tensor on the GPU and makes
-    the same precision choices (true fp32 means TF32 off in ONNX Runtime too). The fp16 torch paths are also
-    timed from an input already cast to fp16 channels_last, the best case a hand-written loop can have.
+    the same choices: the same precision (true fp32 means TF32 off in ONNX Runtime too), cuDNN's algorithm
+    search on (rtpick's default for the torch CUDA runtimes), and for torch.compile the same mode and freezing
+    as the rtpick configuration it is paired with (`compiled_variants`). The fp16 torch paths are also timed from
+    an input already cast to fp16 channels_last, the best case a hand-written loop can have.
     """
     import numpy as np
     import torch
+    from torch._inductor.cudagraph_trees import mark_step_begin
 
     module = model.torch_module().eval().cuda().half().to(memory_format=torch.channels_last)
     x16 = x32.half().contiguous(memory_format=torch.channels_last)
-    compiled = torch.compile(module, mode="reduce-overhead")
     calls: dict[str, Any] = {}
 
     def eager_from_fp32() -> Any:
+        torch.backends.cudnn.benchmark = True
         with torch.inference_mode():
             return module(x32.half().contiguous(memory_format=torch.channels_last)).float()
 
     def eager_from_fp16() -> Any:
+        torch.backends.cudnn.benchmark = True
         with torch.inference_mode():
             return module(x16)
 
-    def compiled_from_fp32() -> Any:
-        with torch.inference_mode():
-            torch.compiler.cudagraph_mark_step_begin()
-            return compiled(x32.half().contiguous(memory_format=torch.channels_last)).float()
-
-    def compiled_from_fp16() -> Any:
-        with torch.inference_mode():
-            torch.compiler.cudagraph_mark_step_begin()
-            return compiled(x16)
-
     calls["direct torch eager fp16, fp32 input"] = eager_from_fp32
     calls["direct torch eager fp16, fp16 channels_last input"] = eager_from_fp16
-    calls["direct torch.compile reduce-overhead fp16, fp32 input"] = compiled_from_fp32
-    calls["direct torch.compile reduce-overhead fp16, fp16 channels_last input"] = compiled_from_fp16
+    for mode, freezing in compiled_variants:
+        compiled = compiled_direct(module, mode, freezing)
+        graphs = mode in ("reduce-overhead", "max-autotune")
+        label = f"direct torch.compile {mode}{' freezing' if freezing else ''} fp16"
+
+        def from_fp32(compiled: Any = compiled, graphs: bool = graphs) -> Any:
+            torch.backends.cudnn.benchmark = True
+            with torch.inference_mode():
+                if graphs:
+                    mark_step_begin()
+                return compiled(x32.half().contiguous(memory_format=torch.channels_last)).float()
+
+        def from_fp16(compiled: Any = compiled, graphs: bool = graphs) -> Any:
+            torch.backends.cudnn.benchmark = True
+            with torch.inference_mode():
+                if graphs:
+                    mark_step_begin()
+                return compiled(x16).clone() if graphs else compiled(x16)
+
+        calls[f"{label}, fp32 input"] = from_fp32
+        calls[f"{label}, fp16 channels_last input"] = from_fp16
     try:
         import onnxruntime as ort
     except ImportError:
@@ -225,18 +249,33 @@ TIMED = [
     ("torch-cuda", "fp16", {}),
     ("torch-cuda", "fp16", {"cuda_graph": True}),
     ("torch-compile-cuda", "fp16", {"mode": "default"}),
+    ("torch-compile-cuda", "fp16", {"mode": "default", "freezing": True}),
     ("torch-compile-cuda", "fp16", {"mode": "reduce-overhead"}),
+    ("torch-compile-cuda", "fp16", {"mode": "reduce-overhead", "freezing": True}),
     ("ort-cuda", "fp32", {}),
     ("ort-cuda", "tf32", {}),
     ("ort-cuda", "fp16", {}),
+    ("ort-cuda", "fp16", {"prefer_nhwc": True}),
 ]
 
-PAIRS = {  # rtpick configuration -> the direct call doing the same work from the same fp32 input
-    "torch-compile-cuda:fp16 mode=reduce-overhead": "direct torch.compile reduce-overhead fp16, fp32 input",
-    "torch-cuda:fp16": "direct torch eager fp16, fp32 input",
-    "ort-cuda:fp32": "direct onnxruntime CUDA EP fp32 io-binding",
-    "ort-cuda:tf32": "direct onnxruntime CUDA EP tf32 io-binding",
-}
+
+def label_of(runtime: str, precision: str, options: dict[str, Any]) -> str:
+    return f"{runtime}:{precision}" + "".join(f" {k}={v}" for k, v in options.items())
+
+
+def pairs() -> dict[str, str]:
+    """rtpick configuration -> the direct call doing the same work from the same fp32 input."""
+    out = {
+        "torch-cuda:fp16": "direct torch eager fp16, fp32 input",
+        "ort-cuda:fp32": "direct onnxruntime CUDA EP fp32 io-binding",
+        "ort-cuda:tf32": "direct onnxruntime CUDA EP tf32 io-binding",
+    }
+    for runtime, precision, options in TIMED:
+        if runtime == "torch-compile-cuda":
+            freezing = " freezing" if options.get("freezing") else ""
+            out[label_of(runtime, precision, options)] = (
+                f"direct torch.compile {options['mode']}{freezing} {precision}, fp32 input")
+    return out
 
 
 def cmd_timing(args: argparse.Namespace) -> None:
@@ -253,7 +292,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
         fns: dict[str, Any] = {}
         sessions = []
         for runtime, precision, options in TIMED:
-            label = f"{runtime}:{precision}" + "".join(f" {k}={v}" for k, v in options.items())
+            label = label_of(runtime, precision, options)
             if not availability(runtime).ok:
                 rows.append({"batch": batch, "config": label, "error": availability(runtime).reason})
                 continue
@@ -267,7 +306,8 @@ def cmd_timing(args: argparse.Namespace) -> None:
             fns[label] = (lambda s=session, f=feeds: s.run(f))
             rows_build = {"batch": batch, "config": label, "build_s": session.info.build_time_s}
             rows.append(rows_build)
-        fns.update(direct_calls(model, batch, x))
+        variants = [(o["mode"], bool(o.get("freezing"))) for r, _, o in TIMED if r == "torch-compile-cuda"]
+        fns.update(direct_calls(model, batch, x, variants))
         per_round = 40 if batch == 1 else 10
         samples = interleaved(fns, warmup=10 if batch == 1 else 3, rounds=5, per_round=per_round)
         for name, values in samples.items():
@@ -279,7 +319,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
             row.update({"median_ms": median, "p90_ms": float(np.percentile(values, 90)),
                         "min_ms": min(values), "samples": len(values),
                         "throughput_per_s": batch / (median / 1e3)})
-        for ours, direct in PAIRS.items():
+        for ours, direct in pairs().items():
             a = next((r for r in rows if r["batch"] == batch and r["config"] == ours and "median_ms" in r), None)
             b = next((r for r in rows if r["batch"] == batch and r["config"] == direct and "median_ms" in r), None)
             if a and b:

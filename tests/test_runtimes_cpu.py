@@ -77,13 +77,15 @@ def test_torch_runtime_needs_a_torch_source(small_onnx: Path) -> None:
 
 
 @needs_torch
-@pytest.mark.parametrize(("runtime", "precision", "tolerance"), [
-    ("ort-cpu", "fp32", 1e-5),
-    ("torch-cpu", "fp32", 1e-5),
-    ("torch-cpu", "bf16", 5e-2),
-    ("torch-compile-cpu", "fp32", 1e-4),
+@pytest.mark.parametrize(("runtime", "precision", "tolerance", "options"), [
+    ("ort-cpu", "fp32", 1e-5, {}),
+    ("torch-cpu", "fp32", 1e-5, {}),
+    ("torch-cpu", "bf16", 5e-2, {}),
+    ("torch-compile-cpu", "fp32", 1e-4, {}),
+    ("torch-compile-cpu", "fp32", 1e-4, {"freezing": True}),  # batch-norm folded into the conv at compile time
 ])
-def test_cpu_runtimes_agree_with_eager_fp32_on_fresh_inputs(runtime: str, precision: str, tolerance: float) -> None:
+def test_cpu_runtimes_agree_with_eager_fp32_on_fresh_inputs(runtime: str, precision: str, tolerance: float,
+                                                            options: dict[str, object]) -> None:
     import torch
 
     if not availability(runtime).ok:
@@ -93,7 +95,7 @@ def test_cpu_runtimes_agree_with_eager_fp32_on_fresh_inputs(runtime: str, precis
     x = np.random.default_rng(7).random((4, 3, 16, 16), dtype=np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(x)).numpy()
-    with rtpick.load(model, runtime, precision, batch=4) as session:
+    with rtpick.load(model, runtime, precision, batch=4, **options) as session:
         out = session.run({"image": x})["output"]
         assert out.dtype == np.float32 and not np.isnan(out).any()
         error = np.linalg.norm(out - expected) / np.linalg.norm(expected)
@@ -113,3 +115,44 @@ def test_dynamic_batch_on_torch_and_ort() -> None:
                 out = session.run({"image": np.random.default_rng(batch).random((batch, 3, 16, 16),
                                                                                dtype=np.float32)})
                 assert out["output"].shape == (batch, 10)
+
+
+@needs_torch
+def test_cuda_switches_are_set_per_session_and_the_step_marker_is_cheap() -> None:
+    """The process-wide flags a torch CUDA session sets before each run, and the CUDA-graph step marker it
+    resolves once; both can be checked without a GPU (the flags are plain process state)."""
+    import torch
+
+    from rtpick.runtimes.torch import _set_cuda_flags, _step_marker
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    try:
+        _set_cuda_flags(torch, allow_tf32=True, cudnn_benchmark=True)
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.benchmark
+        _set_cuda_flags(torch, allow_tf32=False, cudnn_benchmark=False)
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert not torch.backends.cudnn.benchmark
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = before
+    marker = _step_marker(torch)
+    from torch._inductor.cudagraph_trees import MarkStepBox
+
+    counter = MarkStepBox.mark_step_counter
+    marker()
+    assert MarkStepBox.mark_step_counter == counter - 1  # the same effect as torch.compiler's public function
+
+
+def test_ort_cuda_provider_options_follow_the_session_options(small_onnx: Path) -> None:
+    """What ort-cuda hands ONNX Runtime's CUDA provider; checked without a GPU (nothing is built)."""
+    from rtpick.model import load_model
+    from rtpick.runtimes.ort import OrtCuda
+
+    runtime = OrtCuda()
+    defaults = {name: option.default for name, option in runtime.options.items()}
+    (provider, plain), = runtime._providers("fp32", defaults, load_model(small_onnx))
+    assert provider == "CUDAExecutionProvider"
+    assert plain["use_tf32"] == "0" and plain["cudnn_conv_algo_search"] == "EXHAUSTIVE"
+    assert "prefer_nhwc" not in plain  # only sent when asked: older providers reject unknown keys
+    (_, nhwc), = runtime._providers("tf32", {**defaults, "prefer_nhwc": True}, load_model(small_onnx))
+    assert nhwc["prefer_nhwc"] == "1" and nhwc["use_tf32"] == "1"

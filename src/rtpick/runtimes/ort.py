@@ -255,6 +255,8 @@ class OrtCuda(OrtRuntime):
         "cudnn_conv_algo_search": Option("EXHAUSTIVE", "cuDNN convolution algorithm search",
                                          ("EXHAUSTIVE", "HEURISTIC", "DEFAULT")),
         "cuda_graph": Option(False, "capture a CUDA graph (static shapes, torch tensors on the GPU)"),
+        "prefer_nhwc": Option(False, "run convolutions in NHWC layout (tensor cores; inputs stay NCHW: the "
+                                     "provider inserts the transposes)"),
         "device_id": Option(0, "which GPU"),
     }
 
@@ -268,6 +270,8 @@ class OrtCuda(OrtRuntime):
             "use_tf32": "1" if precision == "tf32" else "0",
             "enable_cuda_graph": "1" if options["cuda_graph"] else "0",
         }
+        if options["prefer_nhwc"]:  # only when asked: older providers reject keys they do not know
+            provider_options["prefer_nhwc"] = "1"
         return [(self.provider, provider_options)]
 
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
