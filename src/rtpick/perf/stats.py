@@ -24,8 +24,28 @@ A t-interval over blocks was chosen over a bootstrap that resamples whole blocks
 bootstrap has only a handful of distinct resamples and its percentile interval is known to be too narrow,
 while the t quantile widens the interval honestly for the few blocks (2.78 for 5 blocks, 2.26 for 10).
 The p99 interval assumes each block's p99 is roughly normal, which needs ~100+ calls per block; with fewer,
-the summary says so. What sectioning cannot see is a difference that stays constant through a whole process
-(e.g. memory placement at start-up): only repeating the run in new processes shows that.
+the summary says so.
+
+**Independent replications (``--repeats N``).** What sectioning cannot see is a difference that stays
+constant through a whole process: where the allocator placed the weights, which cores the runtime's threads
+landed on, the state a shared machine was in while that process ran. Every block of one process shares that
+offset, so the blocks agree with each other and the interval comes out narrow, and the next process, with
+another offset, lands outside it (`benchmarks/results/bench-repeat-README.md` shows identical runs missing
+each other's p50 intervals by 1% to 68% on a shared machine). The textbook remedy is the method of independent
+replications (Law, *Simulation Modeling and Analysis*, "replication/deletion"; Asmussen & Glynn ch. III): run
+the measurement in `N` fresh processes, each with its own start-up, build and warm-up, and take the interval
+from the spread *between* processes, which carries the per-process offset as well as everything inside one
+process (the between-process spread of a process's percentile already includes its own sampling noise and
+drift). `replication_ci_ms` does that on the log scale, for the same reasons as above:
+
+- the point estimate ``G`` is the geometric mean of the per-process percentiles ``x_1 .. x_N`` (each process
+  counts once, however many calls it managed; the mean of the logs is what the interval is centred on);
+- the interval is ``G * exp(-/+ t(0.975, N-1) * sd(log x_i) / sqrt(N))``.
+
+The cost is N times the time of one run, and few replications give wide intervals honestly (t = 2.78 for 5
+processes, 12.7 for 2). `combine_latency_ms` turns the N per-process summaries into one of the same shape
+(percentiles and mean: geometric means over processes; max/min: over all calls; n: the sum; std: the pooled
+standard deviation of all calls), so reports and `rtpick diff` read a replicated figure like any other.
 
 `bootstrap_ci_ms` (within one run, seeded) is kept for one contiguous sample where no blocks exist.
 """
@@ -44,6 +64,9 @@ BOOTSTRAP_SEED = 20240604
 MIN_BLOCKS = 2
 SECTIONING_METHOD = ("sectioning: pooled percentile x exp(-/+ t(0.975, k-1) x sd of log per-block percentiles "
                      "/ sqrt(k))")
+REPLICATION_METHOD = ("independent replications: geometric mean of the per-process percentiles x exp(-/+ "
+                      "t(0.975, N-1) x sd of their logs / sqrt(N))")
+MIN_REPLICATES = 2
 
 
 def summarize_ms(samples_s: Sequence[float] | np.ndarray) -> dict[str, float]:
@@ -134,6 +157,68 @@ def sectioning_ci_ms(
     half = t_quantile(0.5 + confidence / 2.0, k - 1) * float(np.log(per_block).std(ddof=1)) / math.sqrt(k)
     return {"estimate": pooled, "ci": [pooled * math.exp(-half), pooled * math.exp(half)], "log_half_width": half,
             "blocks": [float(v) for v in per_block], "dof": k - 1}
+
+
+def replication_ci_ms(values_ms: Sequence[float], *, confidence: float = CONFIDENCE) -> dict[str, Any]:
+    """One percentile measured in N separate processes -> its estimate and interval (see the module docstring).
+
+    `values_ms` holds each process's own percentile, in ms. Returns ``{"estimate", "ci": [low, high],
+    "log_half_width", "replicates": [values...], "dof"}``, the same shape as `sectioning_ci_ms`.
+    """
+    values = np.asarray(values_ms, dtype=np.float64)
+    if values.size < MIN_REPLICATES:
+        raise ValueError(f"independent replications need at least {MIN_REPLICATES} processes, not {values.size}")
+    if not np.all(values > 0):
+        raise ValueError("replications on the log scale need positive latencies")
+    logs = np.log(values)
+    n = int(values.size)
+    point = float(math.exp(logs.mean()))
+    half = t_quantile(0.5 + confidence / 2.0, n - 1) * float(logs.std(ddof=1)) / math.sqrt(n)
+    return {"estimate": point, "ci": [point * math.exp(-half), point * math.exp(half)], "log_half_width": half,
+            "replicates": [float(v) for v in values], "dof": n - 1}
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """exp(mean(log x)): the centre of a multiplicative spread, so a 2x slower process and a 2x faster one cancel."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0 or not np.all(array > 0):
+        raise ValueError("a geometric mean needs one or more positive values")
+    return float(math.exp(np.log(array).mean()))
+
+
+def combine_latency_ms(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """N per-process `latency_summary` dicts (ms) -> one summary of the same shape, intervals by replication.
+
+    Percentiles and the mean are geometric means over the processes (each process counts once, consistent
+    with the interval's centre); max and min are over all calls; `n` is the total; `std` is the pooled
+    standard deviation of all calls (exact, from each process's n, mean and std). The `ci` keeps every
+    process's p50 and p99 (`replicate_p50`, `replicate_p99`) as a sectioning interval keeps its blocks'.
+    """
+    if len(summaries) < MIN_REPLICATES:
+        raise ValueError(f"combining needs at least {MIN_REPLICATES} processes' summaries")
+    out: dict[str, Any] = {f"p{q}": geometric_mean([s[f"p{q}"] for s in summaries]) for q in PERCENTILES}
+    counts = np.array([s["n"] for s in summaries], dtype=np.float64)
+    means = np.array([s["mean"] for s in summaries], dtype=np.float64)
+    stds = np.array([s.get("std", 0.0) for s in summaries], dtype=np.float64)
+    total = float(counts.sum())
+    pooled_mean = float((counts * means).sum() / total)
+    pooled_var = ((counts - 1) * stds**2 + counts * (means - pooled_mean) ** 2).sum() / max(total - 1, 1.0)
+    out.update(max=max(s["max"] for s in summaries), min=min(s["min"] for s in summaries),
+               mean=geometric_mean(means), std=float(math.sqrt(pooled_var)))
+    p50 = replication_ci_ms([s["p50"] for s in summaries])
+    p99 = replication_ci_ms([s["p99"] for s in summaries])
+    n = len(summaries)
+    inner = sorted({(s.get("ci") or {}).get("blocks", 1) for s in summaries})
+    out["ci"] = {
+        "p50": p50["ci"], "p99": p99["ci"], "confidence": CONFIDENCE,
+        "method": f"{REPLICATION_METHOD}, N = {n} processes (between-process spread; each process's own "
+                  f"interval is in its replicate summary)",
+        "replicates": n, "replicate_p50": p50["replicates"], "replicate_p99": p99["replicates"],
+        "log_half_width_p50": p50["log_half_width"], "log_half_width_p99": p99["log_half_width"],
+        "blocks_per_replicate": inner[0] if len(inner) == 1 else inner,
+    }
+    out["n"] = int(total)
+    return out
 
 
 def bootstrap_ci_ms(
