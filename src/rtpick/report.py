@@ -54,7 +54,9 @@ def ci_words(results: Results) -> str:
     methods = set()
     for record in results.ok():
         ci = ((record.get("metrics") or {}).get("latency_ms") or {}).get("ci") or {}
-        if ci:
+        if ci.get("replicates", 1) > 1:
+            methods.add(f"independent replications over {ci['replicates']} processes")
+        elif ci:
             methods.add("sectioning over blocks" if ci.get("blocks", 1) > 1 else "bootstrap within one run")
     return "95% CI, " + (" / ".join(sorted(methods)) if methods else "none recorded")
 
@@ -388,6 +390,8 @@ def diff(old: Results, new: Results) -> list[Change]:
 
 def _ci_kind(record: dict[str, Any]) -> str:
     ci = ((record.get("metrics") or {}).get("latency_ms") or {}).get("ci") or {}
+    if ci.get("replicates", 1) > 1:
+        return f"independent replications over {ci['replicates']} processes"
     return f"sectioning over {ci['blocks']} blocks" if ci.get("blocks", 1) > 1 else "within-run bootstrap"
 
 
@@ -395,7 +399,7 @@ def _load_note(old: dict[str, Any], new: dict[str, Any]) -> str:
     """Words when the machine's load differed, or was high, in either measurement (it, not the code, may be why)."""
     def level(record: dict[str, Any]) -> float | None:
         load = (record.get("metrics") or {}).get("load_avg") or {}
-        values = [v for v in (load.get("before"), load.get("after")) if v is not None]
+        values = [v for v in (load.get("before"), load.get("after"), load.get("max")) if v is not None]
         return max(values) if values else None
 
     a, b = level(old), level(new)

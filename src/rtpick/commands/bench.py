@@ -54,6 +54,8 @@ def bench(
     samples: bool = typer.Option(False, "--samples", help="Store raw latency samples in the results."),
     blocks: int = typer.Option(None, "--blocks", help="Blocks per measurement for the CIs (default 10, quick 5)."),
     block_pause: float = typer.Option(0.0, "--block-pause", help="Idle seconds between blocks."),
+    repeats: int = typer.Option(1, "--repeats", help="single-stream/offline: measure each configuration in N "
+                                "separate processes; CIs from the spread between them (N times the time)."),
     input_file: str = typer.Option(None, "--input", help="Labelled set inputs (.npz/.npy), with --labels."),
     labels: str = typer.Option(None, "--labels", help="True classes (.npy/.npz) for top-1 accuracy."),
     no_accuracy: bool = typer.Option(False, "--no-accuracy", help="Skip scoring the labelled set."),
@@ -82,6 +84,7 @@ def bench(
         shapes=shapes, ranges=dict(parse_range(r) for r in input_range),
         options=options, io=io, isolate=not no_isolate, timeout_s=timeout, keep_samples=samples,
         blocks=blocks, block_pause_s=block_pause, input_path=input_file, labels=labels, accuracy=not no_accuracy,
+        repeats=repeats,
     )
     command = "rtpick " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["bench"] else \
         "rtpick bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -157,14 +160,17 @@ def diff(
     """Compare two results files; flag latency changes larger than the measured noise (95% CIs)."""
     from rich.table import Table
 
+    from rtpick.report import ci_words
     from rtpick.report import diff as compare_results
     from rtpick.results import Results
 
-    changes = compare_results(Results.read(old), Results.read(new))
+    before, after = Results.read(old), Results.read(new)
+    changes = compare_results(before, after)
     if not changes:
         raise RtpickError("the two files share no successful configuration to compare")
+    kinds = sorted({ci_words(before), ci_words(after)})
     t = Table(title=f"rtpick diff {old} -> {new}",
-              caption="latency in ms on the host clock; noise = each file's own 95% CIs (sectioning over blocks)")
+              caption=f"latency in ms on the host clock; noise = each file's own intervals ({' vs '.join(kinds)})")
     for col in ("configuration", "metric", "old ms [95% CI]", "new ms [95% CI]", "change", "verdict"):
         t.add_column(col)
 
