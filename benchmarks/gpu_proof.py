@@ -256,6 +256,8 @@ TIMED = [
     ("ort-cuda", "tf32", {}),
     ("ort-cuda", "fp16", {}),
     ("ort-cuda", "fp16", {"prefer_nhwc": True}),
+    ("ort-cuda", "fp16", {"cuda_graph": True}),
+    ("ort-cuda", "fp16", {"cuda_graph": True, "prefer_nhwc": True}),
 ]
 
 
