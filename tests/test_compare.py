@@ -366,3 +366,15 @@ def test_top1_gates_only_outputs_that_hold_class_scores() -> None:
     as_embedding = check_output("pooled", cand, ref, fp16, scores=False)
     assert as_embedding.top1_agreement is None
     assert as_embedding.rel_l2 == as_scores.rel_l2
+
+
+def test_rows_carry_the_options_they_ran_with() -> None:
+    """A figure is only reproducible with its configuration: the options a runtime got are in the row."""
+    import rtpick
+
+    result = rtpick.compare("rtpick:digits", ["ort-cpu:fp32"], batch=2,
+                            options={"ort-cpu": {"threads": 1}})
+    row = result.rows[0]
+    assert row.options == {"threads": 1}
+    assert row.label == "ort-cpu:fp32 threads=1"
+    assert result.to_dict()["rows"][0]["options"] == {"threads": 1}

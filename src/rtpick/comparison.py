@@ -371,6 +371,12 @@ class ComparisonRow:
     outputs: list[OutputCheck] = field(default_factory=list)
     build_time_s: float | None = None
     notes: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # the options the user gave for this runtime
+
+    @property
+    def label(self) -> str:
+        """The configuration with the options it ran with, as a reader needs it ("ort-cuda:fp16 prefer_nhwc=True")."""
+        return " ".join([self.config, *(f"{key}={value}" for key, value in self.options.items())])
 
     @property
     def ok(self) -> bool:
@@ -441,6 +447,7 @@ class ComparisonRow:
             "nan": self.nan,
             "inf": self.inf,
             "build_time_s": self.build_time_s,
+            "options": dict(self.options),
             "notes": list(self.notes),
             "outputs": [o.to_dict() for o in self.outputs],
         }
@@ -620,7 +627,8 @@ def compare_configs(
     results: dict[str, dict[str, np.ndarray]] = {}
     rows: dict[str, ComparisonRow] = {}
     for name, (runtime, precision, problem) in zip(names, parsed):
-        row = ComparisonRow(config=name, runtime=runtime, precision=precision, status=STATUS_ERROR)
+        row = ComparisonRow(config=name, runtime=runtime, precision=precision, status=STATUS_ERROR,
+                            options=dict(options.get(runtime, {})))
         rows[name] = row
         if problem is not None:
             row.reason = problem

@@ -160,7 +160,7 @@ def _print(result: Any, with_accuracy: bool) -> None:
     for row in result.rows:
         style = _STYLE.get(row.status, "")
         cells = [
-            escape(row.config), f"[{style}]{row.status}[/]" if style else row.status,
+            escape(row.label), f"[{style}]{row.status}[/]" if style else row.status,
             _num(row.max_abs), _num(row.max_rel), _num(row.rel_l2), _num(row.cosine, ".6f"),
             _pct(row.top1_agreement), _pct(row.top5_agreement),
         ]

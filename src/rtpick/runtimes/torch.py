@@ -2,9 +2,9 @@
 
 Reduced precision casts the whole module (``module.to(torch.float16)``), as an engine would, while inputs and
 outputs keep the model's declared dtypes: callers always feed and receive fp32, whatever the precision.
-tf32 is PyTorch's matmul/cuDNN switch, and cuDNN's algorithm search (``cudnn_benchmark``, on by default on the
-GPU, as every serving stack sets it for static shapes) another; both are set for each run so that an fp32
-session next to a tf32 one in the same process stays true fp32.
+tf32 is PyTorch's matmul/cuDNN switch, and cuDNN's algorithm search (option ``cudnn_benchmark``) another; both
+are set for each run so that sessions in one process keep their own (an fp32 session next to a tf32 one stays
+true fp32).
 """
 
 from __future__ import annotations
@@ -281,6 +281,18 @@ def _compiler_availability() -> Availability:
     return Availability(True)
 
 
+STATIC_GRAPHS_PER_FUNCTION = 64  # e.g. every batch size 1..64 that a dynamic batcher can form
+
+
+def _allow_graphs_per_shape(torch: Any, count: int) -> None:
+    """Raise Dynamo's per-function recompile limit (8 by default, after which it silently runs eager) so that a
+    static compile can hold one graph per batch size. Only ever raised, never lowered: it is process-wide."""
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    if getattr(config, name) < count:
+        setattr(config, name, count)
+
+
 class _Compiled:
     """Mixin: wrap the module in torch.compile with Inductor, its caches in rtpick's cache dir."""
 
@@ -294,7 +306,12 @@ class _Compiled:
             import torch._inductor.config as inductor_config
 
             inductor_config.fx_graph_cache = True
-        dynamic = options["dynamic"] or None
+        # dynamic=False, not None: None lets Dynamo turn the batch dim symbolic at the second batch size it
+        # sees, and the symbolic graph it then runs was measured 4 to 200 times slower than the static ones
+        # behind a dynamic batcher (ResNet-50, H100). Static means one graph per shape, so allow enough of them.
+        dynamic = bool(options["dynamic"])
+        if not dynamic:
+            _allow_graphs_per_shape(torch, STATIC_GRAPHS_PER_FUNCTION)
         if not options.get("freezing"):
             return torch.compile(module, mode=options["mode"], dynamic=dynamic, fullgraph=False)
         # torch.compile takes a mode or an options dict, not both: spell the mode out as its options, plus
@@ -320,12 +337,17 @@ class _Compiled:
 
 
 _COMPILE_OPTIONS = {
-    "dynamic": Option(False, "compile for dynamic shapes (otherwise one graph per input shape)"),
+    "dynamic": Option(False, "compile one graph with symbolic shapes (otherwise one static graph per input shape, "
+                             f"up to {STATIC_GRAPHS_PER_FUNCTION})"),
     "compile_timeout_s": Option(600.0, "abort a compile that takes longer than this"),
     "freezing": Option(False, "Inductor freezing: weights as constants, conv+batch-norm folded at compile time"),
 }
-_CUDNN_BENCHMARK = Option(True, "let cuDNN time its convolution algorithms for each new input shape and keep the "
-                                "fastest (torch.backends.cudnn.benchmark)")
+# Off by default, on measurement (ResNet-50 fp16 torch.compile, H100, benchmarks/results/h100/README.md): no
+# difference at batch 256, batch 4 10% slower, and a 2-s server run at 300 q/s went from p50 7.9 ms to 774 ms:
+# ATen keeps the algorithms it found in a thread_local cache, so the batcher's new thread searched all over
+# again while queries queued.
+_CUDNN_BENCHMARK = Option(False, "let cuDNN time its convolution algorithms for each new input shape (and thread) "
+                                 "and keep the fastest (torch.backends.cudnn.benchmark)")
 
 
 class TorchCompileCpu(_Compiled, TorchRuntime):
