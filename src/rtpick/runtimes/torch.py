@@ -306,9 +306,9 @@ class _Compiled:
             import torch._inductor.config as inductor_config
 
             inductor_config.fx_graph_cache = True
-        # dynamic=False, not None: None lets Dynamo turn the batch dim symbolic at the second batch size it
-        # sees, and the symbolic graph it then runs was measured 4 to 200 times slower than the static ones
-        # behind a dynamic batcher (ResNet-50, H100). Static means one graph per shape, so allow enough of them.
+        # dynamic=False, not None: None lets Dynamo turn the batch dim symbolic at the second batch size it sees
+        # ("automatic dynamic shapes"), so the option's "one static graph per shape" would silently stop being
+        # true behind a dynamic batcher. Static means one graph per shape, so allow enough of them.
         dynamic = bool(options["dynamic"])
         if not dynamic:
             _allow_graphs_per_shape(torch, STATIC_GRAPHS_PER_FUNCTION)
