@@ -180,17 +180,20 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
     import torch
     from torch._inductor.cudagraph_trees import mark_step_begin
 
+    from rtpick.runtimes.torch import TorchCuda
+
+    benchmark = TorchCuda.options["cudnn_benchmark"].default  # the same cuDNN search as rtpick's sessions
     module = model.torch_module().eval().cuda().half().to(memory_format=torch.channels_last)
     x16 = x32.half().contiguous(memory_format=torch.channels_last)
     calls: dict[str, Any] = {}
 
     def eager_from_fp32() -> Any:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = benchmark
         with torch.inference_mode():
             return module(x32.half().contiguous(memory_format=torch.channels_last)).float()
 
     def eager_from_fp16() -> Any:
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = benchmark
         with torch.inference_mode():
             return module(x16)
 
@@ -202,14 +205,14 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
         label = f"direct torch.compile {mode}{' freezing' if freezing else ''} fp16"
 
         def from_fp32(compiled: Any = compiled, graphs: bool = graphs) -> Any:
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = benchmark
             with torch.inference_mode():
                 if graphs:
                     mark_step_begin()
                 return compiled(x32.half().contiguous(memory_format=torch.channels_last)).float()
 
         def from_fp16(compiled: Any = compiled, graphs: bool = graphs) -> Any:
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = benchmark
             with torch.inference_mode():
                 if graphs:
                     mark_step_begin()
