@@ -171,8 +171,8 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
     """The same work done straight through the libraries, without rtpick.
 
     Each direct call starts, as the rtpick session does, from the fp32 NCHW image tensor on the GPU and makes
-    the same choices: the same precision (true fp32 means TF32 off in ONNX Runtime too), cuDNN's algorithm
-    search on (rtpick's default for the torch CUDA runtimes), and for torch.compile the same mode and freezing
+    the same choices: the same precision (true fp32 means TF32 off in ONNX Runtime too), the same cuDNN algorithm
+    search setting as rtpick's torch CUDA runtimes by default, and for torch.compile the same mode and freezing
     as the rtpick configuration it is paired with (`compiled_variants`). The fp16 torch paths are also timed from
     an input already cast to fp16 channels_last, the best case a hand-written loop can have.
     """
