@@ -47,6 +47,9 @@ def main() -> None:
     import torch
     from torch._inductor.cudagraph_trees import mark_step_begin
 
+    # Every variant recompiles the same forward (a different backend each): without room for all of them Dynamo
+    # falls back to eager after 8 and the later rows would time eager code.
+    torch._dynamo.config.recompile_limit = 64
     model, _ = load("resnet50")
     base = model.torch_module().eval().cuda().half().to(memory_format=torch.channels_last)
     rows = []
