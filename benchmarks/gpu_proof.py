@@ -202,7 +202,8 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
     calls["direct torch eager fp16, fp16 channels_last input"] = eager_from_fp16
     for mode, freezing in compiled_variants:
         # Each variant compiles its own copy: variants of one module share Dynamo's cache on its forward, and
-        # every call then checks the guards of all of them first (measured: ~0.1 ms at batch 1 with four).
+        # every call then checks the guards of all of them first (with one shared module the direct reduce-overhead
+        # call measured 15% slower than rtpick's at batch 1; with copies, 2% faster: results/h100/README.md).
         compiled = compiled_direct(copy.deepcopy(module), mode, freezing)
         graphs = mode in ("reduce-overhead", "max-autotune")
         label = f"direct torch.compile {mode}{' freezing' if freezing else ''} fp16"
