@@ -74,6 +74,8 @@ def test_impossible_budget_exits_1_with_the_closest(measured):
     (["--streams", "16"], "--streams and --fps go together"),
     (["--streams", "4", "--fps", "30", "--min-throughput", "100"], "different questions"),
     ([], "give a budget"),
+    (["--p99-ms", "10", "--repeats", "0"], "--repeats must be at least 1"),
+    (["--streams", "4", "--fps", "30", "--repeats", "3"], "not to --streams"),
 ])
 def test_contradictory_constraints_exit_2(args, message):
     done = rtpick("recommend", "rtpick:digits", *args)
@@ -90,3 +92,14 @@ def test_results_for_another_model_exit_2(measured, tmp_path):
     done = rtpick("recommend", "rtpick:digits", "--p99-ms", "10", "--from", str(other))
     assert done.returncode == 2 and "measured on another model" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_repeats_measure_in_separate_processes(tmp_path):
+    """--repeats reaches bench: the record's interval is over processes, and each process's summary is kept."""
+    out = tmp_path / "out.json"
+    done = rtpick("recommend", "rtpick:digits", "--p99-ms", "1000", "-r", "ort-cpu:fp32", "--quick",
+                  "--repeats", "2", "--json", str(out))
+    assert done.returncode == 0, done.stderr + done.stdout
+    record = next(r for r in json.loads(out.read_text())["configurations"] if r.get("metrics"))
+    assert len(record["replicates"]) == 2
+    assert "independent replications" in record["metrics"]["latency_ms"]["ci"]["method"]

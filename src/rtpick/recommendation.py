@@ -504,6 +504,19 @@ def _usable(record: Mapping[str, Any], c: Constraints) -> bool:
     return True
 
 
+def _check_repeats(repeats: int, constraints: Constraints, model: Any) -> None:
+    """`repeats` problems found before any configuration is compared or measured (bench would find them later)."""
+    if repeats < 1:
+        raise RtpickError(f"--repeats must be at least 1 (processes per configuration), not {repeats}")
+    if repeats == 1:
+        return
+    if constraints.scenario not in ("single-stream", "offline"):
+        raise RtpickError("--repeats applies to --p99-ms and --min-throughput budgets (closed-loop measurements), "
+                          "not to --streams")
+    if not isinstance(model, str | os.PathLike):
+        raise RtpickError("--repeats needs the model as a path or name: each repeat loads it in a new process")
+
+
 def recommend(
     model: Any,
     *,
@@ -521,6 +534,7 @@ def recommend(
     max_host_mem_mb: float | None = None,
     cpu_only: bool = False,
     quick: bool = False,
+    repeats: int = 1,
     from_results: str | os.PathLike[str] | None = None,
     batch: int | Sequence[int] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
@@ -535,7 +549,9 @@ def recommend(
     `configs` defaults to every runtime x precision available here. `labels` is an .npz with the model's inputs
     and a ``label`` array (or give `feeds` and `label_array`); a bundled model uses its own labelled set.
     `from_results` reuses a results file (its model must be this model: same sha256); what it lacks is
-    measured. `options` maps a runtime name to its build options. `json` writes the records used (bench's
+    measured. `repeats` > 1 measures each configuration in that many fresh processes, so its p99 interval
+    covers the process-to-process spread too (see `rtpick.perf.stats`). `options` maps a runtime name to its
+    build options. `json` writes the records used (bench's
     schema, each with its ``correctness``), so a later call can read them back with `from_results`.
     """
     from rtpick.comparison import compare_configs
@@ -547,6 +563,7 @@ def recommend(
                     max_accuracy_drop=max_accuracy_drop, expected_inferences=expected_inferences,
                     max_gpu_mem_mb=max_gpu_mem_mb, max_host_mem_mb=max_host_mem_mb, cpu_only=cpu_only)
     c.validate()
+    _check_repeats(repeats, c, model)
     if labels is not None and feeds is not None:
         raise RtpickError("give labels as an .npz file or as feeds with label_array, not both")
     if json is not None:
@@ -603,7 +620,8 @@ def recommend(
             have.add(record["config"])
     if stored is not None and have:
         notes.append(f"performance of {', '.join(sorted(have))} read from {from_results} ({stored.command})")
-    request_fields: dict[str, Any] = {"quick": quick, "shapes": shape_map, "timeout_s": timeout_s}
+    request_fields: dict[str, Any] = {"quick": quick, "shapes": shape_map, "timeout_s": timeout_s,
+                                      "repeats": repeats}
     if c.mode == "streams":
         request_fields.update(streams=c.streams, fps=c.fps, deadline_ms=c.p99_ms)
     results = Results(command=command or f"rtpick recommend {model}",

@@ -100,6 +100,8 @@ def recommend(
     runtimes: str = typer.Option(None, "--runtimes", "-r",
                                  help="runtime:precision[,...] (default: every one available here)."),
     quick: bool = typer.Option(False, "--quick", help="A few seconds of measurement per configuration."),
+    repeats: int = typer.Option(1, "--repeats", help="Measure each configuration in N fresh processes; intervals "
+                                "then cover the spread between processes (--p99-ms, --min-throughput)."),
     from_results: str = typer.Option(None, "--from", help="Reuse a results file (rtpick bench/recommend --json)."),
     max_accuracy_drop: float = typer.Option(None, "--max-accuracy-drop",
                                             help="Gate on top-1 accuracy (agreement without labels), in points."),
@@ -136,7 +138,7 @@ def recommend(
             model, configs=runtimes, p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
             max_accuracy_drop=max_accuracy_drop, labels=labels, expected_inferences=expected_inferences,
             max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, cpu_only=cpu_only, quick=quick,
-            from_results=from_results, batch=batches, shapes=shapes, options=options, json=json_out,
+            repeats=repeats, from_results=from_results, batch=batches, shapes=shapes, options=options, json=json_out,
             timeout_s=timeout,
             command=command, progress=lambda text: status.update(escape(text)),
         )
