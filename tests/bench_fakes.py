@@ -55,3 +55,22 @@ class CompilingSession(SpinSession):
             self.seen.add(size)
             time.sleep(self.compile_s)
         return super()._run(feeds)
+
+
+class Recorder:
+    """A `rtpick.perf.progress` listener that keeps the events it hears, for tests to assert on."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def plan(self, total: int) -> None:
+        self.events.append(("plan", total))
+
+    def start(self, what: str) -> None:
+        self.events.append(("start", what))
+
+    def done(self, record: dict[str, Any]) -> None:
+        self.events.append(("done", record["batch"]))
+
+    def skip(self, count: int, reason: str) -> None:
+        self.events.append(("skip", count))

@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import io
-from typing import Any
 
+from bench_fakes import Recorder
 from conftest import run_cli
 from rich.console import Console
 
 from rtpick.perf.progress import BarProgress, Silent, for_console
 from rtpick.perf.run import BenchRequest, run_bench
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-
-    def plan(self, total: int) -> None:
-        self.events.append(("plan", total))
-
-    def start(self, what: str) -> None:
-        self.events.append(("start", what))
-
-    def done(self, record: dict[str, Any]) -> None:
-        self.events.append(("done", record["batch"]))
-
-    def skip(self, count: int, reason: str) -> None:
-        self.events.append(("skip", count))
 
 
 def test_a_sweep_reports_its_plan_each_job_and_what_it_skipped(small_onnx, tmp_path) -> None:

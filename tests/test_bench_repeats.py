@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench_fakes import Recorder
 from conftest import run_cli
 
 from rtpick.errors import RtpickError
@@ -179,23 +180,6 @@ def test_bad_repeats_exit_2_with_one_line(small_onnx, args, words) -> None:
 
 
 # ------------------------------------------------------------------------------------------ end to end
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, Any]] = []
-
-    def plan(self, total: int) -> None:
-        self.events.append(("plan", total))
-
-    def start(self, what: str) -> None:
-        self.events.append(("start", what))
-
-    def done(self, record: dict[str, Any]) -> None:
-        self.events.append(("done", record["batch"]))
-
-    def skip(self, count: int, reason: str) -> None:
-        self.events.append(("skip", count))
 
 
 def test_an_offline_sweep_repeats_each_batch_and_sweeps_on_the_combined_throughput(small_onnx, tmp_path) -> None:
