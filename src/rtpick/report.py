@@ -77,6 +77,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _with_ci(h: dict[str, Any], key: str, sep: str = " ") -> str:
+    """A headline percentile with its 95% interval when it has one: "0.412 [0.401, 0.423]"."""
+    ci = h.get(f"ci_{key}")
+    return _fmt(h.get(key)) + (f"{sep}[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci is not None else "")
+
+
 def table(results: Results) -> Any:
     """A rich table of every configuration, failures included with their cause."""
     from rich.table import Table
@@ -91,9 +97,8 @@ def table(results: Results) -> Any:
                 *(["top-1"] if scored else []), "build s", "first ms", "peak RSS MB"):
         t.add_column(col)
     for record, h in rows:
-        p50 = _fmt(h.get("p50")) + (f"\n[{_fmt(h['ci_p50'][0])}, {_fmt(h['ci_p50'][1])}]" if "ci_p50" in h else "")
-        p99 = _fmt(h.get("p99")) + (f"\n[{_fmt(h['ci_p99'][0])}, {_fmt(h['ci_p99'][1])}]" if "ci_p99" in h else "")
-        t.add_row(label(record), p50, p99, _fmt(h.get("throughput")), *([_other(h)] if other else []),
+        t.add_row(label(record), _with_ci(h, "p50", "\n"), _with_ci(h, "p99", "\n"), _fmt(h.get("throughput")),
+                  *([_other(h)] if other else []),
                   *([_accuracy_text(record)] if scored else []), _fmt(record.get("build_time_s")),
                   _fmt(record.get("first_inference_ms")), _fmt(record.get("memory", {}).get("host_rss_peak_mb")))
     for record in results.failed():
@@ -219,10 +224,8 @@ def _rows_md(results: Results) -> list[str]:
             lines.append(f"| {label(r)} | {r['status']} | | | | | | | {r.get('error', '')} |")
             continue
         h = headline(r)
-        ci50 = f" [{_fmt(h['ci_p50'][0])}, {_fmt(h['ci_p50'][1])}]" if "ci_p50" in h else ""
-        ci99 = f" [{_fmt(h['ci_p99'][0])}, {_fmt(h['ci_p99'][1])}]" if "ci_p99" in h else ""
         lines.append(
-            f"| {label(r)} | ok | {_fmt(h.get('p50'))}{ci50} | {_fmt(h.get('p99'))}{ci99} | "
+            f"| {label(r)} | ok | {_with_ci(h, 'p50')} | {_with_ci(h, 'p99')} | "
             f"{_fmt(h.get('throughput'))} | {_accuracy_text(r)} | {_fmt(r.get('build_time_s'))} | "
             f"{_fmt(r.get('first_inference_ms'))} | {_method_text(r)} |"
         )
@@ -297,11 +300,9 @@ def html_page(results: Results) -> str:
                          f"{esc(r.get('error', ''))}</td></tr>")
             continue
         h = headline(r)
-        ci50 = f" [{_fmt(h['ci_p50'][0])}, {_fmt(h['ci_p50'][1])}]" if "ci_p50" in h else ""
-        ci99 = f" [{_fmt(h['ci_p99'][0])}, {_fmt(h['ci_p99'][1])}]" if "ci_p99" in h else ""
         parts.append(
-            f"<tr><td>{esc(label(r))}</td><td>ok</td><td>{_fmt(h.get('p50'))}{ci50}</td>"
-            f"<td>{_fmt(h.get('p99'))}{ci99}</td><td>{_fmt(h.get('throughput'))}</td>"
+            f"<tr><td>{esc(label(r))}</td><td>ok</td><td>{_with_ci(h, 'p50')}</td>"
+            f"<td>{_with_ci(h, 'p99')}</td><td>{_fmt(h.get('throughput'))}</td>"
             f"<td>{esc(_accuracy_text(r))}</td><td>{esc(_method_text(r))}</td></tr>"
         )
     parts.append("</table>")
