@@ -1,0 +1,97 @@
+"""How much two ONNX Runtime CUDA sessions of the same model differ from each other, next to what rtpick adds.
+
+The question behind it: rtpick's ort-cuda:tf32 session measured 1.7-7.5% slower than a direct ONNX Runtime call
+at batch 1 in three machine starts, while ort-cuda:fp32 (the same code path) was within 1%. If independent direct
+sessions differ from each other by as much, the difference is the session (cuDNN's per-session algorithm
+search), not rtpick. Several direct sessions and one rtpick session per setting, ResNet-50, batch 1, input
+already on the GPU, IO binding into torch tensors; timed as in gpu_proof.py (CUDA-event pairs, every session
+alternating in rounds, medians), under cuDNN's exhaustive search (ONNX Runtime's default and rtpick's) and its
+heuristic choice.
+
+    PYTHONPATH=/tmp/site:src python benchmarks/gpu_ort_session_spread.py --out ort-session-spread.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gpu_proof import interleaved, load, write  # noqa: E402
+
+
+def direct_session(path: str, precision: str, search: str) -> Any:
+    import onnxruntime as ort
+
+    options = {"use_tf32": "1" if precision == "tf32" else "0", "cudnn_conv_algo_search": search}
+    return ort.InferenceSession(path, providers=[("CUDAExecutionProvider", options)])
+
+
+def direct_call(sess: Any, x: Any) -> Any:
+    """The IO-binding call a user writes: bind the GPU input and a GPU output tensor, run, wait."""
+    import numpy as np
+    import torch
+
+    in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+
+    def call() -> Any:
+        out = torch.empty((x.shape[0], 1000), device="cuda")
+        binding = sess.io_binding()
+        binding.bind_input(in_name, "cuda", 0, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_output(out_name, "cuda", 0, np.float32, tuple(out.shape), out.data_ptr())
+        binding.synchronize_inputs()
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return out
+
+    return call
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=3, help="direct sessions per setting")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    import torch
+
+    from rtpick.runtimes.registry import get_runtime
+
+    model, _ = load("resnet50")
+    path = str(model.onnx_path())
+    torch.manual_seed(0)
+    x = torch.rand(args.batch, 3, 224, 224, device="cuda")
+    rows = []
+    for precision in ("tf32", "fp32"):
+        for search in ("EXHAUSTIVE", "HEURISTIC"):
+            fns: dict[str, Any] = {}
+            for index in range(args.sessions):
+                fns[f"direct session {index + 1}"] = direct_call(direct_session(path, precision, search), x)
+            session = get_runtime("ort-cuda").build(model, precision, {"input": tuple(x.shape)},
+                                                    cudnn_conv_algo_search=search)
+            fns["rtpick session"] = lambda s=session: s.run({"input": x})
+            samples = interleaved(fns, warmup=20, rounds=6, per_round=40)
+            medians = {name: statistics.median(values) for name, values in samples.items()}
+            direct = [v for k, v in medians.items() if k.startswith("direct")]
+            for name, median in medians.items():
+                rows.append({"precision": precision, "cudnn_conv_algo_search": search, "batch": args.batch,
+                             "session": name, "median_ms": median, "samples": len(samples[name]),
+                             "vs_fastest_direct_pct": 100 * (median - min(direct)) / min(direct),
+                             "vs_median_direct_pct": 100 * (median - statistics.median(direct))
+                             / statistics.median(direct)})
+            session.close()
+    write(args.out, {"model": "resnet50", "method": __doc__.split("\n\n")[1], "rows": rows})
+    print(f"{'precision':<9} {'search':<10} {'session':<18} {'median ms':>10} {'vs fastest direct':>18} "
+          f"{'vs median direct':>17}")
+    for row in rows:
+        print(f"{row['precision']:<9} {row['cudnn_conv_algo_search']:<10} {row['session']:<18} "
+              f"{row['median_ms']:>10.4f} {row['vs_fastest_direct_pct']:>+17.2f}% "
+              f"{row['vs_median_direct_pct']:>+16.2f}%")
+
+
+if __name__ == "__main__":
+    main()
