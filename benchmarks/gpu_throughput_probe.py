@@ -94,8 +94,9 @@ def graphed(fn: Any, x: Any) -> Any:
         out = fn(static)
 
     def replay() -> Any:
-        static.copy_(x)
-        graph.replay()
+        with torch.inference_mode():  # the static input was made in inference mode
+            static.copy_(x)
+            graph.replay()
         return out
 
     return replay
