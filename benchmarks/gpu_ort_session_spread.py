@@ -51,6 +51,43 @@ def direct_call(sess: Any, x: Any) -> Any:
     return call
 
 
+def breakdown(model: Any, x: Any) -> list[dict[str, Any]]:
+    """What in rtpick's call costs, with deterministic sessions (fp32, heuristic cuDNN choice): a direct call, a
+    direct call that first waits for torch's stream on the host (as rtpick's IO-binding path does before every
+    run), a direct session that computes on torch's stream (ONNX Runtime's `user_compute_stream`, so no wait is
+    needed), and rtpick's session. Everything runs on one side stream that torch's calls and the timing events
+    use."""
+    import torch
+
+    from rtpick.runtimes.registry import get_runtime
+
+    path = str(model.onnx_path())
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        plain = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
+        waiting_session = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
+
+        def waiting() -> Any:
+            torch.cuda.current_stream().synchronize()
+            return waiting_session()
+
+        import onnxruntime as ort
+
+        shared = ort.InferenceSession(path, providers=[("CUDAExecutionProvider", {
+            "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC", "has_user_compute_stream": "1",
+            "user_compute_stream": str(stream.cuda_stream)})])
+        ours = get_runtime("ort-cuda").build(model, "fp32", {"input": tuple(x.shape)},
+                                             cudnn_conv_algo_search="HEURISTIC")
+        fns = {"direct": plain, "direct + host wait for torch's stream": waiting,
+               "direct on torch's stream (user_compute_stream)": direct_call(shared, x),
+               "rtpick session": lambda: ours.run({"input": x})}
+        samples = interleaved(fns, warmup=20, rounds=6, per_round=40)
+    ours.close()
+    base = statistics.median(samples["direct"])
+    return [{"breakdown": name, "median_ms": statistics.median(values), "samples": len(values),
+             "vs_direct_pct": 100 * (statistics.median(values) - base) / base} for name, values in samples.items()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=3, help="direct sessions per setting")
@@ -84,7 +121,10 @@ def main() -> None:
                              "vs_median_direct_pct": 100 * (median - statistics.median(direct))
                              / statistics.median(direct)})
             session.close()
-    write(args.out, {"model": "resnet50", "method": __doc__.split("\n\n")[1], "rows": rows})
+    parts = breakdown(model, x)
+    write(args.out, {"model": "resnet50", "method": __doc__.split("\n\n")[1], "rows": rows, "breakdown": parts})
+    for part in parts:
+        print(f"fp32 HEURISTIC {part['breakdown']:<50} {part['median_ms']:>10.4f} ms {part['vs_direct_pct']:>+7.2f}%")
     print(f"{'precision':<9} {'search':<10} {'session':<18} {'median ms':>10} {'vs fastest direct':>18} "
           f"{'vs median direct':>17}")
     for row in rows:

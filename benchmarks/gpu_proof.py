@@ -200,6 +200,7 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
 
     calls["direct torch eager fp16, fp32 input"] = eager_from_fp32
     calls["direct torch eager fp16, fp16 channels_last input"] = eager_from_fp16
+    calls.update(fused_calls(model, x32, benchmark))
     for mode, freezing in compiled_variants:
         # Each variant compiles its own copy: variants of one module share Dynamo's cache on its forward, and
         # every call then checks the guards of all of them first (with one shared module the direct reduce-overhead
@@ -250,11 +251,56 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
     return calls
 
 
+def fused_calls(model: Any, x32: Any, benchmark: bool) -> dict[str, Any]:
+    """rtpick's conv fusion pass applied by hand (folded in fp32, then fp16 channels_last) and called directly:
+    eagerly, and replayed from a CUDA graph that a user captures around the cast and the module, as rtpick's
+    `cuda_graph` option does (the graph's output is read in place, the best case a hand-written loop has)."""
+    import torch
+
+    from rtpick.runtimes.conv_fusion import fuse_conv
+
+    fused, _ = fuse_conv(model.torch_module().eval().cuda(), [x32])
+    fused = fused.half().to(memory_format=torch.channels_last)
+
+    def step(inp: Any) -> Any:
+        return fused(inp.half().contiguous(memory_format=torch.channels_last)).float()
+
+    def eager() -> Any:
+        torch.backends.cudnn.benchmark = benchmark
+        with torch.inference_mode():
+            return step(x32)
+
+    torch.backends.cudnn.benchmark = benchmark
+    with torch.inference_mode():
+        static = x32.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                step(static)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_out = step(static)
+
+    def replay() -> Any:
+        with torch.inference_mode():
+            static.copy_(x32)
+            graph.replay()
+        return static_out
+
+    return {"direct torch eager fp16 fused, fp32 input": eager,
+            "direct torch eager fp16 fused, CUDA graph, fp32 input": replay}
+
+
 TIMED = [
     ("torch-cuda", "fp32", {}),
     ("torch-cuda", "tf32", {}),
     ("torch-cuda", "fp16", {}),
     ("torch-cuda", "fp16", {"cuda_graph": True}),
+    ("torch-cuda", "fp16", {"fuse_conv": True}),
+    ("torch-cuda", "fp16", {"fuse_conv": True, "cuda_graph": True}),
+    ("torch-cuda", "bf16", {"fuse_conv": True, "cuda_graph": True}),
     ("torch-compile-cuda", "fp16", {"mode": "default"}),
     ("torch-compile-cuda", "fp16", {"mode": "default", "freezing": True}),
     ("torch-compile-cuda", "fp16", {"mode": "reduce-overhead"}),
@@ -276,6 +322,8 @@ def pairs() -> dict[str, str]:
     """rtpick configuration -> the direct call doing the same work from the same fp32 input."""
     out = {
         "torch-cuda:fp16": "direct torch eager fp16, fp32 input",
+        "torch-cuda:fp16 fuse_conv=True": "direct torch eager fp16 fused, fp32 input",
+        "torch-cuda:fp16 fuse_conv=True cuda_graph=True": "direct torch eager fp16 fused, CUDA graph, fp32 input",
         "ort-cuda:fp32": "direct onnxruntime CUDA EP fp32 io-binding",
         "ort-cuda:tf32": "direct onnxruntime CUDA EP tf32 io-binding",
     }

@@ -74,3 +74,50 @@ def small_cnn():  # type: ignore[no-untyped-def]
         torch.nn.Conv2d(8, 16, 3, stride=2), torch.nn.ReLU(),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10),
     )
+
+
+def residual_cnn():  # type: ignore[no-untyped-def]
+    """A small ResNet-style net (conv+BN+ReLU stem, bottleneck-like blocks with `out += identity`, one with a
+    strided downsample branch) whose batch norms hold non-trivial statistics, so that folding them is tested."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, channels: int, downsample: bool) -> None:
+            super().__init__()
+            out = channels * 2 if downsample else channels
+            self.conv1, self.bn1 = nn.Conv2d(channels, channels, 1, bias=False), nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, out, 3, stride=2 if downsample else 1, padding=1, bias=False)
+            self.bn2, self.relu = nn.BatchNorm2d(out), nn.ReLU(inplace=True)
+            self.down = (nn.Sequential(nn.Conv2d(channels, out, 1, stride=2, bias=False), nn.BatchNorm2d(out))
+                         if downsample else None)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x if self.down is None else self.down(x)
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.blocks = nn.Sequential(Block(8, False), Block(8, True))
+            self.fc = nn.Linear(16, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.bn(self.stem(x)))
+            return self.fc(self.blocks(x).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Net()
+    generator = torch.Generator().manual_seed(1)
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+    return net.eval()

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import small_cnn
+from conftest import residual_cnn, small_cnn
 
 import rtpick
 from rtpick.comparison import check_output, tolerance_for
@@ -94,6 +94,17 @@ def cnn() -> Case:
     return Case(model, batches, None)
 
 
+@pytest.fixture(scope="module")
+def residual() -> Case:
+    """A small ResNet-style net with non-trivial batch norm statistics (for the conv fusion pass)."""
+    from rtpick.model import load_model
+
+    model = load_model(residual_cnn(), input_specs={"x": ("batch", 3, 16, 16)})
+    rng = np.random.default_rng(404)
+    batches = [{"x": rng.uniform(0, 1, (BATCH, 3, 16, 16)).astype(np.float32)} for _ in range(2)]
+    return Case(model, batches, None)
+
+
 def _judge(case: Case, index: int, out: np.ndarray, precision: str, config: str) -> None:
     assert isinstance(out, np.ndarray), f"{config}: numpy in gave {type(out).__name__} out"
     assert out.dtype == np.float32, f"{config}: output dtype {out.dtype}, the model declares float32"
@@ -164,3 +175,24 @@ def test_ort_cuda_refuses_rather_than_falls_back_to_cpu() -> None:
     """A CUDA provider that cannot start (a GPU that does not exist) is an error, not a CPU session."""
     with pytest.raises(RtpickError, match="ort-cuda:fp32"):
         rtpick.load("rtpick:digits", "ort-cuda", "fp32", device_id=99)
+
+
+@_skip_mark("torch-cuda")
+@pytest.mark.parametrize("cuda_graph", [False, True], ids=["eager", "cuda-graph"])
+@pytest.mark.parametrize("precision", get_runtime("torch-cuda").precisions)
+def test_torch_cuda_fuse_conv(precision: str, cuda_graph: bool, residual: Case) -> None:
+    """Folded batch norms and cuDNN's fused conv+bias(+residual)+ReLU calls, against ort-cpu fp32 on the unfused
+    model: numpy and device tensors, two fresh batches each, at every precision, eager and replayed."""
+    import torch
+
+    config = f"torch-cuda:{precision} fuse_conv=True cuda_graph={cuda_graph}"
+    with rtpick.load(residual.model, "torch-cuda", precision, shapes=residual.shapes, fuse_conv=True,
+                     cuda_graph=cuda_graph) as session:
+        assert any(note.startswith("fuse_conv: 6 batch norms folded") for note in session.info.notes), (
+            session.info.notes)
+        for index, feeds in enumerate(residual.batches):
+            _judge(residual, index, session.run(feeds)[residual.output], precision, config)
+            on_device = {k: torch.from_numpy(v).cuda() for k, v in feeds.items()}
+            out = session.run(on_device)[residual.output]
+            session.synchronize()
+            _judge(residual, index, out.cpu().numpy(), precision, config)

@@ -205,6 +205,25 @@ class TorchSession(Session):
             self._torch.cuda.empty_cache()
 
 
+def _fuse_conv(module: Any, model: Model, shapes: Mapping[str, tuple[int, ...]], device: Any) -> tuple[Any, str]:
+    """The module with batch norms folded and conv+bias(+residual)+ReLU fused (`conv_fusion`), and what changed.
+
+    Folding happens in fp32, before any cast to a lower precision, so that the folded weights are as exact as the
+    originals. The pass checks residual shapes on synthetic inputs of the shapes the session will run.
+    """
+    torch = _torch()
+    from rtpick.data import synthetic_feeds
+    from rtpick.model import resolve_shapes
+    from rtpick.runtimes.conv_fusion import fuse_conv
+
+    concrete = dict(shapes) or resolve_shapes(model.spec.inputs, batch=1)
+    feeds = synthetic_feeds(model.spec.inputs, concrete, seed=0)
+    module = module.to(device)
+    examples = [torch.from_numpy(feeds[spec.name]).to(device) for spec in model.spec.inputs]
+    fused, report = fuse_conv(module, examples)
+    return fused, report.describe()
+
+
 class TorchRuntime(Runtime):
     """What the four torch runtimes share: load the module, cast, place, optionally compile, warm up."""
 
@@ -231,8 +250,12 @@ class TorchRuntime(Runtime):
                options: dict[str, Any]) -> Session:
         torch = _torch()
         device = self._torch_device(options)
+        notes = []
         try:
             module = model.torch_module().eval()
+            if options.get("fuse_conv"):
+                module, note = _fuse_conv(module, model, shapes, device)
+                notes.append(note)
             module = module.to(device=device, dtype=getattr(torch, _DTYPES[precision]))
             if options.get("channels_last"):
                 module = module.to(memory_format=torch.channels_last)
@@ -249,6 +272,7 @@ class TorchRuntime(Runtime):
             graph_steps=self.compiled and options.get("mode") in ("reduce-overhead", "max-autotune"),
             options=options,
         )
+        session.info.notes.extend(notes)
         if shapes:
             self._warm_up(session, model, shapes, options)
         return session
@@ -384,6 +408,8 @@ class TorchCuda(TorchRuntime):
     options: ClassVar[dict[str, Option]] = {
         "channels_last": Option(True, "channels_last memory format for 4-D inputs and weights (tensor cores)"),
         "cuda_graph": Option(False, "capture a CUDA graph per input shape and replay it"),
+        "fuse_conv": Option(False, "fold batch norm into convolutions and run conv+bias(+residual)+ReLU as single "
+                                   "cuDNN calls (torch.fx rewrite; models torch.fx can trace)"),
         "cudnn_benchmark": _CUDNN_BENCHMARK,
         "device_id": Option(0, "which GPU"),
     }
