@@ -3,6 +3,7 @@ library calls made directly, in the same process, on ResNet-50 (torchvision arch
 
     PYTHONPATH=src python benchmarks/gpu_proof.py compare --model resnet50 --out r50-compare.json
     PYTHONPATH=src python benchmarks/gpu_proof.py timing --model resnet50 --batches 1,256 --out r50-timing.json
+    PYTHONPATH=src python benchmarks/gpu_proof.py fusion-compare --out r50-fusion-compare.json
     PYTHONPATH=src python benchmarks/gpu_proof.py compile-cache --out compile-cache.json
 
 Timing method (as GPU.md's reference figures): inputs already on the GPU as torch tensors; per call a pair of
@@ -123,6 +124,35 @@ def cmd_compare(args: argparse.Namespace) -> None:
     write(args.out, payload)
     for row in result.to_dict()["rows"]:
         print(json.dumps(row, default=str)[:400])
+
+
+def cmd_fusion_compare(args: argparse.Namespace) -> None:
+    """fuse_conv's accuracy next to the same model unfused: one process, so one draw of the random weights; for
+    each seed the same feeds and the same reference (ort-cpu:fp32) for every torch-cuda precision, without the
+    pass and with it (replayed from a CUDA graph, the fastest way to run it)."""
+    import rtpick
+
+    model, _ = load(args.model)
+    configs = ["ort-cpu:fp32", *(f"torch-cuda:{p}" for p in ("fp32", "tf32", "fp16", "bf16"))]
+    variants = {"unfused": None, "fuse_conv": {"torch-cuda": {"fuse_conv": True, "cuda_graph": True}}}
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        for variant, options in variants.items():
+            result = rtpick.compare(model, configs, batch=args.batch, seed=seed, reference="ort-cpu:fp32",
+                                    options=options).to_dict()
+            for row in result["rows"][1:]:
+                rows.append({"seed": seed, "variant": variant, **{k: row.get(k) for k in (
+                    "config", "status", "reason", "rel_l2", "cosine", "max_abs", "top1_agreement",
+                    "top5_agreement", "options", "notes")}})
+    write(args.out, {"model": args.model, "batch": args.batch, "reference": "ort-cpu:fp32",
+                     "method": cmd_fusion_compare.__doc__, "rows": rows})
+    print(f"{'seed':>4} {'config':<18} {'variant':<10} {'status':<9} {'rel L2':>9} {'top-1':>7} {'top-5':>7}")
+    for row in rows:
+        if row["rel_l2"] is None:
+            print(f"{row['seed']:>4} {row['config']:<18} {row['variant']:<10} {row['status']:<9} {row['reason']}")
+            continue
+        print(f"{row['seed']:>4} {row['config']:<18} {row['variant']:<10} {row['status']:<9} {row['rel_l2']:>9.2e} "
+              f"{row['top1_agreement']:>7.3f} {row['top5_agreement']:>7.3f}")
 
 
 # ------------------------------------------------------------------------------------------------- timing
@@ -254,7 +284,8 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
 def fused_calls(model: Any, x32: Any, benchmark: bool) -> dict[str, Any]:
     """rtpick's conv fusion pass applied by hand (folded in fp32, then fp16 channels_last) and called directly:
     eagerly, and replayed from a CUDA graph that a user captures around the cast and the module, as rtpick's
-    `cuda_graph` option does (the graph's output is read in place, the best case a hand-written loop has)."""
+    `cuda_graph` option does. The replay returns a copy of the graph's output, as rtpick's session does and as a
+    caller who keeps the result must: the next replay overwrites the graph's own output buffer."""
     import torch
 
     from rtpick.runtimes.conv_fusion import fuse_conv
@@ -287,7 +318,7 @@ def fused_calls(model: Any, x32: Any, benchmark: bool) -> dict[str, Any]:
         with torch.inference_mode():
             static.copy_(x32)
             graph.replay()
-        return static_out
+            return static_out.clone()
 
     return {"direct torch eager fp16 fused, fp32 input": eager,
             "direct torch eager fp16 fused, CUDA graph, fp32 input": replay}
@@ -365,8 +396,8 @@ def cmd_timing(args: argparse.Namespace) -> None:
             rows.append(rows_build)
         variants = [(o["mode"], bool(o.get("freezing"))) for r, _, o in TIMED if r == "torch-compile-cuda"]
         fns.update(direct_calls(model, batch, x, variants))
-        per_round = 40 if batch == 1 else 10
-        samples = interleaved(fns, warmup=10 if batch == 1 else 3, rounds=5, per_round=per_round)
+        per_round = args.per_round or (40 if batch == 1 else 10)
+        samples = interleaved(fns, warmup=10 if batch == 1 else 3, rounds=args.rounds, per_round=per_round)
         for name, values in samples.items():
             median = statistics.median(values)
             row = next((r for r in rows if r["batch"] == batch and r["config"] == name), None)
@@ -435,11 +466,19 @@ def main() -> None:
     timing = sub.add_parser("timing")
     timing.add_argument("--model", default="resnet50")
     timing.add_argument("--batches", default="1,256")
+    timing.add_argument("--rounds", type=int, default=5, help="rounds in which every call takes its turn")
+    timing.add_argument("--per-round", type=int, default=0, help="calls per turn (default 40 at batch 1, else 10)")
     timing.add_argument("--out", required=True)
+    fusion = sub.add_parser("fusion-compare")
+    fusion.add_argument("--model", default="resnet50")
+    fusion.add_argument("--batch", type=int, default=64)
+    fusion.add_argument("--seeds", default="0,1,2")
+    fusion.add_argument("--out", required=True)
     cache = sub.add_parser("compile-cache")
     cache.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"compare": cmd_compare, "timing": cmd_timing, "compile-cache": cmd_compile_cache}[args.command](args)
+    {"compare": cmd_compare, "timing": cmd_timing, "fusion-compare": cmd_fusion_compare,
+     "compile-cache": cmd_compile_cache}[args.command](args)
 
 
 if __name__ == "__main__":
