@@ -8,7 +8,8 @@ library calls made directly, in the same process, on ResNet-50 (torchvision arch
 
 Timing method (as GPU.md's reference figures): inputs already on the GPU as torch tensors; per call a pair of
 CUDA events around the call, event-synchronised; warm-up first; the rtpick session and the direct call run in
-alternating blocks so that clock drift hits both alike; the median of all samples of each is reported.
+alternating blocks so that clock drift hits both alike; the median of all samples of each is reported, and what
+rtpick adds over the direct call also as the ratio of their medians paired by round, with a 95% interval.
 """
 
 from __future__ import annotations
@@ -366,6 +367,20 @@ def pairs() -> dict[str, str]:
     return out
 
 
+def paired_overhead(ours: list[float], direct: list[float], rounds: int) -> dict[str, Any]:
+    """What rtpick adds, as a ratio paired by round: in each round both calls took their turn back to back, so the
+    ratio of their round medians cancels what drifts between rounds (clocks, the host's other load). The rounds'
+    ratios are independent replications: geometric mean, and a t-interval on their logs (`replication_ci_ms`)."""
+    from rtpick.perf.stats import replication_ci_ms
+
+    per = len(ours) // rounds
+    ratios = [statistics.median(ours[r * per:(r + 1) * per]) / statistics.median(direct[r * per:(r + 1) * per])
+              for r in range(rounds)]
+    ci = replication_ci_ms(ratios)
+    return {"pct": 100.0 * (ci["estimate"] - 1.0), "ci95_pct": [100.0 * (v - 1.0) for v in ci["ci"]],
+            "rounds": rounds, "round_ratios": ratios}
+
+
 def cmd_timing(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
@@ -413,15 +428,20 @@ def cmd_timing(args: argparse.Namespace) -> None:
             if a and b:
                 a["direct_ms"] = b["median_ms"]
                 a["overhead_pct"] = 100.0 * (a["median_ms"] - b["median_ms"]) / b["median_ms"]
+                if args.rounds >= 3:
+                    a["paired_overhead"] = paired_overhead(samples[ours], samples[direct], args.rounds)
         for session in sessions:
             session.close()
         del fns
         torch.cuda.empty_cache()
     write(args.out, {"model": args.model, "method": __doc__.split("Timing method")[1].strip(), "rows": rows})
-    print(f"{'batch':>5} {'configuration':<68} {'median ms':>10} {'img/s':>10} {'vs direct':>10}")
+    print(f"{'batch':>5} {'configuration':<68} {'median ms':>10} {'img/s':>10} {'vs direct (paired by round, 95% CI)'}")
     for row in rows:
         if "median_ms" in row:
             over = f"{row['overhead_pct']:+.2f}%" if "overhead_pct" in row else ""
+            if "paired_overhead" in row:
+                low, high = row["paired_overhead"]["ci95_pct"]
+                over += f"  paired {row['paired_overhead']['pct']:+.2f}% [{low:+.1f}, {high:+.1f}]"
             print(f"{row['batch']:>5} {row['config']:<68} {row['median_ms']:>10.4f} "
                   f"{row['throughput_per_s']:>10.0f} {over:>10}")
         elif "error" in row:
