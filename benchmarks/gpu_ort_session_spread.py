@@ -21,7 +21,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_proof import interleaved, load, write  # noqa: E402
+from gpu_proof import interleaved, load, paired_overhead, write  # noqa: E402
 
 
 def direct_session(path: str, precision: str, search: str) -> Any:
@@ -51,41 +51,54 @@ def direct_call(sess: Any, x: Any) -> Any:
     return call
 
 
-def breakdown(model: Any, x: Any) -> list[dict[str, Any]]:
+def breakdown(model: Any, x: Any, side_stream: bool) -> list[dict[str, Any]]:
     """What in rtpick's call costs, with deterministic sessions (fp32, heuristic cuDNN choice): a direct call, a
     direct call that first waits for torch's stream on the host (as rtpick's IO-binding path does before every
-    run), a direct session that computes on torch's stream (ONNX Runtime's `user_compute_stream`, so no wait is
-    needed), and rtpick's session. Everything runs on one side stream that torch's calls and the timing events
-    use."""
+    run), one that asks first and waits only if that stream is busy, and rtpick's session; on a side stream also a
+    direct session that computes on torch's stream (ONNX Runtime's `user_compute_stream`, so no wait is needed).
+    Torch's current stream is either the legacy default stream (what a caller has unless they choose one) or a side
+    stream; the timing events are recorded on it. 20 rounds of 10 calls; each variant against the direct call as
+    a ratio paired by round, with a 95% interval (gpu_proof.paired_overhead)."""
+    import contextlib
+
+    import onnxruntime as ort
     import torch
 
     from rtpick.runtimes.registry import get_runtime
 
     path = str(model.onnx_path())
-    stream = torch.cuda.Stream()
-    with torch.cuda.stream(stream):
+    stream = torch.cuda.Stream() if side_stream else torch.cuda.current_stream()
+    with torch.cuda.stream(stream) if side_stream else contextlib.nullcontext():
         plain = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
         waiting_session = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
+        asking_session = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
 
         def waiting() -> Any:
             torch.cuda.current_stream().synchronize()
             return waiting_session()
 
-        import onnxruntime as ort
+        def asking() -> Any:
+            current = torch.cuda.current_stream()
+            if not current.query():
+                current.synchronize()
+            return asking_session()
 
-        shared = ort.InferenceSession(path, providers=[("CUDAExecutionProvider", {
-            "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC", "has_user_compute_stream": "1",
-            "user_compute_stream": str(stream.cuda_stream)})])
         ours = get_runtime("ort-cuda").build(model, "fp32", {"input": tuple(x.shape)},
                                              cudnn_conv_algo_search="HEURISTIC")
         fns = {"direct": plain, "direct + host wait for torch's stream": waiting,
-               "direct on torch's stream (user_compute_stream)": direct_call(shared, x),
+               "direct + wait only if torch's stream is busy": asking,
                "rtpick session": lambda: ours.run({"input": x})}
-        samples = interleaved(fns, warmup=20, rounds=6, per_round=40)
+        if side_stream:
+            shared = ort.InferenceSession(path, providers=[("CUDAExecutionProvider", {
+                "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC", "has_user_compute_stream": "1",
+                "user_compute_stream": str(stream.cuda_stream)})])
+            fns["direct on torch's stream (user_compute_stream)"] = direct_call(shared, x)
+        samples = interleaved(fns, warmup=20, rounds=20, per_round=10)
     ours.close()
-    base = statistics.median(samples["direct"])
-    return [{"breakdown": name, "median_ms": statistics.median(values), "samples": len(values),
-             "vs_direct_pct": 100 * (statistics.median(values) - base) / base} for name, values in samples.items()]
+    where = "side stream" if side_stream else "legacy default stream"
+    return [{"stream": where, "breakdown": name, "median_ms": statistics.median(values), "samples": len(values),
+             "vs_direct": paired_overhead(values, samples["direct"], 20)}
+            for name, values in samples.items() if name != "direct"]
 
 
 def main() -> None:
@@ -121,10 +134,12 @@ def main() -> None:
                              "vs_median_direct_pct": 100 * (median - statistics.median(direct))
                              / statistics.median(direct)})
             session.close()
-    parts = breakdown(model, x)
+    parts = breakdown(model, x, side_stream=False) + breakdown(model, x, side_stream=True)
     write(args.out, {"model": "resnet50", "method": __doc__.split("\n\n")[1], "rows": rows, "breakdown": parts})
     for part in parts:
-        print(f"fp32 HEURISTIC {part['breakdown']:<50} {part['median_ms']:>10.4f} ms {part['vs_direct_pct']:>+7.2f}%")
+        low, high = part["vs_direct"]["ci95_pct"]
+        print(f"fp32 HEURISTIC {part['stream']:<22} {part['breakdown']:<48} {part['median_ms']:>8.4f} ms "
+              f"{part['vs_direct']['pct']:>+6.2f}% [{low:+.1f}, {high:+.1f}]")
     print(f"{'precision':<9} {'search':<10} {'session':<18} {'median ms':>10} {'vs fastest direct':>18} "
           f"{'vs median direct':>17}")
     for row in rows:
