@@ -78,8 +78,9 @@ class OrtSession(Session):
                                tensor.data_ptr())
         if device_type == "cuda":
             # ONNX Runtime computes on its own stream: the kernels that produced the inputs on torch's stream
-            # must have finished before it reads them. Asking first is cheaper than waiting on an idle stream
-            # (measured on an H100 with torch on a side stream: a wait added 2.3% to a 2.5 ms call, asking 1.4%).
+            # must have finished before it reads them. A synchronous caller's stream is usually idle by then, and
+            # asking costs no blocking call (on the H100 the two read +2.3% and +1.4% over a direct call on a side
+            # stream, within each other's intervals: benchmarks/results/h100/ort-session-spread-2.json).
             stream = torch.cuda.current_stream(device)
             if not stream.query():
                 stream.synchronize()
