@@ -9,6 +9,7 @@ alternating in rounds, medians), under cuDNN's exhaustive search (ONNX Runtime's
 heuristic choice.
 
     PYTHONPATH=/tmp/site:src python benchmarks/gpu_ort_session_spread.py --out ort-session-spread.json
+    PYTHONPATH=/tmp/site:src python benchmarks/gpu_ort_session_spread.py --only-attribution --out ort-attribution.json
 """
 
 from __future__ import annotations
@@ -101,10 +102,41 @@ def breakdown(model: Any, x: Any, side_stream: bool) -> list[dict[str, Any]]:
             for name, values in samples.items() if name != "direct"]
 
 
+def attribution(model: Any, x: Any) -> list[dict[str, Any]]:
+    """Session or call? rtpick's defaults (fp32, exhaustive cuDNN search) on the legacy default stream: rtpick's
+    `run`, the direct IO-binding call made on rtpick's own InferenceSession (same session, no rtpick code per
+    call), a direct session, and both kinds with one intra-op thread (ONNX Runtime's CPU thread pool spins after
+    each run, and every session has its own). Paired by round against the direct session."""
+    import onnxruntime as ort
+
+    from rtpick.runtimes.registry import get_runtime
+
+    path = str(model.onnx_path())
+    shapes = {"input": tuple(x.shape)}
+    ours = get_runtime("ort-cuda").build(model, "fp32", shapes)
+    ours_one = get_runtime("ort-cuda").build(model, "fp32", shapes, threads=1)
+    one_thread = ort.SessionOptions()
+    one_thread.intra_op_num_threads = 1
+    single = ort.InferenceSession(path, sess_options=one_thread, providers=[("CUDAExecutionProvider", {
+        "use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"})])
+    fns = {"direct": direct_call(direct_session(path, "fp32", "EXHAUSTIVE"), x),
+           "rtpick session.run": lambda: ours.run({"input": x}),
+           "direct call on rtpick's InferenceSession": direct_call(ours._session, x),
+           "direct, 1 intra-op thread": direct_call(single, x),
+           "rtpick session.run, threads=1": lambda: ours_one.run({"input": x})}
+    samples = interleaved(fns, warmup=20, rounds=20, per_round=10)
+    ours.close()
+    ours_one.close()
+    return [{"attribution": name, "median_ms": statistics.median(values), "samples": len(values),
+             "vs_direct": paired_overhead(values, samples["direct"], 20)}
+            for name, values in samples.items() if name != "direct"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=3, help="direct sessions per setting")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--only-attribution", action="store_true", help="run the attribution part alone")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     import torch
@@ -115,6 +147,14 @@ def main() -> None:
     path = str(model.onnx_path())
     torch.manual_seed(0)
     x = torch.rand(args.batch, 3, 224, 224, device="cuda")
+    if args.only_attribution:
+        parts = attribution(model, x)
+        write(args.out, {"model": "resnet50", "method": attribution.__doc__, "attribution": parts})
+        for part in parts:
+            low, high = part["vs_direct"]["ci95_pct"]
+            print(f"{part['attribution']:<45} {part['median_ms']:>8.4f} ms {part['vs_direct']['pct']:>+6.2f}% "
+                  f"[{low:+.1f}, {high:+.1f}]")
+        return
     rows = []
     for precision in ("tf32", "fp32"):
         for search in ("EXHAUSTIVE", "HEURISTIC"):
