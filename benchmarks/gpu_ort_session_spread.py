@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_proof import interleaved, load, paired_overhead, write  # noqa: E402
+from gpu_proof import interleaved, load, ort_io_binding_call, paired_overhead, write  # noqa: E402
 
 
 def direct_session(path: str, precision: str, search: str) -> Any:
@@ -30,26 +30,6 @@ def direct_session(path: str, precision: str, search: str) -> Any:
 
     options = {"use_tf32": "1" if precision == "tf32" else "0", "cudnn_conv_algo_search": search}
     return ort.InferenceSession(path, providers=[("CUDAExecutionProvider", options)])
-
-
-def direct_call(sess: Any, x: Any) -> Any:
-    """The IO-binding call a user writes: bind the GPU input and a GPU output tensor, run, wait."""
-    import numpy as np
-    import torch
-
-    in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
-
-    def call() -> Any:
-        out = torch.empty((x.shape[0], 1000), device="cuda")
-        binding = sess.io_binding()
-        binding.bind_input(in_name, "cuda", 0, np.float32, tuple(x.shape), x.data_ptr())
-        binding.bind_output(out_name, "cuda", 0, np.float32, tuple(out.shape), out.data_ptr())
-        binding.synchronize_inputs()
-        sess.run_with_iobinding(binding)
-        binding.synchronize_outputs()
-        return out
-
-    return call
 
 
 def breakdown(model: Any, x: Any, side_stream: bool) -> list[dict[str, Any]]:
@@ -70,9 +50,9 @@ def breakdown(model: Any, x: Any, side_stream: bool) -> list[dict[str, Any]]:
     path = str(model.onnx_path())
     stream = torch.cuda.Stream() if side_stream else torch.cuda.current_stream()
     with torch.cuda.stream(stream) if side_stream else contextlib.nullcontext():
-        plain = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
-        waiting_session = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
-        asking_session = direct_call(direct_session(path, "fp32", "HEURISTIC"), x)
+        plain = ort_io_binding_call(direct_session(path, "fp32", "HEURISTIC"), x)
+        waiting_session = ort_io_binding_call(direct_session(path, "fp32", "HEURISTIC"), x)
+        asking_session = ort_io_binding_call(direct_session(path, "fp32", "HEURISTIC"), x)
 
         def waiting() -> Any:
             torch.cuda.current_stream().synchronize()
@@ -93,7 +73,7 @@ def breakdown(model: Any, x: Any, side_stream: bool) -> list[dict[str, Any]]:
             shared = ort.InferenceSession(path, providers=[("CUDAExecutionProvider", {
                 "use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC", "has_user_compute_stream": "1",
                 "user_compute_stream": str(stream.cuda_stream)})])
-            fns["direct on torch's stream (user_compute_stream)"] = direct_call(shared, x)
+            fns["direct on torch's stream (user_compute_stream)"] = ort_io_binding_call(shared, x)
         samples = interleaved(fns, warmup=20, rounds=20, per_round=10)
     ours.close()
     where = "side stream" if side_stream else "legacy default stream"
@@ -119,10 +99,10 @@ def attribution(model: Any, x: Any) -> list[dict[str, Any]]:
     one_thread.intra_op_num_threads = 1
     single = ort.InferenceSession(path, sess_options=one_thread, providers=[("CUDAExecutionProvider", {
         "use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"})])
-    fns = {"direct": direct_call(direct_session(path, "fp32", "EXHAUSTIVE"), x),
+    fns = {"direct": ort_io_binding_call(direct_session(path, "fp32", "EXHAUSTIVE"), x),
            "rtpick session.run": lambda: ours.run({"input": x}),
-           "direct call on rtpick's InferenceSession": direct_call(ours._session, x),
-           "direct, 1 intra-op thread": direct_call(single, x),
+           "direct call on rtpick's InferenceSession": ort_io_binding_call(ours._session, x),
+           "direct, 1 intra-op thread": ort_io_binding_call(single, x),
            "rtpick session.run, threads=1": lambda: ours_one.run({"input": x})}
     samples = interleaved(fns, warmup=20, rounds=20, per_round=10)
     ours.close()
@@ -160,7 +140,7 @@ def main() -> None:
         for search in ("EXHAUSTIVE", "HEURISTIC"):
             fns: dict[str, Any] = {}
             for index in range(args.sessions):
-                fns[f"direct session {index + 1}"] = direct_call(direct_session(path, precision, search), x)
+                fns[f"direct session {index + 1}"] = ort_io_binding_call(direct_session(path, precision, search), x)
             session = get_runtime("ort-cuda").build(model, precision, {"input": tuple(x.shape)},
                                                     cudnn_conv_algo_search=search)
             fns["rtpick session"] = lambda s=session: s.run({"input": x})

@@ -199,7 +199,7 @@ def compiled_direct(module: Any, mode: str, freezing: bool) -> Any:
     return torch.compile(module, options={**list_mode_options(mode), "freezing": True})
 
 
-def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple[str, bool]]) -> dict[str, Any]:
+def direct_calls(model: Any, x32: Any, compiled_variants: list[tuple[str, bool]]) -> dict[str, Any]:
     """The same work done straight through the libraries, without rtpick.
 
     Each direct call starts, as the rtpick session does, from the fp32 NCHW image tensor on the GPU and makes
@@ -208,7 +208,6 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
     as the rtpick configuration it is paired with (`compiled_variants`). The fp16 torch paths are also timed from
     an input already cast to fp16 channels_last, the best case a hand-written loop can have.
     """
-    import numpy as np
     import torch
     from torch._inductor.cudagraph_trees import mark_step_begin
 
@@ -265,21 +264,29 @@ def direct_calls(model: Any, batch: int, x32: Any, compiled_variants: list[tuple
     for label, tf32 in (("fp32", "0"), ("tf32", "1")):
         sess = ort.InferenceSession(str(model.onnx_path()),
                                     providers=[("CUDAExecutionProvider", {"use_tf32": tf32})])
-        in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
-        xc = x32.contiguous()
-
-        def ort_call(sess: Any = sess, in_name: str = in_name, out_name: str = out_name, xc: Any = xc) -> Any:
-            out = torch.empty((batch, 1000), device="cuda")
-            binding = sess.io_binding()
-            binding.bind_input(in_name, "cuda", 0, np.float32, tuple(xc.shape), xc.data_ptr())
-            binding.bind_output(out_name, "cuda", 0, np.float32, tuple(out.shape), out.data_ptr())
-            binding.synchronize_inputs()
-            sess.run_with_iobinding(binding)
-            binding.synchronize_outputs()
-            return out
-
-        calls[f"direct onnxruntime CUDA EP {label} io-binding"] = ort_call
+        calls[f"direct onnxruntime CUDA EP {label} io-binding"] = ort_io_binding_call(sess, x32.contiguous())
     return calls
+
+
+def ort_io_binding_call(sess: Any, x: Any) -> Any:
+    """The IO-binding call a user writes for a classifier: bind the GPU input and a new GPU output tensor for its
+    (batch, 1000) scores, run, wait."""
+    import numpy as np
+    import torch
+
+    in_name, out_name = sess.get_inputs()[0].name, sess.get_outputs()[0].name
+
+    def call() -> Any:
+        out = torch.empty((x.shape[0], 1000), device="cuda")
+        binding = sess.io_binding()
+        binding.bind_input(in_name, "cuda", 0, np.float32, tuple(x.shape), x.data_ptr())
+        binding.bind_output(out_name, "cuda", 0, np.float32, tuple(out.shape), out.data_ptr())
+        binding.synchronize_inputs()
+        sess.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+        return out
+
+    return call
 
 
 def fused_calls(model: Any, x32: Any, benchmark: bool) -> dict[str, Any]:
@@ -303,26 +310,35 @@ def fused_calls(model: Any, x32: Any, benchmark: bool) -> dict[str, Any]:
             return step(x32)
 
     torch.backends.cudnn.benchmark = benchmark
+    return {"direct torch eager fp16 fused, fp32 input": eager,
+            "direct torch eager fp16 fused, CUDA graph, fp32 input": graphed(step, x32, copy_out=True)}
+
+
+def graphed(fn: Any, x: Any, *, copy_out: bool) -> Any:
+    """Capture fn(static input) in a CUDA graph, in inference mode, after a warm-up on a side stream (so that
+    cuDNN and cuBLAS choose their kernels outside the capture); return a call that copies `x` in and replays.
+    `copy_out`: return a copy of the graph's output (what a caller who keeps it needs) rather than the buffer."""
+    import torch
+
     with torch.inference_mode():
-        static = x32.clone()
+        static = x.clone()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             for _ in range(3):
-                step(static)
+                fn(static)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
-            static_out = step(static)
+            out = fn(static)
 
     def replay() -> Any:
-        with torch.inference_mode():
-            static.copy_(x32)
+        with torch.inference_mode():  # the static input is an inference tensor
+            static.copy_(x)
             graph.replay()
-            return static_out.clone()
+            return out.clone() if copy_out else out
 
-    return {"direct torch eager fp16 fused, fp32 input": eager,
-            "direct torch eager fp16 fused, CUDA graph, fp32 input": replay}
+    return replay
 
 
 TIMED = [
@@ -410,7 +426,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
             rows_build = {"batch": batch, "config": label, "build_s": session.info.build_time_s}
             rows.append(rows_build)
         variants = [(o["mode"], bool(o.get("freezing"))) for r, _, o in TIMED if r == "torch-compile-cuda"]
-        fns.update(direct_calls(model, batch, x, variants))
+        fns.update(direct_calls(model, x, variants))
         per_round = args.per_round or (40 if batch == 1 else 10)
         samples = interleaved(fns, warmup=10 if batch == 1 else 3, rounds=args.rounds, per_round=per_round)
         for name, values in samples.items():
