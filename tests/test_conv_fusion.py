@@ -139,3 +139,24 @@ def test_option_is_declared_on_torch_cuda_only() -> None:
     assert get_runtime("torch-cuda").options["fuse_conv"].default is False
     for name in ("torch-cpu", "torch-compile-cpu", "torch-compile-cuda"):
         assert "fuse_conv" not in get_runtime(name).options
+
+
+def test_a_failed_fusion_names_the_configuration() -> None:
+    """What `rtpick compare`/`bench` print for the failed configuration (the others still run)."""
+    import torch
+    from torch import nn
+
+    from rtpick.model import load_model
+    from rtpick.runtimes.torch import TorchCpu
+
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) if x.sum() > 0 else x
+
+    model = load_model(DataDependent().eval(), input_specs={"x": (1, 3, 4, 4)})
+    with pytest.raises(BuildError, match=r"^torch-cpu:fp32: fuse_conv needs a module torch.fx can trace"):
+        TorchCpu()._build(model, "fp32", {"x": (1, 3, 4, 4)}, {"fuse_conv": True, "channels_last": False})

@@ -272,7 +272,10 @@ class TorchRuntime(Runtime):
         try:
             module = model.torch_module().eval()
             if options.get("fuse_conv"):
-                module, note = _fuse_conv(module, model, shapes, device)
+                try:
+                    module, note = _fuse_conv(module, model, shapes, device)
+                except BuildError as exc:
+                    raise BuildError(f"{self.name}:{precision}: {exc}") from exc
                 notes.append(note)
             module = module.to(device=device, dtype=getattr(torch, _DTYPES[precision]))
             if options.get("channels_last"):
