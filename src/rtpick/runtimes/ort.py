@@ -83,6 +83,11 @@ class OrtSession(Session):
         for name, element_type in zip(self._input_names, input_types):
             tensor = feeds[name].contiguous()
             binding.bind_input(name, device_type, device_id, element_type, tuple(tensor.shape), tensor.data_ptr())
+        outputs = {}
+        for name, shape, dtype, element_type in outputs_plan:
+            out = torch.empty(shape, dtype=dtype, device=device)
+            binding.bind_output(name, device_type, device_id, element_type, shape, out.data_ptr())
+            outputs[name] = out
         if device_type == "cuda":
             # ONNX Runtime computes on its own stream: the kernels that produced the inputs on torch's stream
             # must have finished before it reads them. A synchronous caller's stream is usually idle by then, and
@@ -92,11 +97,6 @@ class OrtSession(Session):
             if not stream.query():
                 stream.synchronize()
             binding.synchronize_inputs()
-        outputs = {}
-        for name, shape, dtype, element_type in outputs_plan:
-            out = torch.empty(shape, dtype=dtype, device=device)
-            binding.bind_output(name, device_type, device_id, element_type, shape, out.data_ptr())
-            outputs[name] = out
         self._session.run_with_iobinding(binding)
         if device_type == "cuda":
             binding.synchronize_outputs()
