@@ -12,6 +12,22 @@ from rtpick.errors import BuildError
 pytestmark = needs_torch
 
 
+def data_dependent_net():  # type: ignore[no-untyped-def]
+    """A conv net whose forward branches on its input's values, which torch.fx cannot trace."""
+    import torch
+    from torch import nn
+
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x) if x.sum() > 0 else x
+
+    return DataDependent().eval()
+
+
 def _fused_calls(graph_module):  # type: ignore[no-untyped-def]
     from rtpick.runtimes.conv_fusion import conv_add_relu, conv_relu
 
@@ -97,23 +113,14 @@ def test_what_is_not_certainly_equivalent_is_left_alone() -> None:
 
 def test_training_mode_and_untraceable_modules_are_refused_with_the_reason() -> None:
     import torch
-    from torch import nn
 
     from rtpick.runtimes.conv_fusion import fuse_conv
 
     with pytest.raises(BuildError, match="eval mode"):
         fuse_conv(small_cnn().train(), [torch.rand(1, 3, 32, 32)])
 
-    class DataDependent(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x) if x.sum() > 0 else x
-
     with pytest.raises(BuildError, match="torch.fx can trace"):
-        fuse_conv(DataDependent().eval(), [torch.rand(1, 3, 4, 4)])
+        fuse_conv(data_dependent_net(), [torch.rand(1, 3, 4, 4)])
 
 
 def test_runtime_helper_folds_in_fp32_and_reports_for_the_session_notes() -> None:
@@ -143,20 +150,9 @@ def test_option_is_declared_on_torch_cuda_only() -> None:
 
 def test_a_failed_fusion_names_the_configuration() -> None:
     """What `rtpick compare`/`bench` print for the failed configuration (the others still run)."""
-    import torch
-    from torch import nn
-
     from rtpick.model import load_model
     from rtpick.runtimes.torch import TorchCpu
 
-    class DataDependent(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 3, 1)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.conv(x) if x.sum() > 0 else x
-
-    model = load_model(DataDependent().eval(), input_specs={"x": (1, 3, 4, 4)})
+    model = load_model(data_dependent_net(), input_specs={"x": (1, 3, 4, 4)})
     with pytest.raises(BuildError, match=r"^torch-cpu:fp32: fuse_conv needs a module torch.fx can trace"):
         TorchCpu()._build(model, "fp32", {"x": (1, 3, 4, 4)}, {"fuse_conv": True, "channels_last": False})
