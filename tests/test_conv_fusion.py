@@ -156,3 +156,29 @@ def test_a_failed_fusion_names_the_configuration() -> None:
     model = load_model(data_dependent_net(), input_specs={"x": (1, 3, 4, 4)})
     with pytest.raises(BuildError, match=r"^torch-cpu:fp32: fuse_conv needs a module torch.fx can trace"):
         TorchCpu()._build(model, "fp32", {"x": (1, 3, 4, 4)}, {"fuse_conv": True, "channels_last": False})
+
+
+def test_functional_and_in_place_relus_are_fused_too() -> None:
+    import torch
+    from torch import nn
+
+    from rtpick.runtimes.conv_fusion import fuse_conv
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 4, 1), nn.Conv2d(4, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = nn.functional.relu(self.a(x), inplace=True)
+            x = self.b(x).relu_()
+            return nn.functional.relu(self.c(x) + x, True)
+
+    net = Net().eval()
+    x = torch.rand(2, 3, 8, 8)
+    with torch.inference_mode():
+        expected = net(x)
+    fused, report = fuse_conv(net, [x])
+    assert (report.conv_relu, report.conv_add_relu) == (2, 1)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(x), expected, rtol=1e-5, atol=1e-5)

@@ -118,8 +118,10 @@ def _count_batch_norms(graph_module: Any) -> int:
 def _is_relu(node: Any, modules: dict[str, Any]) -> bool:
     import torch
 
+    # In-place ReLUs count too: the pass only fuses a ReLU that is the sole user of what it reads, so nothing
+    # else could have seen the value before it changed.
     if node.op == "call_function":
-        return node.target in (torch.relu, torch.relu_, torch.nn.functional.relu) and not node.kwargs.get("inplace")
+        return node.target in (torch.relu, torch.relu_, torch.nn.functional.relu)
     if node.op == "call_method":
         return node.target in ("relu", "relu_")
     return node.op == "call_module" and type(modules.get(node.target)) is torch.nn.ReLU
