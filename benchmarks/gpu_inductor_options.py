@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_proof import interleaved, load, write  # noqa: E402
+from gpu_proof import compiled_call, interleaved, load, write  # noqa: E402
 
 VARIANTS: list[tuple[str, str, dict[str, Any], bool]] = [  # name, mode, Inductor options, cudnn.benchmark
     ("cudnn.benchmark off", "", {}, False),
@@ -45,7 +45,6 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     import torch
-    from torch._inductor.cudagraph_trees import mark_step_begin
 
     # Every variant recompiles the same forward (a different backend each): without room for all of them Dynamo
     # falls back to eager after 8 and the later rows would time eager code.
@@ -58,15 +57,8 @@ def main() -> None:
         x = torch.rand(batch, 3, 224, 224, device="cuda").half().contiguous(memory_format=torch.channels_last)
         fns = {}
         for name, _, extra, benchmark in VARIANTS:
-            compiled = build(base, mode, extra)
-
-            def call(compiled: Any = compiled, benchmark: bool = benchmark, mode: str = mode, x: Any = x) -> Any:
-                torch.backends.cudnn.benchmark = benchmark
-                with torch.inference_mode():
-                    if mode == "reduce-overhead":
-                        mark_step_begin()
-                        return compiled(x).clone()
-                    return compiled(x)
+            call = compiled_call(build(base, mode, extra), x, graphs=mode == "reduce-overhead",
+                                 cudnn_benchmark=benchmark)
 
             start = time.perf_counter()
             try:

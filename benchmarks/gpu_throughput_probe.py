@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_proof import graphed, interleaved, load, write  # noqa: E402
+from gpu_proof import compiled_call, graphed, interleaved, load, write  # noqa: E402
 
 
 def kernel_kind(name: str) -> str:
@@ -81,7 +81,6 @@ def accuracy(out: Any, reference: Any) -> dict[str, float]:
 def measure_batch(batch: int, fp32: Any, base: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Every variant at one batch size: timed rows with their accuracy, then kernel-time profiles."""
     import torch
-    from torch._inductor.cudagraph_trees import mark_step_begin
 
     from rtpick.runtimes.conv_fusion import fuse_conv
 
@@ -116,13 +115,7 @@ def measure_batch(batch: int, fp32: Any, base: Any) -> tuple[list[dict[str, Any]
     mode = "default" if batch > 1 else "reduce-overhead"
     compiled = torch.compile(copy.deepcopy(base), mode=mode)
 
-    def call_compiled() -> Any:
-        torch.backends.cudnn.benchmark = False
-        with torch.inference_mode():
-            if mode == "reduce-overhead":
-                mark_step_begin()
-                return compiled(x).clone()
-            return compiled(x)
+    call_compiled = compiled_call(compiled, x, graphs=mode == "reduce-overhead", cudnn_benchmark=False)
 
     start = time.perf_counter()
     call_compiled()
