@@ -107,7 +107,7 @@ class Session(ABC):
         if self._closed:
             raise RtpickError(f"session {self.config} is closed; build a new one with rtpick.load")
         try:
-            signature = tuple((name, value.shape, value.dtype, type(value)) for name, value in feeds.items())
+            signature = tuple([(name, value.shape, value.dtype, type(value)) for name, value in feeds.items()])
         except AttributeError:  # not an array at all: let validation say so
             signature = None
         if signature is None or signature not in self._checked:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes.util
 import importlib.util
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -44,6 +45,19 @@ def _session_options(options: Mapping[str, Any]) -> Any:
     return so
 
 
+@dataclass(eq=False)
+class _BindingPlan:
+    """What one feed signature's IO binding needs, worked out once: where the tensors live, the element types
+    ONNX Runtime is told, each output's (name, shape, torch dtype, element type), and torch's allocator."""
+
+    device: Any
+    device_type: str
+    device_id: int
+    empty: Any
+    input_types: list[Any]
+    outputs: list[tuple[str, tuple[int, ...], Any, Any]] = field(default_factory=list)
+
+
 class OrtSession(Session):
     """An ONNX Runtime InferenceSession; numpy feeds go through `run`, torch tensors through IO binding."""
 
@@ -51,7 +65,7 @@ class OrtSession(Session):
                  options: Mapping[str, Any]) -> None:
         super().__init__(runtime, precision, model.spec.inputs, model.spec.outputs, device, options)
         self._session = ort_session
-        self._plans: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._plans: dict[tuple[Any, ...], _BindingPlan] = {}
 
     @property
     def providers(self) -> list[str]:
@@ -71,64 +85,60 @@ class OrtSession(Session):
         worked out on the first call with that signature and kept: at batch 1 the call is launch-bound, so each
         microsecond of Python before the run shows in the latency.
         """
-        import torch
-
         first = next(iter(feeds.values()))
-        signature = (first.device, *(tuple(feeds[name].shape) for name in self._input_names))
+        signature = (first.device, *[feeds[name].shape for name in self._input_names])
         plan = self._plans.get(signature)
         if plan is None:
             plan = self._plans[signature] = self._plan(feeds)
-        device, device_type, device_id, input_types, outputs_plan = plan
-        binding = self._bind_inputs(feeds, device_type, device_id, input_types)
+        binding = self._bind_inputs(feeds, plan)
         outputs = {}
-        for name, shape, dtype, element_type in outputs_plan:
-            out = torch.empty(shape, dtype=dtype, device=device)
-            binding.bind_output(name, device_type, device_id, element_type, shape, out.data_ptr())
+        for name, shape, dtype, element_type in plan.outputs:
+            out = plan.empty(shape, dtype=dtype, device=plan.device)
+            binding.bind_output(name, plan.device_type, plan.device_id, element_type, shape, out.data_ptr())
             outputs[name] = out
-        self._run_bound(binding, device)
+        self._run_bound(binding)
         return outputs
 
-    def _plan(self, feeds: Mapping[str, Any]) -> tuple[Any, ...]:
+    def _plan(self, feeds: Mapping[str, Any]) -> _BindingPlan:
         """Device, element types and output shapes for one feed signature; the output shapes come from one run
         into outputs ONNX Runtime allocates on the device (so results never pass through the host)."""
         import torch
 
         device = next(iter(feeds.values())).device
-        device_type = "cuda" if device.type == "cuda" else "cpu"
-        device_id = device.index or 0
-        input_types = [np.dtype(spec.dtype) for spec in self.inputs]
-        binding = self._bind_inputs(feeds, device_type, device_id, input_types)
+        plan = _BindingPlan(device=device, device_type="cuda" if device.type == "cuda" else "cpu",
+                            device_id=device.index or 0, empty=torch.empty,
+                            input_types=[np.dtype(spec.dtype) for spec in self.inputs])
+        binding = self._bind_inputs(feeds, plan)
         for name in self._output_names:
-            binding.bind_output(name, device_type, device_id)
-        self._run_bound(binding, device)
+            binding.bind_output(name, plan.device_type, plan.device_id)
+        self._run_bound(binding)
         shapes = [tuple(value.shape()) for value in binding.get_outputs()]
-        outputs_plan = [(spec.name, shape, getattr(torch, spec.dtype), np.dtype(spec.dtype))
+        plan.outputs = [(spec.name, shape, getattr(torch, spec.dtype), np.dtype(spec.dtype))
                         for spec, shape in zip(self.outputs, shapes)]
-        return device, device_type, device_id, input_types, outputs_plan
+        return plan
 
-    def _bind_inputs(self, feeds: Mapping[str, Any], device_type: str, device_id: int,
-                     input_types: list[Any]) -> Any:
+    def _bind_inputs(self, feeds: Mapping[str, Any], plan: _BindingPlan) -> Any:
         binding = self._session.io_binding()
-        for name, element_type in zip(self._input_names, input_types):
+        for name, element_type in zip(self._input_names, plan.input_types):
             tensor = feeds[name].contiguous()
-            binding.bind_input(name, device_type, device_id, element_type, tuple(tensor.shape), tensor.data_ptr())
+            binding.bind_input(name, plan.device_type, plan.device_id, element_type, tensor.shape,
+                               tensor.data_ptr())
         return binding
 
-    def _run_bound(self, binding: Any, device: Any) -> None:
-        """Run a complete binding. On CUDA, ONNX Runtime computes on its own stream: the kernels that produced the
-        inputs on torch's stream must have finished before it reads them. A synchronous caller's stream is usually
-        idle by then, and asking costs no blocking call (on the H100 waiting and asking read +2.3% and +1.4% over
-        a direct call on a side stream, within each other's intervals: results/h100/ort-session-spread-2.json)."""
-        if device.type == "cuda":
-            import torch
+    def _run_bound(self, binding: Any) -> None:
+        """Run a complete binding, with ONNX Runtime's own waits around it.
 
-            stream = torch.cuda.current_stream(device)
-            if not stream.query():
-                stream.synchronize()
-            binding.synchronize_inputs()
+        ONNX Runtime computes on its own CUDA stream, so whatever produced the inputs (kernels still queued on
+        torch's stream, say) must be done before it reads them. `synchronize_inputs` is that wait: the CUDA
+        provider implements it as a device-wide synchronisation (``cudaDeviceSynchronize``), which covers every
+        stream, torch's included; a check of torch's stream of our own cost 7.5 us more per call on the H100 host
+        (results/h100/call-overhead.json), and tests/test_gpu_runtimes.py checks the wait with an input still
+        being written on a side stream. `synchronize_outputs` makes the outputs readable on any stream on return.
+        On the CPU provider both are no-ops.
+        """
+        binding.synchronize_inputs()
         self._session.run_with_iobinding(binding)
-        if device.type == "cuda":
-            binding.synchronize_outputs()
+        binding.synchronize_outputs()
 
     def _release(self) -> None:
         self._session = None
