@@ -196,3 +196,31 @@ def test_torch_cuda_fuse_conv(precision: str, cuda_graph: bool, residual: Case) 
             out = session.run(on_device)[residual.output]
             session.synchronize()
             _judge(residual, index, out.cpu().numpy(), precision, config)
+
+
+@pytest.mark.parametrize("options", [
+    pytest.param(("ort-cuda", {}), marks=_skip_mark("ort-cuda"), id="ort-cuda"),
+    pytest.param(("torch-cuda", {}), marks=_skip_mark("torch-cuda"), id="torch-cuda"),
+    pytest.param(("torch-cuda", {"cuda_graph": True}), marks=_skip_mark("torch-cuda"), id="torch-cuda-graph"),
+])
+def test_device_input_still_being_written_is_waited_for(options: tuple[str, dict[str, Any]], cnn: Case) -> None:
+    """A device input whose producing kernels are still queued (on a side stream the caller made current) must be
+    read only once they finish. ONNX Runtime computes on a stream of its own, so this checks that rtpick's run
+    waits for the caller's stream (ONNX Runtime's `synchronize_inputs`); torch's sessions queue behind it."""
+    import torch
+
+    runtime, extra = options
+    with rtpick.load(cnn.model, runtime, "fp32", shapes=cnn.shapes, **extra) as session:
+        ready = torch.from_numpy(cnn.batches[0][cnn.input]).cuda()
+        pending = torch.zeros_like(ready)
+        busy = torch.rand(4096, 4096, device="cuda")
+        torch.cuda.synchronize()
+        side = torch.cuda.Stream()
+        with torch.cuda.stream(side):
+            for _ in range(40):  # tens of milliseconds of matrix products queued ahead of the input's copy
+                busy = busy @ busy / 4096
+            pending.copy_(ready)
+            assert not side.query(), "the side stream finished before the call; the test would prove nothing"
+            out = session.run({cnn.input: pending})[cnn.output]
+            session.synchronize()
+        _judge(cnn, 0, out.cpu().numpy(), "fp32", f"{runtime} {extra} with a pending input")
