@@ -8,8 +8,9 @@ library calls made directly, in the same process, on ResNet-50 (torchvision arch
 
 Timing method (as GPU.md's reference figures): inputs already on the GPU as torch tensors; per call a pair of
 CUDA events around the call, event-synchronised; warm-up first; the rtpick session and the direct call run in
-alternating blocks so that clock drift hits both alike; the median of all samples of each is reported, and what
-rtpick adds over the direct call also as the ratio of their medians paired by round, with a 95% interval.
+alternating blocks, in an order shuffled per round, so that clock drift hits both alike; the median of all samples
+of each is reported, and what rtpick adds over the direct call also as the ratio of their medians paired by round,
+with a 95% interval. ONNX Runtime rows are also paired with a direct call on rtpick's own InferenceSession.
 """
 
 from __future__ import annotations
@@ -159,22 +160,33 @@ def cmd_fusion_compare(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------------------------------- timing
 
 
-def cuda_event_times(fn: Any, count: int) -> list[float]:
-    """Milliseconds of `count` calls, each bracketed by CUDA events and synchronised on the end event."""
+def cuda_event_times(fn: Any, count: int, host_us: list[float] | None = None) -> list[float]:
+    """Milliseconds of `count` calls, each bracketed by CUDA events and synchronised on the end event.
+    `host_us`, when given, also gets each call's host time in microseconds (from the call to its return: for a
+    synchronous runtime its latency, for an asynchronous one the host work of submitting it)."""
     import torch
 
     samples = []
     for _ in range(count):
         begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         begin.record()
+        start = time.perf_counter()
         fn()
+        if host_us is not None:
+            host_us.append((time.perf_counter() - start) * 1e6)
         end.record()
         end.synchronize()
         samples.append(begin.elapsed_time(end))
     return samples
 
 
-def interleaved(fns: dict[str, Any], warmup: int, rounds: int, per_round: int) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Any], warmup: int, rounds: int, per_round: int,
+                host_us: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """Every call takes its turn in each round, `per_round` calls back to back, in an order shuffled per round
+    (seeded): a call that always followed the same other one would carry that one's after-effects (a different
+    session's memory in the caches, clocks) in every sample. `host_us`, when given, collects host times by name."""
+    import random
+
     import torch
 
     for fn in fns.values():
@@ -182,9 +194,13 @@ def interleaved(fns: dict[str, Any], warmup: int, rounds: int, per_round: int) -
             fn()
     torch.cuda.synchronize()
     samples: dict[str, list[float]] = {name: [] for name in fns}
+    order = list(fns)
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for name, fn in fns.items():
-            samples[name].extend(cuda_event_times(fn, per_round))
+        shuffle(order)
+        for name in order:
+            hosts = host_us.setdefault(name, []) if host_us is not None else None
+            samples[name].extend(cuda_event_times(fns[name], per_round, hosts))
     return samples
 
 
@@ -374,6 +390,15 @@ TIMED = [
 ]
 
 
+# ONNX Runtime sessions of one model and settings differ from each other by a few percent at batch 1 (cuDNN's
+# per-session algorithm search: results/h100/ort-session-spread*.json), so the ort-cuda rows are also paired with
+# the direct IO-binding call made on rtpick's own InferenceSession: that difference is rtpick's per-call code alone.
+SAME_SESSION_PAIRS = {
+    "ort-cuda:fp32": "direct onnxruntime IO-binding call on rtpick's ort-cuda:fp32 InferenceSession",
+    "ort-cuda:tf32": "direct onnxruntime IO-binding call on rtpick's ort-cuda:tf32 InferenceSession",
+}
+
+
 def label_of(runtime: str, precision: str, options: dict[str, Any]) -> str:
     return f"{runtime}:{precision}" + "".join(f" {k}={v}" for k, v in options.items())
 
@@ -435,6 +460,8 @@ def cmd_timing(args: argparse.Namespace) -> None:
             sessions.append(session)
             feeds = {"input": x}
             fns[label] = (lambda s=session, f=feeds: s.run(f))
+            if runtime == "ort-cuda" and label in SAME_SESSION_PAIRS:
+                fns[SAME_SESSION_PAIRS[label]] = ort_io_binding_call(session._session, x)
             rows_build = {"batch": batch, "config": label, "build_s": session.info.build_time_s}
             rows.append(rows_build)
         variants = [(o["mode"], bool(o.get("freezing"))) for r, _, o in TIMED if r == "torch-compile-cuda"]
@@ -450,14 +477,16 @@ def cmd_timing(args: argparse.Namespace) -> None:
             row.update({"median_ms": median, "p90_ms": float(np.percentile(values, 90)),
                         "min_ms": min(values), "samples": len(values),
                         "throughput_per_s": batch / (median / 1e3)})
-        for ours, direct in pairs().items():
-            a = next((r for r in rows if r["batch"] == batch and r["config"] == ours and "median_ms" in r), None)
-            b = next((r for r in rows if r["batch"] == batch and r["config"] == direct and "median_ms" in r), None)
-            if a and b:
-                a["direct_ms"] = b["median_ms"]
-                a["overhead_pct"] = 100.0 * (a["median_ms"] - b["median_ms"]) / b["median_ms"]
-                if args.rounds >= 3:
-                    a["paired_overhead"] = paired_overhead(samples[ours], samples[direct], args.rounds)
+        for suffix, mapping in (("", pairs()), ("_same_session", SAME_SESSION_PAIRS)):
+            for ours, direct in mapping.items():
+                a = next((r for r in rows if r["batch"] == batch and r["config"] == ours and "median_ms" in r), None)
+                b = next((r for r in rows if r["batch"] == batch and r["config"] == direct and "median_ms" in r),
+                         None)
+                if a and b:
+                    a[f"direct{suffix}_ms"] = b["median_ms"]
+                    a[f"overhead{suffix}_pct"] = 100.0 * (a["median_ms"] - b["median_ms"]) / b["median_ms"]
+                    if args.rounds >= 3:
+                        a[f"paired_overhead{suffix}"] = paired_overhead(samples[ours], samples[direct], args.rounds)
         for session in sessions:
             session.close()
         del fns
@@ -467,9 +496,11 @@ def cmd_timing(args: argparse.Namespace) -> None:
     for row in rows:
         if "median_ms" in row:
             over = f"{row['overhead_pct']:+.2f}%" if "overhead_pct" in row else ""
-            if "paired_overhead" in row:
-                low, high = row["paired_overhead"]["ci95_pct"]
-                over += f"  paired {row['paired_overhead']['pct']:+.2f}% [{low:+.1f}, {high:+.1f}]"
+            for suffix, what in (("", "paired"), ("_same_session", "same session")):
+                if f"paired_overhead{suffix}" in row:
+                    paired = row[f"paired_overhead{suffix}"]
+                    low, high = paired["ci95_pct"]
+                    over += f"  {what} {paired['pct']:+.2f}% [{low:+.1f}, {high:+.1f}]"
             print(f"{row['batch']:>5} {row['config']:<68} {row['median_ms']:>10.4f} "
                   f"{row['throughput_per_s']:>10.0f} {over:>10}")
         elif "error" in row:
