@@ -132,7 +132,7 @@ class OrtSession(Session):
         torch's stream, say) must be done before it reads them. `synchronize_inputs` is that wait: the CUDA
         provider implements it as a device-wide synchronisation (``cudaDeviceSynchronize``), which covers every
         stream, torch's included; a check of torch's stream of our own cost 7.5 us more per call on the H100 host
-        (results/h100/call-overhead.json), and tests/test_gpu_runtimes.py checks the wait with an input still
+        (results/h100/call-overhead-before.json), and tests/test_gpu_runtimes.py checks the wait with an input still
         being written on a side stream. `synchronize_outputs` makes the outputs readable on any stream on return.
         On the CPU provider both are no-ops.
         """
