@@ -80,6 +80,7 @@ def ort_variants(model: Any, x: Any) -> dict[str, Any]:
         return on_own()
 
     return {"direct": direct,
+            "direct again (a second closure: A/A check)": ort_io_binding_call(ours._session, x),
             "rtpick run": lambda: ours.run(feeds),
             "rtpick IO-binding path alone": lambda: ours._run_torch(feeds),
             "direct + host check of torch's stream": waits_if_busy(direct),
@@ -103,6 +104,7 @@ def torch_graph_variants(model: Any, x: Any) -> dict[str, Any]:
         return fused(inp.half().contiguous(memory_format=torch.channels_last)).float()
 
     return {"direct": graphed(step, x, copy_out=True),
+            "direct again (a second capture: A/A check)": graphed(step, x, copy_out=True),
             "rtpick run": lambda: ours.run(feeds),
             "rtpick replay path alone": lambda: ours._run_graph(feeds)}
 

@@ -215,14 +215,16 @@ def compiled_direct(module: Any, mode: str, freezing: bool) -> Any:
     return torch.compile(module, options={**list_mode_options(mode), "freezing": True})
 
 
-def direct_calls(model: Any, x32: Any, compiled_variants: list[tuple[str, bool]]) -> dict[str, Any]:
+def direct_calls(model: Any, x32: Any, compiled_variants: list[tuple[str, bool]], *,
+                 with_ort: bool = True) -> dict[str, Any]:
     """The same work done straight through the libraries, without rtpick.
 
     Each direct call starts, as the rtpick session does, from the fp32 NCHW image tensor on the GPU and makes
     the same choices: the same precision (true fp32 means TF32 off in ONNX Runtime too), the same cuDNN algorithm
     search setting as rtpick's torch CUDA runtimes by default, and for torch.compile the same mode and freezing
     as the rtpick configuration it is paired with (`compiled_variants`). The fp16 torch paths are also timed from
-    an input already cast to fp16 channels_last, the best case a hand-written loop can have.
+    an input already cast to fp16 channels_last, the best case a hand-written loop can have. `with_ort`: also
+    the direct ONNX Runtime sessions.
     """
     import torch
     from torch._inductor.cudagraph_trees import mark_step_begin
@@ -268,6 +270,8 @@ def direct_calls(model: Any, x32: Any, compiled_variants: list[tuple[str, bool]]
     try:
         import onnxruntime as ort
     except ImportError:
+        return calls
+    if not with_ort:
         return calls
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return calls
@@ -441,13 +445,15 @@ def cmd_timing(args: argparse.Namespace) -> None:
     from rtpick.runtimes.registry import availability, get_runtime
 
     model, _ = load(args.model)
+    wanted = [c for c in args.configs.split(";") if c]
+    timed = [t for t in TIMED if not wanted or label_of(*t) in wanted]
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         torch.manual_seed(batch)
         x = torch.rand(batch, 3, 224, 224, device="cuda")
         fns: dict[str, Any] = {}
         sessions = []
-        for runtime, precision, options in TIMED:
+        for runtime, precision, options in timed:
             label = label_of(runtime, precision, options)
             if not availability(runtime).ok:
                 rows.append({"batch": batch, "config": label, "error": availability(runtime).reason})
@@ -464,8 +470,8 @@ def cmd_timing(args: argparse.Namespace) -> None:
                 fns[SAME_SESSION_PAIRS[label]] = ort_io_binding_call(session._session, x)
             rows_build = {"batch": batch, "config": label, "build_s": session.info.build_time_s}
             rows.append(rows_build)
-        variants = [(o["mode"], bool(o.get("freezing"))) for r, _, o in TIMED if r == "torch-compile-cuda"]
-        fns.update(direct_calls(model, x, variants))
+        variants = [(o["mode"], bool(o.get("freezing"))) for r, _, o in timed if r == "torch-compile-cuda"]
+        fns.update(direct_calls(model, x, variants, with_ort=any(r == "ort-cuda" for r, _, _ in timed)))
         per_round = args.per_round or (40 if batch == 1 else 10)
         samples = interleaved(fns, warmup=10 if batch == 1 else 3, rounds=args.rounds, per_round=per_round)
         for name, values in samples.items():
@@ -547,6 +553,8 @@ def main() -> None:
     timing.add_argument("--batches", default="1,256")
     timing.add_argument("--rounds", type=int, default=5, help="rounds in which every call takes its turn")
     timing.add_argument("--per-round", type=int, default=0, help="calls per turn (default 40 at batch 1, else 10)")
+    timing.add_argument("--configs", default="", help="only these rtpick configurations, as labelled in the "
+                        "output, separated by ';' (default: all of TIMED)")
     timing.add_argument("--out", required=True)
     fusion = sub.add_parser("fusion-compare")
     fusion.add_argument("--model", default="resnet50")
