@@ -220,3 +220,27 @@ def test_cli_repeats_end_to_end_with_report_and_diff(tmp_path) -> None:
     assert same.returncode == 0, same.stderr
     assert "0 of 2 figures changed" in same.stdout
     assert "independent replications over 2 processes" in " ".join(same.stdout.split())
+
+
+def test_median_ci_is_the_sign_test_interval() -> None:
+    """n = 20: P(B <= 5) = 0.0207 <= 0.025 < P(B <= 6), so the interval is the 6th to the 15th value."""
+    out = stats.median_ci(list(range(20, 0, -1)))
+    assert out["estimate"] == 10.5
+    assert out["ci"] == [6.0, 15.0]
+    assert out["coverage"] == pytest.approx(1 - 2 * 0.020694, abs=1e-5)
+
+
+def test_median_ci_covers_the_median_of_a_heavy_tailed_distribution() -> None:
+    """Monte Carlo: intervals from samples of a Cauchy distribution (no mean at all) cover its median 0 at least
+    as often as promised."""
+    rng = np.random.default_rng(7)
+    trials = 2000
+    covered = sum(low <= 0.0 <= high for low, high in
+                  (stats.median_ci(rng.standard_cauchy(30))["ci"] for _ in range(trials)))
+    assert covered / trials >= 0.95 - 3 * (0.05 * 0.95 / trials) ** 0.5
+
+
+def test_median_ci_needs_enough_values() -> None:
+    with pytest.raises(ValueError, match="cannot give a 95% interval"):
+        stats.median_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert stats.median_ci([3.0, 1.0, 2.0, 6.0, 5.0, 4.0])["ci"] == [1.0, 6.0]
