@@ -96,6 +96,7 @@ def test_cpu_runtimes_agree_with_eager_fp32_on_fresh_inputs(runtime: str, precis
     with torch.inference_mode():
         expected = module(torch.from_numpy(x)).numpy()
     with rtpick.load(model, runtime, precision, batch=4, **options) as session:
+        graphs_at_build = _compiled_graphs()
         out = session.run({"image": x})["output"]
         assert out.dtype == np.float32 and not np.isnan(out).any()
         error = np.linalg.norm(out - expected) / np.linalg.norm(expected)
@@ -104,6 +105,15 @@ def test_cpu_runtimes_agree_with_eager_fp32_on_fresh_inputs(runtime: str, precis
         assert isinstance(tensors["output"], torch.Tensor)
         np.testing.assert_allclose(tensors["output"].numpy(), out, rtol=1e-6, atol=1e-6)
         assert session.info.build_time_s > 0
+        # the build compiled for both kinds of feed: numpy and a caller's torch tensor compile nothing more
+        assert _compiled_graphs() == graphs_at_build, "the first calls after the build compiled again"
+
+
+def _compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process so far (Dynamo's own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 @needs_torch

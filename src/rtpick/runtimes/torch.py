@@ -153,8 +153,11 @@ class TorchSession(Session):
         torch = self._torch
         if self._is_cuda:
             _set_cuda_flags(torch, self._allow_tf32, self._cudnn_benchmark)
+        # Converted outside inference mode, numpy feeds become ordinary tensors, like the ones a caller passes:
+        # torch.compile guards on the kind of tensor it was given, and a build that warmed up on inference tensors
+        # compiled again on the caller's first call (found on the H100: results/h100/README.md).
+        tensors = [self._to_device(feeds[spec.name]) for spec in self.inputs]
         with torch.inference_mode():
-            tensors = [self._to_device(feeds[spec.name]) for spec in self.inputs]
             if self._mark_step is not None:
                 self._mark_step()
             outputs = self._checked_outputs(self._forward(tensors))
