@@ -87,16 +87,11 @@ def _time_limit(seconds: float, what: str) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def add_io_casts(module: Any, precision: str, channels_last: bool, output_dtypes: list[str]) -> Any:
-    """Make `module` (rtpick's private copy) take and return the caller's dtypes while it computes in `precision`.
+def make_io_cast(module: Any, precision: str, channels_last: bool, output_dtypes: list[str]) -> Any:
+    """Wrap `module` so that the casts between the caller's dtypes and the compute dtype happen inside it.
 
-    Forward hooks on the module cast the inputs on the way in and the outputs on the way out (flat, in the
-    model's declared dtypes). Hooks rather than a wrapper module, for two reasons. torch.compile traces a
-    module's hooks into its graph, so the casts are part of what it fuses and what a CUDA graph captures,
-    instead of extra launches around every call. And the module compiled stays the model itself: Inductor
-    freezes the weights of the module it is given, and compiled inside a wrapper, ResNet-50's weights were
-    neither frozen nor marked static, so under CUDA graphs all 269 were copied before every replay
-    (results/h100/README.md).
+    Inside the module they are part of what torch.compile fuses and what a CUDA graph captures, instead of
+    extra kernel launches around every call. Outputs come back flat, in the model's declared dtypes.
     """
     torch = _torch()
     from rtpick.sources import flatten_outputs
@@ -104,23 +99,23 @@ def add_io_casts(module: Any, precision: str, channels_last: bool, output_dtypes
     compute = getattr(torch, _DTYPES[precision])
     wanted = [getattr(torch, name) for name in output_dtypes]
 
-    def cast_inputs(_module: Any, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
-        cast = []
-        for tensor in inputs:
-            if tensor.is_floating_point():
-                tensor = tensor.to(compute)
-                if channels_last and tensor.dim() == 4:
-                    tensor = tensor.contiguous(memory_format=torch.channels_last)
-            cast.append(tensor)
-        return tuple(cast)
+    class IOCast(torch.nn.Module):
+        def __init__(self, inner: Any) -> None:
+            super().__init__()
+            self.inner = inner
 
-    def cast_outputs(_module: Any, _inputs: tuple[Any, ...], outputs: Any) -> list[Any]:
-        flat = [out for _, out in flatten_outputs(outputs)]
-        return [out.to(dtype) if out.dtype != dtype else out for out, dtype in zip(flat, wanted)]
+        def forward(self, *inputs: Any) -> list[Any]:
+            cast = []
+            for tensor in inputs:
+                if tensor.is_floating_point():
+                    tensor = tensor.to(compute)
+                    if channels_last and tensor.dim() == 4:
+                        tensor = tensor.contiguous(memory_format=torch.channels_last)
+                cast.append(tensor)
+            flat = [out for _, out in flatten_outputs(self.inner(*cast))]
+            return [out.to(dtype) if out.dtype != dtype else out for out, dtype in zip(flat, wanted)]
 
-    module.register_forward_pre_hook(cast_inputs)
-    module.register_forward_hook(cast_outputs)
-    return module
+    return IOCast(module)
 
 
 class TorchSession(Session):
@@ -293,7 +288,7 @@ class TorchRuntime(Runtime):
             raise
         except torch.cuda.OutOfMemoryError as exc:
             raise BuildError(f"{self.name}:{precision}: out of GPU memory loading the model") from exc
-        wrapped = add_io_casts(module, precision, bool(options.get("channels_last")),
+        wrapped = make_io_cast(module, precision, bool(options.get("channels_last")),
                                [t.dtype for t in model.spec.outputs])
         session = TorchSession(
             model, precision, self.name, self.device, self._wrap(wrapped, options),
@@ -370,10 +365,16 @@ class _Compiled:
             return torch.compile(module, mode=options["mode"], dynamic=dynamic, fullgraph=False)
         # torch.compile takes a mode or an options dict, not both: spell the mode out as its options, plus
         # freezing (weights become constants: conv+batch-norm folded, weight layouts chosen once at compile).
+        # Inductor freezes the weights of the module it is given, not those of a module nested in it: compiled
+        # inside the IOCast wrapper, ResNet-50's weights stayed graph inputs and lost their "static" mark, so
+        # under CUDA graphs all 269 were copied into the graph before every replay (3.4 ms a batch-1 call
+        # instead of 1.3: results/h100/README.md). So the model itself is compiled, and the casts around it
+        # run eagerly.
         from torch._inductor import list_mode_options
 
         settings = {**list_mode_options(options["mode"], dynamic), "freezing": True}
-        return torch.compile(module, options=settings, dynamic=dynamic, fullgraph=False)
+        module.inner = torch.compile(module.inner, options=settings, dynamic=dynamic, fullgraph=False)
+        return module
 
     def _warm_up(self, session: TorchSession, model: Model, shapes: Mapping[str, tuple[int, ...]],
                  options: Mapping[str, Any]) -> None:
