@@ -29,7 +29,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_proof import graphed, interleaved, load, ort_io_binding_call, paired_overhead, write  # noqa: E402
+from gpu_proof import (  # noqa: E402
+    graphed,
+    interleaved,
+    load,
+    ort_io_binding_call,
+    paired_overhead,
+    waits_if_busy,
+    write,
+)
 
 
 def relu_model(folder: Path) -> Any:
@@ -46,19 +54,6 @@ def relu_model(folder: Path) -> Any:
     path = folder / "relu.onnx"
     onnx.save(proto, str(path))
     return load_model(str(path))
-
-
-def waits_if_busy(call: Any) -> Any:
-    """`call` preceded by rtpick's host-side check on torch's current stream."""
-    import torch
-
-    def checked() -> Any:
-        stream = torch.cuda.current_stream()
-        if not stream.query():
-            stream.synchronize()
-        return call()
-
-    return checked
 
 
 def ort_variants(model: Any, x: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_proof import interleaved, load, ort_io_binding_call, paired_overhead, write  # noqa: E402
+from gpu_proof import interleaved, load, ort_io_binding_call, paired_overhead, waits_if_busy, write  # noqa: E402
 
 
 def direct_session(path: str, precision: str, search: str) -> Any:
@@ -58,16 +58,10 @@ def breakdown(model: Any, x: Any, side_stream: bool) -> list[dict[str, Any]]:
             torch.cuda.current_stream().synchronize()
             return waiting_session()
 
-        def asking() -> Any:
-            current = torch.cuda.current_stream()
-            if not current.query():
-                current.synchronize()
-            return asking_session()
-
         ours = get_runtime("ort-cuda").build(model, "fp32", {"input": tuple(x.shape)},
                                              cudnn_conv_algo_search="HEURISTIC")
         fns = {"direct": plain, "direct + host wait for torch's stream": waiting,
-               "direct + wait only if torch's stream is busy": asking,
+               "direct + wait only if torch's stream is busy": waits_if_busy(asking_session),
                "rtpick session": lambda: ours.run({"input": x})}
         if side_stream:
             shared = ort.InferenceSession(path, providers=[("CUDAExecutionProvider", {

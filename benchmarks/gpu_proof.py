@@ -304,6 +304,20 @@ def ort_io_binding_call(sess: Any, x: Any) -> Any:
     return call
 
 
+def waits_if_busy(call: Any) -> Any:
+    """`call` preceded by a host-side check of torch's current stream: ask whether it is idle, wait only if not
+    (what rtpick's ort-cuda session did before each run until the third session)."""
+    import torch
+
+    def checked() -> Any:
+        stream = torch.cuda.current_stream()
+        if not stream.query():
+            stream.synchronize()
+        return call()
+
+    return checked
+
+
 def compiled_call(compiled: Any, x: Any, *, graphs: bool, cudnn_benchmark: bool) -> Any:
     """A direct call of a torch.compile'd module on a ready input, as a user writes it: the cuDNN search setting,
     inference mode and, with CUDA graphs (reduce-overhead), the step marker before the call and a copy of the
