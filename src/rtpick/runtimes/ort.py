@@ -48,12 +48,11 @@ def _session_options(options: Mapping[str, Any]) -> Any:
 @dataclass(eq=False)
 class _BindingPlan:
     """What one feed signature's IO binding needs, worked out once: where the tensors live, the element types
-    ONNX Runtime is told, each output's (name, shape, torch dtype, element type), and torch's allocator."""
+    ONNX Runtime is told, and each output's (name, shape, torch dtype, element type)."""
 
     device: Any
     device_type: str
     device_id: int
-    empty: Any
     input_types: list[Any]
     outputs: list[tuple[str, tuple[int, ...], Any, Any]] = field(default_factory=list)
 
@@ -85,6 +84,8 @@ class OrtSession(Session):
         worked out on the first call with that signature and kept: at batch 1 the call is launch-bound, so each
         microsecond of Python before the run shows in the latency.
         """
+        import torch
+
         first = next(iter(feeds.values()))
         signature = (first.device, *[feeds[name].shape for name in self._input_names])
         plan = self._plans.get(signature)
@@ -93,7 +94,7 @@ class OrtSession(Session):
         binding = self._bind_inputs(feeds, plan)
         outputs = {}
         for name, shape, dtype, element_type in plan.outputs:
-            out = plan.empty(shape, dtype=dtype, device=plan.device)
+            out = torch.empty(shape, dtype=dtype, device=plan.device)
             binding.bind_output(name, plan.device_type, plan.device_id, element_type, shape, out.data_ptr())
             outputs[name] = out
         self._run_bound(binding)
@@ -106,7 +107,7 @@ class OrtSession(Session):
 
         device = next(iter(feeds.values())).device
         plan = _BindingPlan(device=device, device_type="cuda" if device.type == "cuda" else "cpu",
-                            device_id=device.index or 0, empty=torch.empty,
+                            device_id=device.index or 0,
                             input_types=[np.dtype(spec.dtype) for spec in self.inputs])
         binding = self._bind_inputs(feeds, plan)
         for name in self._output_names:
