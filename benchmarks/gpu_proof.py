@@ -509,7 +509,7 @@ def cmd_timing(args: argparse.Namespace) -> None:
             sessions.append(session)
             feeds = {"input": x}
             fns[label] = (lambda s=session, f=feeds: s.run(f))
-            if runtime == "ort-cuda" and label in SAME_SESSION_PAIRS:
+            if label in SAME_SESSION_PAIRS:
                 fns[SAME_SESSION_PAIRS[label]] = ort_io_binding_call(session._session, x)
             rows_build = {"batch": batch, "config": label, "build_s": session.info.build_time_s}
             rows.append(rows_build)
