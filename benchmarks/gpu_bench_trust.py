@@ -80,7 +80,7 @@ def main() -> None:
         "rtpick_p50_ms": rtpick_p50, "direct_event_p50_ms": direct_p50, "difference_pct": difference,
         "target": "within 5%", "within_target": abs(difference) <= 5.0,
     }
-    from rtpick.model import atomic_write_bytes
+    from rtpick.files import atomic_write_bytes
 
     atomic_write_bytes(Path(args.out), json.dumps(payload, indent=2).encode())
     for r in rounds:

@@ -103,7 +103,7 @@ def load(model: str) -> Any:
 
 
 def write(path: str, payload: dict[str, Any]) -> None:
-    from rtpick.model import atomic_write_bytes
+    from rtpick.files import atomic_write_bytes
 
     payload = {"command": "PYTHONPATH=src python " + shlex.join(sys.argv), "environment": environment(), **payload}
     atomic_write_bytes(Path(path), json.dumps(payload, indent=2, default=str).encode())

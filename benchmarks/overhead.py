@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(rows, verdicts, command.strip(), args.threads)
     print(text)
     if args.out:
-        from rtpick.model import atomic_write_bytes
+        from rtpick.files import atomic_write_bytes
 
         atomic_write_bytes(Path(args.out), text.encode())
         print(f"written: {args.out}")

@@ -10,7 +10,7 @@ from conftest import needs_torch, small_cnn
 
 import rtpick
 from rtpick.errors import RtpickError
-from rtpick.model import TensorSpec, atomic_write_bytes, load_model, resolve_shapes, with_batch
+from rtpick.model import TensorSpec, load_model, resolve_shapes, with_batch
 
 IMAGE = TensorSpec("image", "float32", ("batch", 3, "height", "width"))
 IDS = TensorSpec("ids", "int64", ("batch", "sequence"))
@@ -81,13 +81,6 @@ def test_loading_never_modifies_the_file(small_onnx: Path) -> None:
         session.run({"x": np.ones((3, 8), np.float32)})
     assert small_onnx.read_bytes() == before
 
-
-def test_atomic_write_replaces_whole_files(tmp_path: Path) -> None:
-    target = tmp_path / "sub" / "out.json"
-    atomic_write_bytes(target, b"first")
-    atomic_write_bytes(target, b"second")
-    assert target.read_bytes() == b"second"
-    assert [p.name for p in target.parent.iterdir()] == ["out.json"]
 
 
 @needs_torch

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from rtpick.errors import RtpickError
-from rtpick.results import SCHEMA_VERSION, Results, check_writable, environment
+from rtpick.files import check_writable
+from rtpick.results import SCHEMA_VERSION, Results, environment
 
 
 def _results() -> Results:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.jsonio import read_json, write_json
+from rtpick.files import read_json, write_json
 
 SCHEMA = "rtpick.deploy"
 SCHEMA_VERSION = 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rtpick.errors import BuildError
-from rtpick.model import atomic_write_bytes
+from rtpick.files import atomic_write_bytes
 from rtpick.settings import cache_dir
 
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import BuildError, RtpickError
-from rtpick.model import Model, atomic_write_bytes, file_sha256
+from rtpick.files import atomic_write_bytes, file_sha256
+from rtpick.model import Model
 from rtpick.settings import cache_dir
 
 # Bump when a recipe below changes, so cached files made by an older recipe are not reused.

@@ -555,9 +555,10 @@ def recommend(
     schema, each with its ``correctness``), so a later call can read them back with `from_results`.
     """
     from rtpick.comparison import compare_configs
+    from rtpick.files import check_writable
     from rtpick.model import load_model, resolve_shapes
     from rtpick.perf.run import BenchRequest, run_bench
-    from rtpick.results import Results, check_writable, environment, model_record
+    from rtpick.results import Results, environment, model_record
 
     c = Constraints(p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
                     max_accuracy_drop=max_accuracy_drop, expected_inferences=expected_inferences,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.model import atomic_write_bytes
+from rtpick.files import atomic_write_bytes
 from rtpick.perf.stats import intervals_overlap
 from rtpick.results import Results
 

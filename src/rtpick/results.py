@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.jsonio import read_json, write_json
+from rtpick.files import read_json, write_json
 
 SCHEMA = "rtpick.bench"
 SCHEMA_VERSION = 2  # 2: p50/p99 CIs by sectioning over blocks; accuracy per record
@@ -86,22 +86,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple | set):
         return list(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def check_writable(path: str | os.PathLike[str]) -> Path:
-    """Fail before measuring, not after, when the output path cannot be written."""
-    target = Path(path)
-    if target.is_dir():
-        raise RtpickError(f"--json {str(target)!r} is a directory; give a file name such as out.json")
-    parent = target.parent if str(target.parent) else Path(".")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".{target.name}.rtpick-probe"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise RtpickError(f"cannot write results to {str(target)!r}: {exc.strerror or exc}") from exc
-    return target
 
 
 def versions() -> dict[str, str | None]:

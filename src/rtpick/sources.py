@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.model import Model, ModelSpec, TensorSpec, file_sha256
+from rtpick.files import file_sha256
+from rtpick.model import Model, ModelSpec, TensorSpec
 
 BUNDLED = {"rtpick:digits": "digits"}
 

@@ -71,7 +71,7 @@ def _pct(value: float | None) -> str:
 
 
 def _write_json(path: str, payload: dict[str, Any]) -> None:
-    from rtpick.model import atomic_write_bytes
+    from rtpick.files import atomic_write_bytes
 
     atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
 
@@ -203,7 +203,8 @@ def run(
 
     from rtpick.comparison import make_feeds
     from rtpick.data import parse_range, parse_shape
-    from rtpick.model import atomic_write_bytes, load_model
+    from rtpick.files import atomic_write_bytes
+    from rtpick.model import load_model
     from rtpick.runtimes.registry import get_runtime, parse_config
 
     deployed = None

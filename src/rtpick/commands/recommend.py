@@ -120,10 +120,10 @@ def recommend(
 ) -> None:
     """Recommend the configuration that meets a budget, gated on correctness, with reasons for the rest."""
     from rtpick.data import parse_shape
+    from rtpick.files import check_writable
     from rtpick.perf.run import DEFAULT_SWEEP
     from rtpick.recommendation import deploy_config
     from rtpick.recommendation import recommend as run_recommend
-    from rtpick.results import check_writable
 
     if save is not None:
         check_writable(save)

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rtpick.errors import BuildError
-from rtpick.model import Model, atomic_write_bytes
+from rtpick.files import atomic_write_bytes
+from rtpick.model import Model
 from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
 from rtpick.settings import cache_dir
 

@@ -35,7 +35,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from rtpick.errors import BuildError, RtpickError
-from rtpick.model import Model, TensorSpec, atomic_write_bytes, file_sha256
+from rtpick.files import atomic_write_bytes, file_sha256
+from rtpick.model import Model, TensorSpec
 from rtpick.runtimes.base import Availability, Option, Runtime, Session
 from rtpick.settings import cache_dir
 
