@@ -45,8 +45,8 @@ def main() -> None:
     import torch
 
     import rtpick
-    from rtpick.model import load_model
     from rtpick.perf.scenarios import single_stream
+    from rtpick.sources import load_model
 
     model = load_model("torchvision:resnet50")
     session = rtpick.load(model, "torch-cuda", "fp32", batch=1)

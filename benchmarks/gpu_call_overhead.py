@@ -45,7 +45,7 @@ def relu_model(folder: Path) -> Any:
     import onnx
     from onnx import TensorProto, helper
 
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     graph = helper.make_graph([helper.make_node("Relu", ["input"], ["output"])], "relu",
                               [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1000])],

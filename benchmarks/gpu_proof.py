@@ -90,7 +90,8 @@ def bert_base() -> Any:
 
 def load(model: str) -> Any:
     """The model as an rtpick Model, and the input ranges that make sensible synthetic inputs."""
-    from rtpick.model import TensorSpec, load_model
+    from rtpick.model import TensorSpec
+    from rtpick.sources import load_model
 
     if model == "resnet50":
         return load_model("torchvision:resnet50"), None

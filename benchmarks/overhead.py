@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import rtpick
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
     from rtpick.summary import summarize
 
     rows = []

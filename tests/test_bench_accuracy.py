@@ -9,7 +9,7 @@ from conftest import run_cli
 import rtpick
 from rtpick.errors import RtpickError
 from rtpick.perf import accuracy
-from rtpick.sources import assets_dir, eval_set, load
+from rtpick.sources import assets_dir, eval_set, load_model
 
 
 def test_bundled_model_is_scored_in_padded_chunks() -> None:
@@ -34,7 +34,7 @@ def test_only_models_with_a_labelled_set_are_scored(small_onnx) -> None:
 
 
 def test_user_labels_and_their_mistakes(tmp_path) -> None:
-    spec = load("rtpick:digits").spec
+    spec = load_model("rtpick:digits").spec
     with np.load(assets_dir() / "digits_eval.npz") as data:
         images, labels = data["image"][:60], data["label"][:60]
     np.savez(tmp_path / "x.npz", image=images)

@@ -161,7 +161,7 @@ def test_request_checks_and_reproducing_command() -> None:
 
 
 def test_an_in_memory_model_cannot_be_repeated() -> None:
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     with pytest.raises(RtpickError, match="path or name"):
         run_bench(load_model("rtpick:digits"), [("ort-cpu", "fp32")], BenchRequest(repeats=2))

@@ -23,6 +23,7 @@ from rtpick.comparison import (
 )
 from rtpick.errors import RtpickError
 from rtpick.runtimes.registry import availability
+from rtpick.sources import load_model
 
 FP32 = TOLERANCES["fp32"]
 ASSETS = Path(rtpick.__file__).parent / "assets"
@@ -317,7 +318,7 @@ def test_a_torch_module_source_runs_on_ort_and_torch() -> None:
         torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10),
     ).eval()
-    model = rtpick.model.load_model(module, input_specs={"x": (2, 3, 16, 16)})
+    model = load_model(module, input_specs={"x": (2, 3, 16, 16)})
     result = compare_configs(model, ["torch-cpu:fp32", "ort-cpu:fp32"], batch=4)
     assert result.reference == "torch-cpu:fp32"
     assert result.passed, [(r.config, r.status, r.reason) for r in result.rows]

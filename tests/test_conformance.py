@@ -171,7 +171,7 @@ def test_every_known_gap_is_a_real_case() -> None:
 
 def test_specs_read_from_real_files_keep_dtypes_and_symbolic_dims() -> None:
     """float64, int64 and string tensors and named symbolic dims, as `rtpick.load` reports them."""
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     seen_dtypes: set[str] = set()
     symbolic = 0

@@ -128,8 +128,8 @@ def test_runtime_helper_folds_in_fp32_and_reports_for_the_session_notes() -> Non
     shapes (or batch 1 when none were given), the note that goes into the session's build notes."""
     import torch
 
-    from rtpick.model import load_model
     from rtpick.runtimes.torch import _fuse_conv
+    from rtpick.sources import load_model
 
     model = load_model(residual_cnn(), input_specs={"x": ("batch", 3, 16, 16)})
     for shapes in ({"x": (3, 3, 16, 16)}, {}):
@@ -150,8 +150,8 @@ def test_option_is_declared_on_torch_cuda_only() -> None:
 
 def test_a_failed_fusion_names_the_configuration() -> None:
     """What `rtpick compare`/`bench` print for the failed configuration (the others still run)."""
-    from rtpick.model import load_model
     from rtpick.runtimes.torch import TorchCpu
+    from rtpick.sources import load_model
 
     model = load_model(data_dependent_net(), input_specs={"x": (1, 3, 4, 4)})
     with pytest.raises(BuildError, match=r"^torch-cpu:fp32: fuse_conv needs a module torch.fx can trace"):

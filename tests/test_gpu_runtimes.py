@@ -73,8 +73,7 @@ class Case:
 @pytest.fixture(scope="module")
 def digits() -> Case:
     """The bundled trained model: held-out digits (so top-1 agreement means something), then random images."""
-    from rtpick.model import load_model
-    from rtpick.sources import assets_dir
+    from rtpick.sources import assets_dir, load_model
 
     model = load_model("rtpick:digits")
     with np.load(assets_dir() / "digits_eval.npz") as data:
@@ -86,7 +85,7 @@ def digits() -> Case:
 @pytest.fixture(scope="module")
 def cnn() -> Case:
     """A small random-weight conv net (conv, BatchNorm, ReLU, strided conv, pooling, linear) from torch."""
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     model = load_model(small_cnn(), input_specs={"x": (2, 3, 32, 32)})
     rng = np.random.default_rng(303)
@@ -97,7 +96,7 @@ def cnn() -> Case:
 @pytest.fixture(scope="module")
 def residual() -> Case:
     """A small ResNet-style net with non-trivial batch norm statistics (for the conv fusion pass)."""
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     model = load_model(residual_cnn(), input_specs={"x": ("batch", 3, 16, 16)})
     rng = np.random.default_rng(404)

@@ -10,7 +10,8 @@ from conftest import needs_torch, small_cnn
 
 import rtpick
 from rtpick.errors import RtpickError
-from rtpick.model import TensorSpec, load_model, resolve_shapes, with_batch
+from rtpick.model import TensorSpec, resolve_shapes, with_batch
+from rtpick.sources import load_model
 
 IMAGE = TensorSpec("image", "float32", ("batch", 3, "height", "width"))
 IDS = TensorSpec("ids", "int64", ("batch", "sequence"))

@@ -215,7 +215,7 @@ def test_deploy_file_round_trip_and_hash_check(tmp_path):
 
 def test_deploy_file_loads_as_it_is(tmp_path):
     import rtpick
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     digits = load_model("rtpick:digits")
     path = tmp_path / "deploy.json"

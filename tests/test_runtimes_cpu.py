@@ -11,6 +11,7 @@ from conftest import needs_torch, small_cnn
 import rtpick
 from rtpick.errors import MissingRuntime, RtpickError
 from rtpick.runtimes.registry import RUNTIMES, availability, get_runtime, parse_configs
+from rtpick.sources import load_model
 
 
 def test_registry_lists_every_runtime_with_a_reason_when_unavailable() -> None:
@@ -91,7 +92,7 @@ def test_cpu_runtimes_agree_with_eager_fp32_on_fresh_inputs(runtime: str, precis
     if not availability(runtime).ok:
         pytest.skip(f"{runtime}: {availability(runtime).reason}")
     module = small_cnn().eval()
-    model = rtpick.model.load_model(module, input_specs={"image": (1, 3, 16, 16)})
+    model = load_model(module, input_specs={"image": (1, 3, 16, 16)})
     x = np.random.default_rng(7).random((4, 3, 16, 16), dtype=np.float32)
     with torch.inference_mode():
         expected = module(torch.from_numpy(x)).numpy()
@@ -118,7 +119,7 @@ def _compiled_graphs() -> int:
 
 @needs_torch
 def test_dynamic_batch_on_torch_and_ort() -> None:
-    model = rtpick.model.load_model(small_cnn(), input_specs={"image": (1, 3, 16, 16)})
+    model = load_model(small_cnn(), input_specs={"image": (1, 3, 16, 16)})
     for runtime in ("torch-cpu", "ort-cpu"):
         with rtpick.load(model, runtime) as session:
             for batch in (1, 3):
@@ -155,8 +156,8 @@ def test_cuda_switches_are_set_per_session_and_the_step_marker_is_cheap() -> Non
 
 def test_ort_cuda_provider_options_follow_the_session_options(small_onnx: Path) -> None:
     """What ort-cuda hands ONNX Runtime's CUDA provider; checked without a GPU (nothing is built)."""
-    from rtpick.model import load_model
     from rtpick.runtimes.ort import OrtCuda
+    from rtpick.sources import load_model
 
     runtime = OrtCuda()
     defaults = {name: option.default for name, option in runtime.options.items()}

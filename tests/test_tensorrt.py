@@ -229,9 +229,9 @@ def test_qdq_models_must_be_symmetric_int8(tmp_path: Path) -> None:
 def test_rtpick_int8_models_are_buildable_by_tensorrt() -> None:
     from rtpick.model import resolve_shapes
     from rtpick.quantize import quantize_int8
-    from rtpick.sources import load
+    from rtpick.sources import load_model
 
-    model = load("rtpick:digits")
+    model = load_model("rtpick:digits")
     path, _ = quantize_int8(model, resolve_shapes(model.spec.inputs, batch=4), None, 4, recipe="tensorrt")
     assert qdq_zero_point_problem(path) == ""
 
@@ -368,11 +368,11 @@ def test_unsupported_operator_names_the_node(tmp_path: Path) -> None:
 
 def test_ort_tensorrt_provider_options_follow_the_documentation() -> None:
     """Option names and types as ONNX Runtime's TensorRT provider documents them (Python: bools as True/False)."""
-    from rtpick.sources import load
+    from rtpick.sources import load_model
 
     runtime = get_runtime("ort-tensorrt")
     assert runtime.precisions == ("tf32", "fp16", "int8")  # TensorRT's default TF32 cannot be turned off there
-    model = load("rtpick:digits")
+    model = load_model("rtpick:digits")
     options = runtime.check_options({"workspace_mb": 512})
     by_precision = {}
     for precision in runtime.precisions:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rtpick.model import Model, load_model, resolve_shapes
+from rtpick.model import Model, resolve_shapes
+from rtpick.sources import load_model
 
 if TYPE_CHECKING:
     from rtpick.comparison import Comparison

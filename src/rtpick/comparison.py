@@ -582,7 +582,7 @@ def compare_configs(
     is a row with status ``error`` and its reason; the others still run. User mistakes (unknown runtime,
     feeds that do not fit the model, bad labels) raise `RtpickError` before anything is built.
     """
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     if isinstance(configs, str):
         configs = [part for part in configs.split(",") if part.strip()]

@@ -93,7 +93,7 @@ class DeployConfig:
 
     def load_model(self) -> Any:
         """The model this file was made for; a different model at that path (another sha256) is an error."""
-        from rtpick.model import load_model
+        from rtpick.sources import load_model
 
         model = load_model(self.model_source)
         if model.spec.sha256 != self.model_sha256:
@@ -105,7 +105,8 @@ class DeployConfig:
 
     def check_model(self, model: Any) -> Any:
         """`model` (a source or a loaded `Model`) loaded and checked against this file's hash."""
-        from rtpick.model import Model, load_model
+        from rtpick.model import Model
+        from rtpick.sources import load_model
 
         loaded = model if isinstance(model, Model) else load_model(model)
         if loaded.spec.sha256 != self.model_sha256:

@@ -3,11 +3,13 @@
 A `Model` wraps one user-given source (an ONNX file, a torch module, a ``.pt2`` ExportedProgram, a zoo name) and
 can hand each runtime the form it needs: an ONNX file (torch sources are exported once, cached by content hash)
 or a torch module. Nothing heavy is imported until a form is asked for.
+
+This module is the vocabulary every other one shares, so it imports none of them: `rtpick.sources` turns what a
+user gives into a `Model` (`load_model`) and hands it the ONNX export step as a callable.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,13 +158,16 @@ class Model:
     """A loaded model source and the forms runtimes can build from.
 
     `onnx_file` is set for ONNX sources (and for torch sources once exported); `torch_factory` builds a fresh
-    ``torch.nn.Module`` in eval mode for torch runtimes. `example_inputs` (numpy) drive the ONNX export.
+    ``torch.nn.Module`` in eval mode for torch runtimes. `exporter` turns the torch form into an ONNX file when an
+    ONNX runtime asks for one; the loader that made the model supplies it (a callable, so that this module does
+    not depend on the exporter and its imports).
     """
 
     spec: ModelSpec
     path: Path | None = None
     onnx_file: Path | None = None
     torch_factory: Callable[[], Any] | None = None
+    exporter: Callable[[Model], Path] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -173,11 +178,11 @@ class Model:
         """The ONNX file for this model: the user's own, or an export of the torch source (cached)."""
         if self.onnx_file is not None:
             return self.onnx_file
-        if self.torch_factory is None:  # pragma: no cover - every Model has one form or the other
-            raise RtpickError(f"model {self.spec.name!r} has neither an ONNX file nor a torch source")
-        from rtpick.export import export_to_onnx
-
-        self.onnx_file = export_to_onnx(self)
+        if self.torch_factory is None or self.exporter is None:
+            raise RtpickError(
+                f"model {self.spec.name!r} has no ONNX form; load it with rtpick.load(), which knows how to export it"
+            )
+        self.onnx_file = self.exporter(self)
         return self.onnx_file
 
     def torch_module(self) -> Any:
@@ -188,9 +193,3 @@ class Model:
             )
         return self.torch_factory()
 
-
-def load_model(source: Any, *, weights: str | os.PathLike[str] | None = None, input_specs: Any = None) -> Model:
-    """Turn whatever the user gave into a `Model`; a clear `RtpickError` for anything that is not a model."""
-    from rtpick import sources
-
-    return sources.load(source, weights=weights, input_specs=input_specs)

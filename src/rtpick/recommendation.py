@@ -556,9 +556,10 @@ def recommend(
     """
     from rtpick.comparison import compare_configs
     from rtpick.files import check_writable
-    from rtpick.model import load_model, resolve_shapes
+    from rtpick.model import resolve_shapes
     from rtpick.perf.run import BenchRequest, run_bench
     from rtpick.results import Results, environment, model_record
+    from rtpick.sources import load_model
 
     c = Constraints(p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
                     max_accuracy_drop=max_accuracy_drop, expected_inferences=expected_inferences,
@@ -670,8 +671,9 @@ def deploy_config(recommendation: Recommendation, model: Any, *, shapes: Mapping
                   options: Mapping[str, Mapping[str, Any]] | None = None, command: str = "") -> Any:
     """The chosen configuration as a `DeployConfig` (options filled in with the runtime's defaults)."""
     from rtpick.deploy import DeployConfig, model_source_for
-    from rtpick.model import load_model, resolve_shapes
+    from rtpick.model import resolve_shapes
     from rtpick.runtimes.registry import get_runtime
+    from rtpick.sources import load_model
 
     chosen = recommendation.chosen
     if chosen is None:

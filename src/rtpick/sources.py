@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
+from rtpick.export import export_to_onnx
 from rtpick.files import file_sha256
-from rtpick.model import Model, ModelSpec, TensorSpec
+from rtpick.model import Model, ModelSpec, TensorSpec, probe_shapes
 
 BUNDLED = {"rtpick:digits": "digits"}
 
 
-def load(source: Any, *, weights: Any = None, input_specs: Any = None) -> Model:
+def load_model(source: Any, *, weights: str | os.PathLike[str] | None = None, input_specs: Any = None) -> Model:
+    """Turn whatever the user gave into a `Model`; a clear `RtpickError` for anything that is not a model."""
     if isinstance(source, Model):
         return source
     if _is_torch_module(source):
@@ -159,7 +161,6 @@ def _output_specs(module: Any, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSp
     """Learn the outputs' names, dtypes and shapes by running the module twice at different symbolic sizes:
     an output dim that follows them is symbolic (``batch`` on the leading axis), one that does not is fixed."""
     from rtpick.data import synthetic_feeds
-    from rtpick.model import probe_shapes
 
     torch = _require_torch("a torch model")
     runs = []
@@ -204,7 +205,7 @@ def _from_torch_module(module: Any, input_specs: Any, name: str, source: str = "
     inputs = parse_input_specs(input_specs)
     outputs = _output_specs(private, inputs)
     spec = ModelSpec(name, inputs, outputs, source, _module_hash(private, inputs))
-    return Model(spec=spec, torch_factory=lambda: copy.deepcopy(private))
+    return Model(spec=spec, torch_factory=lambda: copy.deepcopy(private), exporter=export_to_onnx)
 
 
 def _from_pt2(path: Path) -> Model:
@@ -225,7 +226,7 @@ def _from_pt2(path: Path) -> Model:
     specs = tuple(inputs)
     outputs = _output_specs(module, specs)
     spec = ModelSpec(path.stem, specs, outputs, "pt2", file_sha256(path))
-    return Model(spec=spec, path=path, torch_factory=lambda: copy.deepcopy(module))
+    return Model(spec=spec, path=path, torch_factory=lambda: copy.deepcopy(module), exporter=export_to_onnx)
 
 
 def _from_torchvision(name: str, weights: Any) -> Model:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.cli import app, handles_errors
+from rtpick.commands.app import app, handles_errors
 from rtpick.errors import RtpickError
 from rtpick.options import OPTION_HELP, parse_option_args, resolve_options
 
@@ -102,7 +102,7 @@ def compare(
     """Run the same feeds through each configuration and check every output against a reference."""
     from rtpick.comparison import TOLERANCES, compare_configs, tolerance_for
     from rtpick.data import parse_range, parse_shape, read_inputs, validate_feeds
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
 
     configs = [part.strip() for part in runtimes.split(",") if part.strip()]
     if not configs:
@@ -204,8 +204,8 @@ def run(
     from rtpick.comparison import make_feeds
     from rtpick.data import parse_range, parse_shape
     from rtpick.files import atomic_write_bytes
-    from rtpick.model import load_model
     from rtpick.runtimes.registry import get_runtime, parse_config
+    from rtpick.sources import load_model
 
     deployed = None
     if config is not None:

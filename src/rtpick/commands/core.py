@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.cli import app, handles_errors
+from rtpick.commands.app import app, handles_errors
 
 console = Console()
 
@@ -54,7 +54,7 @@ def inspect(
 ) -> None:
     """Show a model's inputs, outputs, parameters, operators, opset and a FLOP estimate."""
     from rtpick.data import parse_shape
-    from rtpick.model import load_model
+    from rtpick.sources import load_model
     from rtpick.summary import summarize
 
     loaded = load_model(model, weights=weights)

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.cli import app, handles_errors
+from rtpick.commands.app import app, handles_errors
 
 console = Console()
 if not console.is_terminal:  # a log or a pipe: keep the table whole rather than 80 columns of ellipses
@@ -27,9 +27,8 @@ def demo(
     import numpy as np
 
     from rtpick.demo import REFERENCE, run_demo
-    from rtpick.model import load_model
     from rtpick.runtimes.registry import RUNTIMES, availability
-    from rtpick.sources import assets_dir
+    from rtpick.sources import assets_dir, load_model
 
     if duration <= 0:
         raise typer.BadParameter("--duration must be positive")

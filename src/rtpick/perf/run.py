@@ -213,13 +213,14 @@ def run_bench(
     sweep skips when it stops early; `on_start`/`on_record` are the plain callbacks for the same events.
     """
     from rtpick.files import check_writable
-    from rtpick.model import load_model, resolve_shapes
+    from rtpick.model import resolve_shapes
     from rtpick.options import check_options
     from rtpick.perf import accuracy as scoring
     from rtpick.perf.isolation import run_isolated
     from rtpick.perf.scenarios import saturation_batch
     from rtpick.perf.worker import run_job
     from rtpick.results import Results, environment, model_record
+    from rtpick.sources import load_model
 
     request.validate()
     if request.repeats > 1 and not isinstance(model, str | os.PathLike):

@@ -53,10 +53,11 @@ def run_job(job: dict[str, Any], model: Any = None) -> dict[str, Any]:
 
 def _measure(job: dict[str, Any], record: dict[str, Any], model: Any) -> Any:
     from rtpick.data import synthetic_feeds
-    from rtpick.model import load_model, resolve_shapes, with_batch
+    from rtpick.model import resolve_shapes, with_batch
     from rtpick.perf import scenarios
     from rtpick.perf.memory import Monitor
     from rtpick.runtimes.registry import get_runtime
+    from rtpick.sources import load_model
 
     start = time.perf_counter()
     loaded = model if model is not None else load_model(job["model"])
