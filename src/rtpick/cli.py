@@ -1,65 +1,31 @@
-"""The `rtpick` command: thin wrappers over the Python API.
+"""The `rtpick` command: registers each command module on the app (`rtpick.commands.app`) and runs it.
 
-Every command turns an `RtpickError` into one line on stderr and exit status 2 (1 for a failed check);
-``--debug`` shows the traceback instead. Commands from other modules register themselves on `app`.
+A command lives in its own module under `rtpick.commands` and decorates its functions with ``@app.command()``;
+adding one means adding its module to the import in `register_commands` (the order there is the order of
+``rtpick --help``). Command modules import their heavy dependencies inside the command, so registering all of
+them stays fast.
 """
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
 
-import typer
-
-from rtpick.errors import RtpickError
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Run one model on every inference runtime this machine has, prove they agree, measure, pick one.",
-)
-
-F = TypeVar("F", bound=Callable[..., Any])
-_state = {"debug": False}
+from rtpick.commands.app import app
 
 
-@app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")) -> None:
-    _state["debug"] = debug
-
-
-def fail(message: str, code: int = 2) -> None:
-    """Print one line to stderr and exit with `code`."""
-    typer.echo(f"rtpick: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def handles_errors(func: F) -> F:
-    """Turn rtpick's errors (and a Ctrl-C) into one line and an exit status; a bug keeps its traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except RtpickError as exc:
-            if _state["debug"]:
-                raise
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-        return None
-
-    return wrapper  # type: ignore[return-value]
+def register_commands() -> None:
+    """Import every command module; importing one registers its commands on `app`."""
+    from rtpick.commands import bench, compare, core, demo, recommend  # noqa: F401
 
 
 def main() -> None:
-    """Entry point of the `rtpick` script."""
-    from rtpick import commands  # noqa: F401 - registers the commands on `app`
-
+    """Entry point of the `rtpick` script (and of ``python -m rtpick`` / ``python -m rtpick.cli``)."""
+    register_commands()
     try:
         app()
     except SystemExit as exc:
         sys.exit(exc.code)
+
+
+if __name__ == "__main__":
+    main()

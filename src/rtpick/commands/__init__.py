@@ -1,3 +1,1 @@
-"""CLI commands, one module per command group; importing this package registers them on `rtpick.cli.app`."""
-
-from rtpick.commands import bench, compare, core, demo, recommend  # noqa: F401
+"""CLI commands, one module per command group; `rtpick.cli` imports each to register it on `commands.app.app`."""

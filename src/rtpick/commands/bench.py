@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from rtpick.cli import app, handles_errors
+from rtpick.commands.app import app, handles_errors
 from rtpick.errors import RtpickError
 from rtpick.options import OPTION_HELP
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.cli import app, handles_errors
+from rtpick.commands.app import app, handles_errors
 from rtpick.options import OPTION_HELP
 
 console = Console()
