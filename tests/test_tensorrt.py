@@ -19,7 +19,7 @@ import rtpick.api
 from rtpick.errors import BuildError, MissingRuntime, RtpickError
 from rtpick.runtimes import tensorrt as trt_runtime
 from rtpick.runtimes.registry import availability, get_runtime
-from rtpick.runtimes.tensorrt import (
+from rtpick.runtimes.tensorrt_plan import (
     describe_parser_errors,
     engine_cache_key,
     precision_flags,

@@ -7,7 +7,6 @@ another device without saying so.
 
 from __future__ import annotations
 
-import ctypes.util
 import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 from rtpick.errors import BuildError
 from rtpick.files import atomic_write_bytes
 from rtpick.model import Model
+from rtpick.runtimes._gpu import gpu_availability, nvinfer_availability, nvinfer_version
 from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
 from rtpick.settings import cache_dir
 
@@ -237,37 +237,6 @@ class OrtCpu(OrtRuntime):
         return session
 
 
-def _cuda_device_count() -> int:
-    """GPUs the NVIDIA driver sees, asked through NVML or the driver library, without importing torch."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # noqa: BLE001 - no NVML is the same as no GPU for this question
-        pass
-    name = ctypes.util.find_library("cuda")
-    if not name:
-        return 0
-    try:
-        lib = ctypes.CDLL(name)
-        if lib.cuInit(0) != 0:
-            return 0
-        count = ctypes.c_int(0)
-        return count.value if lib.cuDeviceGetCount(ctypes.byref(count)) == 0 else 0
-    except OSError:
-        return 0
-
-
-def gpu_availability() -> Availability:
-    if _cuda_device_count() == 0:
-        return Availability(False, "no NVIDIA GPU is visible on this machine")
-    return Availability(True)
-
-
 def fp16_model(model: Model) -> Path:
     """An fp16 copy of the model that keeps fp32 inputs and outputs, cached by the source hash."""
     target = cache_dir() / "onnx" / f"{model.spec.sha256[:32]}-fp16.onnx"
@@ -320,48 +289,6 @@ class OrtCuda(OrtRuntime):
         return str(fp16_model(model)) if precision == "fp16" else str(model.onnx_path())
 
 
-def nvinfer_availability() -> Availability:
-    """TensorRT's runtime library must load for the TensorRT provider to do anything but fall back."""
-    return Availability(True) if _nvinfer_version() else Availability(
-        False, "TensorRT's library libnvinfer.so.10 does not load (install TensorRT 10: "
-        "pip install 'tensorrt>=10,<11', on a machine that reaches NVIDIA's package index)")
-
-
-def _nvinfer_version() -> str:
-    """The version of the libnvinfer that loads here ("100900" for 10.9.0), or "" when none loads.
-
-    ``getInferLibVersion`` is part of TensorRT's C API; asking the library keeps torch and tensorrt unimported.
-    TensorRT's pip wheels put their libraries in the ``tensorrt_libs`` package, off the loader's path: those are
-    loaded by full path into the global namespace first, so that the provider's own ``dlopen`` by name finds them.
-    """
-    _preload_pip_tensorrt()
-    for candidate in ("libnvinfer.so.10", "libnvinfer.so.11", "libnvinfer.so"):
-        try:
-            lib = ctypes.CDLL(candidate)
-        except OSError:
-            continue
-        try:
-            lib.getInferLibVersion.restype = ctypes.c_int32
-            return str(int(lib.getInferLibVersion()))
-        except AttributeError:
-            return "unknown"
-    return ""
-
-
-def _preload_pip_tensorrt() -> None:
-    spec = importlib.util.find_spec("tensorrt_libs")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    for stem in ("libnvinfer", "libnvinfer_plugin", "libnvonnxparser"):
-        for path in sorted(folder.glob(f"{stem}.so.*")):
-            try:
-                ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-                break
-            except OSError:
-                continue
-
-
 class OrtTensorRT(OrtRuntime):
     """ONNX Runtime's TensorRT provider, with its engine and timing caches in rtpick's cache.
 
@@ -403,7 +330,7 @@ class OrtTensorRT(OrtRuntime):
         # The provider's engine names carry the subgraph hash, precision and GPU architecture, not the ONNX
         # Runtime or TensorRT version, and its documentation says to clear the cache when either changes: keep
         # one directory per (ONNX Runtime, TensorRT) pair instead.
-        versions = f"ort{_ort().__version__}-trt{_nvinfer_version() or 'unknown'}"
+        versions = f"ort{_ort().__version__}-trt{nvinfer_version() or 'unknown'}"
         engines = cache_dir() / "ort-trt" / versions / model.spec.sha256[:32]
         engines.mkdir(parents=True, exist_ok=True)
         trt_options = {
@@ -426,7 +353,7 @@ class OrtTensorRT(OrtRuntime):
         if precision != "int8":
             return str(model.onnx_path())
         from rtpick.quantize import quantize_int8
-        from rtpick.runtimes.tensorrt import qdq_zero_point_problem
+        from rtpick.runtimes.tensorrt_plan import qdq_zero_point_problem
 
         path, note = quantize_int8(model, shapes, options["calibration"] or None, options["calibration_samples"],
                                    recipe="tensorrt")

@@ -22,6 +22,7 @@ import numpy as np
 
 from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model
+from rtpick.runtimes._gpu import torch_cuda_availability
 from rtpick.runtimes.base import Availability, Option, Runtime, Session
 from rtpick.settings import cache_dir
 
@@ -421,15 +422,6 @@ class TorchCompileCpu(_Compiled, TorchRuntime):
         return _compiler_availability()
 
 
-def _cuda_availability() -> Availability:
-    torch = _torch()
-    if torch.version.cuda is None:
-        return Availability(False, f"this torch ({torch.__version__}) is a CPU-only build; install a CUDA build")
-    if not torch.cuda.is_available():
-        return Availability(False, "torch sees no CUDA GPU on this machine")
-    return Availability(True)
-
-
 class TorchCuda(TorchRuntime):
     """Eager PyTorch on an NVIDIA GPU; fp32/tf32/fp16/bf16; optional CUDA-graph replay for static shapes."""
 
@@ -446,7 +438,7 @@ class TorchCuda(TorchRuntime):
     }
 
     def _extra_availability(self) -> Availability:
-        return _cuda_availability()
+        return torch_cuda_availability()
 
     def _torch_device(self, options: Mapping[str, Any]) -> Any:
         return _torch().device("cuda", int(options["device_id"]))
@@ -465,7 +457,7 @@ class TorchCompileCuda(_Compiled, TorchCuda):
     }
 
     def _extra_availability(self) -> Availability:
-        state = _cuda_availability()
+        state = torch_cuda_availability()
         if state.ok and importlib.util.find_spec("triton") is None:
             return Availability(False, "torch.compile on CUDA needs triton (pip install triton)")
         return state
