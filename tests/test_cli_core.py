@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from conftest import run_cli
+from conftest import SRC, run_cli
+
+from rtpick.runtimes.registry import RUNTIMES, get_runtime
 
 
 def test_runtimes_lists_all_with_reasons() -> None:
     result = run_cli("runtimes", "--json")
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert len(rows) == 8
+    assert list(rows) == list(RUNTIMES)
     assert rows["ort-cpu"]["available"] is True
-    for row in rows.values():
+    for name, row in rows.items():
         assert row["available"] or row["reason"]
-    assert rows["tensorrt"]["verified"] is False and rows["ort-tensorrt"]["verified"] is False
-    table = run_cli("runtimes")
-    assert table.returncode == 0 and "ort-cpu" in table.stdout and "tensorrt" in table.stdout
+        assert row["verified"] is get_runtime(name).verified
+
+
+def test_runtime_names_and_options_are_never_cut_at_80_columns_to_a_pipe() -> None:
+    """Other columns fold; the name column never does, and -v lists every option whole on its own line."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "80"}
+    result = subprocess.run([sys.executable, "-m", "rtpick", "runtimes", "-v"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    first_cells = [line.split("│")[1].strip() for line in lines if line.startswith("│") and line.count("│") > 2]
+    for name in RUNTIMES:
+        assert name in first_cells, f"{name} is not whole in its table cell:\n{result.stdout}"
+        assert f"{name} options" in lines
+    text = " ".join(lines)
+    for name in RUNTIMES:
+        for key, option in get_runtime(name).options.items():
+            assert f"{key}={option.default!r}" in text, (name, key)
+    assert "…" not in result.stdout
 
 
 def test_inspect_shows_spec_params_ops_and_flops(small_onnx: Path) -> None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rtpick.model import Model, resolve_shapes
+from rtpick.runtimes import DEFAULT_RUNTIME
 from rtpick.sources import load_model
 
 if TYPE_CHECKING:
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def load(
     model: Any,
-    runtime: str = "ort-cpu",
+    runtime: str = DEFAULT_RUNTIME,
     precision: str = "fp32",
     *,
     shapes: Mapping[str, Sequence[int]] | None = None,

@@ -17,6 +17,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import read_json, write_json
+from rtpick.runtimes import DEFAULT_RUNTIME
 
 SCHEMA = "rtpick.deploy"
 SCHEMA_VERSION = 1
@@ -181,7 +182,7 @@ def for_command(
     return source, deploy.config, dict(deploy.options), [deploy.batch], shaped
 
 
-def load_deploy(path: str | os.PathLike[str], runtime: str = "ort-cpu", precision: str = "fp32", *,
+def load_deploy(path: str | os.PathLike[str], runtime: str = DEFAULT_RUNTIME, precision: str = "fp32", *,
                 shapes: Any = None, batch: int | None = None, weights: Any = None, **options: Any) -> Any:
     """`rtpick.load("deploy.json")`: the session the file describes, as it is.
 
@@ -191,7 +192,7 @@ def load_deploy(path: str | os.PathLike[str], runtime: str = "ort-cpu", precisio
     deploy = DeployConfig.read(path)
     clashes = [name for name, given in (("shapes", shapes), ("batch", batch), ("weights", weights),
                                         ("options", options)) if given]
-    if runtime not in ("ort-cpu", deploy.runtime):
+    if runtime not in (DEFAULT_RUNTIME, deploy.runtime):
         clashes.append("runtime")
     if precision not in ("fp32", deploy.precision):
         clashes.append("precision")

@@ -28,20 +28,35 @@ def runtimes(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="rtpick runtimes on this machine")
-    for column in ("runtime", "device", "precisions", "available", "why not / note"):
-        table.add_column(column)
+    # The runtime name is what a user types next, so it is never cut: its column is as wide as the longest name
+    # and never wraps; every other column folds its text onto more lines instead of cutting it.
+    table.add_column("runtime", no_wrap=True, min_width=max(len(row["name"]) for row in rows))
+    for column in ("device", "precisions", "available", "why not / note"):
+        table.add_column(column, overflow="fold")
     for row in rows:
         note = row["reason"]
         if not row["verified"]:
             note = (note + "; " if note else "") + "written to the documented API, not yet run by rtpick"
         table.add_row(
-            row["name"], row["device"], ",".join(row["precisions"]),
+            row["name"], row["device"], ", ".join(row["precisions"]),
             "[green]yes[/]" if row["available"] else "[red]no[/]", escape(note),
         )
-        if verbose:
-            opts = ", ".join(f"{k}={v!r}" for k, v in row["options"].items()) or "none"
-            table.add_row("", "", "", "", f"[dim]options: {escape(opts)}[/]")
     console.print(table)
+    if verbose:
+        _print_options([row["name"] for row in rows])
+
+
+def _print_options(names: list[str]) -> None:
+    """Each runtime's options, one per line with its default and what it does, under the runtime's name: on
+    lines of their own they wrap at words on any terminal width instead of being squeezed into a table cell."""
+    from rtpick.runtimes.registry import get_runtime
+
+    for name in names:
+        options = get_runtime(name).options
+        console.print(f"\n[bold]{name}[/] options" + ("" if options else ": none"), highlight=False)
+        for key, option in options.items():
+            choices = f" (one of {', '.join(map(str, option.choices))})" if option.choices else ""
+            console.print(f"  {key}={option.default!r}: {escape(option.help)}{escape(choices)}", highlight=False)
 
 
 @app.command()
