@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import rtpick
-from rtpick.comparison import (
+from rtpick.comparison.metrics import check_output
+from rtpick.comparison.policy import (
     STATUS_ERROR,
     STATUS_MISMATCH,
     STATUS_PASS,
@@ -17,10 +18,9 @@ from rtpick.comparison import (
     STATUS_UNCHECKED,
     TOLERANCES,
     Tolerance,
-    check_output,
-    compare_configs,
     tolerance_for,
 )
+from rtpick.comparison.run import compare_configs
 from rtpick.errors import RtpickError
 from rtpick.runtimes.registry import availability
 from rtpick.sources import load_model
@@ -326,7 +326,7 @@ def test_a_torch_module_source_runs_on_ort_and_torch() -> None:
 
 
 def test_output_metrics_gives_each_precisions_verdict() -> None:
-    from rtpick.comparison import output_metrics, within_tolerance
+    from rtpick.comparison.metrics import output_metrics, within_tolerance
 
     rng = np.random.default_rng(2)
     ref = (rng.standard_normal((32, 10)) * 5).astype(np.float32)
@@ -339,7 +339,7 @@ def test_output_metrics_gives_each_precisions_verdict() -> None:
 
 
 def test_public_functions_stay_functions_after_their_modules_load(small_onnx: Path) -> None:
-    import rtpick.comparison  # noqa: F401
+    import rtpick.comparison.run  # noqa: F401
     import rtpick.perf.run  # noqa: F401
     import rtpick.recommendation  # noqa: F401
 
@@ -350,7 +350,7 @@ def test_public_functions_stay_functions_after_their_modules_load(small_onnx: Pa
 
 
 def test_top1_gates_only_outputs_that_hold_class_scores() -> None:
-    from rtpick.comparison import holds_class_scores
+    from rtpick.comparison.metrics import holds_class_scores
     from rtpick.model import ModelSpec, TensorSpec
 
     def spec(*names: str) -> ModelSpec:

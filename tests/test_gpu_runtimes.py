@@ -20,7 +20,8 @@ import pytest
 from conftest import residual_cnn, small_cnn
 
 import rtpick
-from rtpick.comparison import check_output, tolerance_for
+from rtpick.comparison.metrics import check_output
+from rtpick.comparison.policy import tolerance_for
 from rtpick.errors import RtpickError
 from rtpick.model import Model
 from rtpick.runtimes.base import PRECISIONS

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from rtpick.comparison import Comparison, ComparisonRow, OutputCheck
+from rtpick.comparison.metrics import OutputCheck
+from rtpick.comparison.result import Comparison, ComparisonRow
 from rtpick.deploy import DeployConfig
 from rtpick.errors import RtpickError
 from rtpick.recommendation import (

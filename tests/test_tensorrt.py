@@ -260,7 +260,8 @@ def private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @needs_tensorrt
 @pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
 def test_engine_outputs_agree_with_ort_cpu(precision: str) -> None:
-    from rtpick.comparison import check_output, tolerance_for
+    from rtpick.comparison.metrics import check_output
+    from rtpick.comparison.policy import tolerance_for
 
     images, labels = _digits_eval()
     images = images[:256]
@@ -332,7 +333,8 @@ def test_batch_range_profile() -> None:
 
 @needs_tensorrt
 def test_int8_engine_keeps_the_answers(tmp_path: Path) -> None:
-    from rtpick.comparison import check_output, tolerance_for
+    from rtpick.comparison.metrics import check_output
+    from rtpick.comparison.policy import tolerance_for
 
     images, labels = _digits_eval()
     calibration = tmp_path / "calibration.npz"

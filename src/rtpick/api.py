@@ -10,7 +10,7 @@ from rtpick.runtimes import DEFAULT_RUNTIME
 from rtpick.sources import load_model
 
 if TYPE_CHECKING:
-    from rtpick.comparison import Comparison
+    from rtpick.comparison.result import Comparison
     from rtpick.recommendation import Recommendation
     from rtpick.runtimes.base import Session
 
@@ -48,7 +48,7 @@ def load(
 
 def compare(model: Any, configs: Sequence[str], **kwargs: Any) -> Comparison:
     """Run the same feeds through each ``runtime:precision`` and compare every output with a reference."""
-    from rtpick.comparison import compare_configs
+    from rtpick.comparison.run import compare_configs
 
     return compare_configs(model, configs, **kwargs)
 

@@ -101,7 +101,7 @@ def run_demo(
     duration_s: float = 1.0,
     progress: Callable[[str], None] | None = None,
 ) -> DemoResult:
-    from rtpick.comparison import output_metrics, within_tolerance
+    from rtpick.comparison.metrics import output_metrics, within_tolerance
     from rtpick.perf.memory import Monitor
     from rtpick.perf.scenarios import single_stream
     from rtpick.runtimes.registry import get_runtime

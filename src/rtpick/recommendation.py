@@ -554,7 +554,7 @@ def recommend(
     build options. `json` writes the records used (bench's
     schema, each with its ``correctness``), so a later call can read them back with `from_results`.
     """
-    from rtpick.comparison import compare_configs
+    from rtpick.comparison.run import compare_configs
     from rtpick.files import check_writable
     from rtpick.model import resolve_shapes
     from rtpick.perf.run import BenchRequest, run_bench

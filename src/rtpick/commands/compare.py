@@ -100,7 +100,8 @@ def compare(
     weights: str = typer.Option(None, "--weights", help="Trained weights for a torchvision:<name> model."),
 ) -> None:
     """Run the same feeds through each configuration and check every output against a reference."""
-    from rtpick.comparison import TOLERANCES, compare_configs, tolerance_for
+    from rtpick.comparison.policy import TOLERANCES, tolerance_for
+    from rtpick.comparison.run import compare_configs
     from rtpick.data import parse_range, parse_shape, read_inputs, validate_feeds
     from rtpick.sources import load_model
 
@@ -180,7 +181,7 @@ def _print(result: Any, with_accuracy: bool) -> None:
         for note in row.notes:
             console.print(f"note {escape(row.config)}: {escape(note)}")
     verdict = "[green]all within tolerance[/]" if result.passed else "[red]not all within tolerance[/]"
-    console.print(f"{verdict} (policy: rtpick.comparison.TOLERANCES; --atol/--rtol override)")
+    console.print(f"{verdict} (policy: rtpick.comparison.policy.TOLERANCES; --atol/--rtol override)")
 
 
 @app.command()
@@ -201,7 +202,7 @@ def run(
     """Run one configuration once and print (or save) its outputs."""
     import time
 
-    from rtpick.comparison import make_feeds
+    from rtpick.comparison.run import make_feeds
     from rtpick.data import parse_range, parse_shape
     from rtpick.files import atomic_write_bytes
     from rtpick.runtimes.registry import get_runtime, parse_config
