@@ -206,6 +206,7 @@ class Runtime(ABC):
     needs_source: ClassVar[str] = "onnx"  # "onnx" or "torch": the model form it builds from
     install_hint: ClassVar[str] = ""
     verified: ClassVar[bool] = True  # False for runtimes written to documentation but never run by the project
+    compiled: ClassVar[bool] = False  # True when a build compiles kernels (builds take tens of seconds or more)
     options: ClassVar[dict[str, Option]] = {}
 
     @abstractmethod

@@ -310,6 +310,7 @@ class OrtTensorRT(OrtRuntime):
     provider = "TensorrtExecutionProvider"
     precisions = ("tf32", "fp16", "int8")
     verified = False
+    compiled = True  # TensorRT builds an engine for each subgraph it takes
     install_hint = "pip install 'rtpick[gpu]' and TensorRT 10 (pip install 'tensorrt>=10,<11')"
     options: ClassVar[dict[str, Option]] = {
         **OrtRuntime.options,

@@ -138,6 +138,7 @@ class TensorRT(Runtime):
     precisions = ("fp32", "tf32", "fp16", "bf16", "int8")
     needs_source = "onnx"
     verified = False
+    compiled = True  # the builder times kernels for each layer
     install_hint = INSTALL_HINT
     options: ClassVar[dict[str, Option]] = {
         "workspace_mb": Option(4096, "builder workspace limit, MiB (set_memory_pool_limit WORKSPACE)"),

@@ -253,7 +253,6 @@ class TorchRuntime(Runtime):
     engine = "torch"
     needs_source = "torch"
     install_hint = "pip install 'rtpick[torch]'"
-    compiled: ClassVar[bool] = False
     options: ClassVar[dict[str, Option]] = {
         "channels_last": Option(False, "channels_last memory format for 4-D inputs and weights"),
     }
