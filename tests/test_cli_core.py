@@ -68,3 +68,12 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     result = run_cli("--debug", "inspect", str(tmp_path / "missing.onnx"))
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_both_module_entry_points_run_the_cli() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    for module in ("rtpick", "rtpick.cli"):
+        result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, env=env,
+                                timeout=120)
+        assert result.returncode == 0, (module, result.stderr)
+        assert "runtimes" in result.stdout and "compare" in result.stdout and "bench" in result.stdout
