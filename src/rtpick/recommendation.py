@@ -19,10 +19,11 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from rtpick.errors import RtpickError
+from rtpick.perf.record import Record
 
 CHECK_BATCH = 32  # rows of synthetic data for the correctness check: top-1 agreement over 1 row says little
 ON_TIME_NEEDED = 0.99  # multistream: the fraction of frames on time a configuration must keep (bench's "meets")
@@ -71,7 +72,10 @@ class Constraints:
 
     @property
     def scenario(self) -> str:
-        return {"latency": "single-stream", "streams": "multistream", "throughput": "offline"}[self.mode]
+        """The name of the scenario that measures this budget."""
+        from rtpick.perf.scenarios.registry import for_budget
+
+        return for_budget(self.mode).name
 
     def validate(self) -> None:
         for name, value in (("--p99-ms", self.p99_ms), ("--fps", self.fps),
@@ -183,30 +187,19 @@ class Recommendation:
 # -------------------------------------------------------------------------------------------- pure ranking
 
 
-def candidate_from_record(record: Mapping[str, Any]) -> Candidate:
-    """A row from one bench record (any scenario), figures copied with their units; no verdict yet."""
-    runtime, precision = record["runtime"], record["precision"]
-    row = Candidate(config=f"{runtime}:{precision}", runtime=runtime, precision=precision,
-                    device=str(record.get("device") or _device_of(runtime)), batch=record.get("batch"))
-    row.build_time_s = _number(record.get("build_time_s"))
-    memory = record.get("memory") or {}
-    row.host_mem_mb = _number(memory.get("host_rss_peak_mb"))
-    row.gpu_mem_mb = _number(memory.get("gpu_memory_peak_mb"))
-    metrics = record.get("metrics") or {}
-    row.method = str(metrics.get("method", ""))
-    scenario = metrics.get("scenario", record.get("scenario"))
-    if scenario in ("single-stream", "offline"):
-        lat = metrics.get("latency_ms") or {}
-        row.p99_ms, row.p50_ms = _number(lat.get("p99")), _number(lat.get("p50"))
-        row.throughput = _number(metrics.get("throughput"))
-    elif scenario == "multistream":
-        total = metrics.get("total") or {}
-        row.p99_ms, row.p50_ms = _number(total.get("p99_ms")), _number(total.get("p50_ms"))
-        row.on_time_fraction = _number(total.get("on_time_fraction"))
-        duration = _number(metrics.get("duration_s"))
-        processed = _number(total.get("processed"))
-        row.throughput = processed / duration if processed is not None and duration else None
-    correctness = record.get("correctness") or {}
+def candidate_from_record(record: Record) -> Candidate:
+    """A row from one bench record (any scenario), figures copied from its headline; no verdict yet."""
+    row = Candidate(config=record.config, runtime=record.runtime, precision=record.precision,
+                    device=str(record.device or _device_of(record.runtime)), batch=record.batch)
+    row.build_time_s = _number(record.build_time_s)
+    row.host_mem_mb = record.memory_figure("host_rss_peak_mb")
+    row.gpu_mem_mb = record.memory_figure("gpu_memory_peak_mb")
+    row.method = record.method
+    h = record.headline()
+    row.p99_ms, row.p50_ms = _number(h.p99), _number(h.p50)
+    row.throughput = _number(h.throughput)
+    row.on_time_fraction = _number(h.on_time_fraction)
+    correctness = record.correctness or {}
     row.correctness = str(correctness.get("status", ""))
     row.accuracy = _number(correctness.get("accuracy"))
     row.reference_accuracy = _number(correctness.get("reference_accuracy"))
@@ -214,7 +207,7 @@ def candidate_from_record(record: Mapping[str, Any]) -> Candidate:
     return row
 
 
-def rank(records: Sequence[Mapping[str, Any]], constraints: Constraints,
+def rank(records: Sequence[Record], constraints: Constraints,
          unavailable: Sequence[Candidate] = ()) -> Recommendation:
     """Judge every record against the constraints and rank the ones that meet them.
 
@@ -252,13 +245,13 @@ def _best_of(group: list[Candidate]) -> Candidate:
     return group[0]
 
 
-def _judge(row: Candidate, record: Mapping[str, Any], c: Constraints) -> None:
+def _judge(row: Candidate, record: Record, c: Constraints) -> None:
     """Set the row's verdict, reason, cost and miss. Order: did it run, is it right, does it fit, is it fast."""
-    status = record.get("status")
+    status = record.status
     if c.cpu_only and row.device != "cpu":
         row.verdict, row.reason = NOT_ALLOWED, f"runs on {row.device}; --cpu-only asks for a CPU answer"
         return
-    correctness = record.get("correctness") or {}
+    correctness = record.correctness or {}
     if correctness.get("status") == "error":
         row.verdict, row.reason = BUILD_FAILED, f"{correctness.get('reason') or 'did not build or run'}"
         return
@@ -270,17 +263,17 @@ def _judge(row: Candidate, record: Mapping[str, Any], c: Constraints) -> None:
         row.verdict, row.reason = NOT_MEASURED, "no correctness check against the fp32 reference"
         return
     if status == "not measured":
-        row.verdict, row.reason = NOT_MEASURED, str(record.get("error", ""))
+        row.verdict, row.reason = NOT_MEASURED, str(record.error or "")
         return
     if status == "oom":
-        row.verdict, row.reason = OOM, str(record.get("error", "out of memory"))
+        row.verdict, row.reason = OOM, str(record.error or "out of memory")
         return
     if status != "ok":
-        failed_build = record.get("build_time_s") is None
+        failed_build = record.build_time_s is None
         row.verdict = BUILD_FAILED if failed_build else FAILED
-        row.reason = f"{status}: {record.get('error', '')}".strip(": ")
+        row.reason = f"{status}: {record.error or ''}".strip(": ")
         return
-    memory = record.get("memory") or {}
+    memory = record.memory or {}
     if c.max_host_mem_mb is not None:
         if row.host_mem_mb is None:
             row.verdict, row.reason = OVER_MEMORY, "host memory not measured, so --max-host-mem cannot be checked"
@@ -491,16 +484,15 @@ def _eval_data(loaded: Any, labels: Any, feeds: Any, label_array: Any) -> tuple[
     return validate_feeds(loaded.spec.inputs, arrays, source=str(path)), found, f"labelled data from {path}"
 
 
-def _usable(record: Mapping[str, Any], c: Constraints) -> bool:
+def _usable(record: Record, c: Constraints) -> bool:
     """Whether a stored record answers this question (same scenario, same cameras)."""
-    metrics = record.get("metrics") or {}
-    scenario = metrics.get("scenario", record.get("scenario"))
-    if record.get("status") != "ok":
-        return record.get("scenario") == c.scenario
-    if scenario != c.scenario:
+    if record.scenario != c.scenario:
         return False
+    if not record.ok:
+        return True
+    h = record.headline()
     if c.mode == "streams":
-        return metrics.get("streams") == c.streams and metrics.get("fps") == c.fps
+        return h.streams == c.streams and h.fps == c.fps
     return True
 
 
@@ -510,7 +502,9 @@ def _check_repeats(repeats: int, constraints: Constraints, model: Any) -> None:
         raise RtpickError(f"--repeats must be at least 1 (processes per configuration), not {repeats}")
     if repeats == 1:
         return
-    if constraints.scenario not in ("single-stream", "offline"):
+    from rtpick.perf.scenarios.registry import get_scenario
+
+    if not get_scenario(constraints.scenario).closed_loop:
         raise RtpickError("--repeats applies to --p99-ms and --min-throughput budgets (closed-loop measurements), "
                           "not to --streams")
     if not isinstance(model, str | os.PathLike):
@@ -557,7 +551,8 @@ def recommend(
     from rtpick.comparison import compare_configs
     from rtpick.files import check_writable
     from rtpick.model import load_model, resolve_shapes
-    from rtpick.perf.run import BenchRequest, run_bench
+    from rtpick.perf.request import BenchRequest
+    from rtpick.perf.run import run_bench
     from rtpick.results import Results, environment, model_record
 
     c = Constraints(p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
@@ -582,7 +577,7 @@ def recommend(
                 f"{loaded.spec.name} ({loaded.spec.sha256[:16]}...); re-run without --from, or give that model"
             )
         if configs is None:
-            configs = list(dict.fromkeys(r["config"] for r in stored.configurations if "config" in r))
+            configs = list(dict.fromkeys(r.config for r in stored.configurations))
     runnable, skipped = plan(configs, cpu_only)
     options = {k: dict(v) for k, v in (options or {}).items()}
     shape_map = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
@@ -591,10 +586,10 @@ def recommend(
     notes: list[str] = []
 
     # 1. correctness: stored verdicts where the file has them, compare for the rest
-    stored_records = [r for r in (stored.configurations if stored else []) if r.get("config") in runnable]
+    stored_records = [r for r in (stored.configurations if stored else []) if r.config in runnable]
     checks: dict[str, dict[str, Any]] = {
-        r["config"]: r["correctness"] for r in stored_records if isinstance(r.get("correctness"), dict)
-        and (max_accuracy_drop is None) == (r["correctness"].get("gate") == "tolerance")
+        r.config: r.correctness for r in stored_records if r.correctness is not None
+        and (max_accuracy_drop is None) == (r.correctness.get("gate") == "tolerance")
     }
     to_check = [name for name in runnable if name not in checks]
     if to_check:
@@ -613,12 +608,12 @@ def recommend(
         checks.update(correctness_records(comparison, to_check, max_accuracy_drop))
 
     # 2. performance: stored records that answer this question, bench for the passing rest
-    records: list[dict[str, Any]] = []
+    records: list[Record] = []
     have = set()
     for record in stored_records:
         if _usable(record, c):
-            records.append({**record, "correctness": checks.get(record["config"])})
-            have.add(record["config"])
+            records.append(replace(record, correctness=checks.get(record.config)))
+            have.add(record.config)
     if stored is not None and have:
         notes.append(f"performance of {', '.join(sorted(have))} read from {from_results} ({stored.command})")
     request_fields: dict[str, Any] = {"quick": quick, "shapes": shape_map, "timeout_s": timeout_s,
@@ -637,17 +632,16 @@ def recommend(
         check = checks.get(name) or {}
         runtime, precision = name.split(":")
         if not check.get("passed"):
-            records.append({"config": name, "runtime": runtime, "precision": precision,
-                            "scenario": c.scenario, "status": "not measured", "batch": None,
-                            "error": "failed the correctness check", "correctness": check})
+            records.append(Record(runtime=runtime, precision=precision, batch=None, scenario=c.scenario,
+                                  status="not measured", error="failed the correctness check", correctness=check))
             continue
         say(f"measuring {name} ({c.scenario}{', quick' if quick else ''})")
-        request = BenchRequest(scenario=c.scenario, batches=batches, options=options.get(runtime, {}),
-                               **request_fields)
+        request = BenchRequest.create(c.scenario, batches=batches, options=options.get(runtime, {}),
+                                      **request_fields)
         measured = run_bench(model if isinstance(model, str | os.PathLike) else loaded,
                              [(runtime, precision)], request, command=command)
         for record in measured.configurations:
-            record["correctness"] = check
+            record.correctness = check
             records.append(record)
             results.configurations.append(record)
         if json is not None:
