@@ -45,7 +45,8 @@ def check_same_model(old: Results, new: Results) -> None:
 
 
 def diff(old: Results, new: Results) -> list[Change]:
-    """Per configuration present in both: p50 and p99 changes, flagged when their 95% CIs do not overlap.
+    """Per configuration present in both: p50 and p99 changes, flagged when their 95% CIs do not overlap
+    (a search's result, max q/s or max cameras, is listed but not judged: it has no interval).
 
     The intervals are the ones stored in each file (sectioning over blocks, see `rtpick.perf.stats`), the same
     a reader sees in each file's table: "changed" means the two brackets a user would compare do not touch.
@@ -57,11 +58,11 @@ def diff(old: Results, new: Results) -> list[Change]:
         if before is None:
             continue
         h_old, h_new = before.headline(), record.headline()
-        for metric in ("p50", "p99"):
+        for metric in ("p50", "p99", "max_qps", "max_streams"):
             a, b = getattr(h_old, metric), getattr(h_new, metric)
             if a is None or b is None:
                 continue
-            ci_old, ci_new = getattr(h_old, f"ci_{metric}"), getattr(h_new, f"ci_{metric}")
+            ci_old, ci_new = getattr(h_old, f"ci_{metric}", None), getattr(h_new, f"ci_{metric}", None)
             if ci_old and ci_new:
                 significant = not intervals_overlap(list(ci_old), list(ci_new))
                 note = "95% CIs do not overlap" if significant else "within the measured noise (CIs overlap)"

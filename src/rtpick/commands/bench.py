@@ -118,7 +118,7 @@ def bench(
         elif (record.accuracy_detail or {}).get("error"):
             figures += f", accuracy not measured: {(record.accuracy_detail or {})['error']}"
         console.print(f"  {escape(record.label)}: {escape(figures.lstrip(', '))}  [dim]({escape(record.method)})[/]")
-        for warning in record.warnings:
+        for warning in record.warnings or []:
             console.print(f"  [yellow]warning[/]: {escape(warning)}")
 
     from rtpick.perf.progress import for_console
@@ -182,8 +182,9 @@ def diff(
         raise RtpickError("the two files share no successful configuration to compare")
     kinds = sorted({ci_words(before), ci_words(after)})
     t = Table(title=escape(f"rtpick diff {old} -> {new}"),
-              caption=f"latency in ms on the host clock; noise = each file's own intervals ({' vs '.join(kinds)})")
-    for col in ("configuration", "metric", "old ms [95% CI]", "new ms [95% CI]", "change", "verdict"):
+              caption=f"p50/p99: latency in ms on the host clock; max_qps: queries/s; max_streams: cameras; "
+                      f"noise = each file's own intervals ({' vs '.join(kinds)})")
+    for col in ("configuration", "metric", "old [95% CI]", "new [95% CI]", "change", "verdict"):
         t.add_column(col)
 
     def figure(value: float, ci: list[float] | None) -> str:

@@ -45,7 +45,7 @@ class Record:
     first_inference_ms: float | None = None
     build_notes: list[str] | None = None
     memory: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] | None = None
     accuracy: float | None = None
     accuracy_detail: dict[str, Any] | None = None
     correctness: dict[str, Any] | None = None
@@ -121,7 +121,6 @@ class Record:
         elif data["status"] == OK:
             raise RtpickError(f"{where} is ok but has no metrics")
         extra = {k: v for k, v in data.items() if k not in _CORE and k not in _OPTIONAL}
-        values.setdefault("warnings", [])
         values.setdefault("options", {})
         return cls(runtime=data["runtime"], precision=data["precision"], batch=batch, scenario=data["scenario"],
                    status=data["status"], measurement=measurement, extra=extra, **values)
