@@ -89,10 +89,9 @@ def _mutate(data: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     return data
 
 
-SEEDS = [ROOT / "benchmarks/results/bench-repeat-run1.json", ROOT / "benchmarks/results/bench-replicated-run1.json",
-         ROOT / "benchmarks/results/h100/bench-r50-server.json", ROOT / "benchmarks/results/h100/bench-r50-offline.json",
-         ROOT / "benchmarks/results/h100/bench-r50-multistream.json",
-         ROOT / "benchmarks/results/h100/bench-r50-max-streams.json", BEFORE]
+SEEDS = [ROOT / "benchmarks/results" / name for name in (
+    "bench-repeat-run1.json", "bench-replicated-run1.json", "h100/bench-r50-server.json", "h100/bench-r50-offline.json",
+    "h100/bench-r50-multistream.json", "h100/bench-r50-max-streams.json")] + [BEFORE]
 
 
 def test_fuzzed_results_files_never_give_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -103,7 +102,8 @@ def test_fuzzed_results_files_never_give_a_traceback(tmp_path: Path, monkeypatch
     good.write_text(json.dumps(seeds[0]))
     statuses: dict[int, int] = {}
     for case in range(360):
-        monkeypatch.setattr(plots, "have_matplotlib", (lambda: case % 40 == 0))  # plots drawn for a few
+        draw = case % 40 == 0  # plots drawn for a few
+        monkeypatch.setattr(plots, "have_matplotlib", lambda draw=draw: draw)
         bad = tmp_path / f"bad{case}.json"
         if case % 30 == 29:
             bad.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))))

@@ -22,9 +22,12 @@ class Figure:
 
 
 def have_matplotlib() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
+    """Whether matplotlib imports here (installed and working); imported only when a report is drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def figures(results: Results, ci_text: str) -> list[Figure]:

@@ -153,7 +153,7 @@ def report(
 
     console.print(table(Results.read(results_file)))
     if not have_matplotlib():
-        console.print(f"[yellow]tables only[/]: {NO_PLOTS}")
+        console.print(f"[yellow]tables only[/]: {escape(NO_PLOTS)}")
     for path in write_reports(results_file, out):
         console.print(f"wrote {escape(str(path))}")
 
