@@ -78,14 +78,15 @@ def bench(
     model: Any,
     configs: Sequence[str] | str,
     *,
-    scenario: str = "single-stream",
+    scenario: str | None = None,
     batch: int | Sequence[int] | None = None,
     json: str | None = None,
     isolate: bool = True,
     repeats: int = 1,
     **kwargs: Any,
 ) -> Any:
-    """Measure `model` on each ``runtime:precision`` in one scenario; returns `rtpick.results.Results`.
+    """Measure `model` on each ``runtime:precision`` in one scenario (default single-stream); returns
+    `rtpick.results.Results`.
 
     Keyword arguments are the fields of `rtpick.perf.request.BenchRequest` (quick, seed, shapes, ranges,
     options, io, timeout_s, ...) and of the scenario's `Params` (duration_s, keep_samples, blocks; server:

@@ -12,6 +12,7 @@ from rtpick.cli import app, handles_errors
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
 from rtpick.perf.request import flag_help, spelling
+from rtpick.perf.scenarios.registry import DEFAULT_SCENARIO
 
 console = Console()
 
@@ -35,7 +36,7 @@ def _opt(name: str, default: Any = None) -> Any:
 def bench(
     model: str = typer.Argument(None, help="An .onnx or .pt2 file, torchvision:<name> or rtpick:digits."),
     runtimes: str = typer.Option(None, "--runtimes", "-r", help="runtime:precision[,...] (default ort-cpu:fp32)"),
-    scenario: str = _opt("scenario", "single-stream"),
+    scenario: str = _opt("scenario", DEFAULT_SCENARIO),
     batch: str = _opt("batches"),
     quick: bool = _opt("quick", False),
     seed: int = _opt("seed", 0),

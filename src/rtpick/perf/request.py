@@ -18,14 +18,14 @@ from rtpick.errors import RtpickError
 from rtpick.options import OPTION_HELP
 from rtpick.perf.job import Job
 from rtpick.perf.scenarios.base import Params, flag
-from rtpick.perf.scenarios.registry import SCENARIOS, all_params, get_scenario
+from rtpick.perf.scenarios.registry import DEFAULT_SCENARIO, SCENARIOS, all_params, get_scenario
 
 
 @dataclass
 class BenchRequest(Params):
     """The request's own fields; `params` holds the scenario's (see `create` for the flat form)."""
 
-    scenario: str = flag(("--scenario", "-s"), " | ".join(SCENARIOS), "single-stream")
+    scenario: str = flag(("--scenario", "-s"), " | ".join(SCENARIOS), DEFAULT_SCENARIO)
     batches: list[int] | None = flag(("--batch", "-b"), "Batch sizes, e.g. 1,8,32 (server: max batch).")
     quick: bool = flag("--quick", "A few seconds per configuration.", False)
     seed: int = flag("--seed", "Seed of the synthetic inputs, arrival times and camera phases.", 0)
@@ -46,13 +46,13 @@ class BenchRequest(Params):
     params: Params | None = flag(None, "The scenario's parameters.")
 
     @classmethod
-    def create(cls, scenario: str = "single-stream", **values: Any) -> BenchRequest:
+    def create(cls, scenario: str | None = None, **values: Any) -> BenchRequest:
         """The flat form: the request's fields and the scenario's in one set of keywords.
 
         A value for another scenario's field (``rate_qps`` with multistream) is refused in one line; defaults
         (None, False) of other scenarios' fields are ignored, so the CLI can pass every option it has.
         """
-        chosen = get_scenario(scenario)
+        chosen = get_scenario(scenario if scenario is not None else DEFAULT_SCENARIO)
         own = {f.name for f in fields(cls)} - {"params", "scenario"}
         mine = {f.name for f in fields(chosen.params)}
         request_values: dict[str, Any] = {}

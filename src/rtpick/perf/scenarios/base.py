@@ -221,6 +221,9 @@ class Scenario:
     sweeps_batches: ClassVar[bool] = False  # an offline sweep: stop when throughput stops growing
     budget: ClassVar[str | None] = None  # the `rtpick recommend` budget it answers: latency, throughput, streams
     summary: ClassVar[str] = ""
+    # the smallest values a run needs, one dict per way of running it (a rate; a search): the contract test
+    # and the docs use them
+    examples: ClassVar[tuple[dict[str, Any], ...]] = ({},)
 
     @property
     def closed_loop(self) -> bool:

@@ -232,6 +232,7 @@ class Multistream(Scenario):
     measurements = (MultistreamMeasurement, StreamsSearchMeasurement)
     default_batches = (8,)
     budget = "streams"
+    examples = ({"streams": 2, "fps": 20.0}, {"find_max_streams": True, "fps": 20.0})
     summary = "cameras at a fixed rate, frames batched across them, each due within its deadline (open loop)"
 
     def resolve(self, params: Params, *, quick: bool, batch: int, seed: int) -> Params:

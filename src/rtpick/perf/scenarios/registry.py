@@ -17,6 +17,7 @@ from rtpick.perf.scenarios.server import Server
 from rtpick.perf.scenarios.single_stream import SingleStream
 
 SCENARIOS: dict[str, Scenario] = {s.name: s for s in (SingleStream(), Offline(), Server(), Multistream())}
+DEFAULT_SCENARIO = SingleStream.name
 MEASUREMENTS: dict[str, type[Measurement]] = {
     kind.kind: kind for scenario in SCENARIOS.values() for kind in scenario.measurements
 }

@@ -254,6 +254,7 @@ class Server(Scenario):
     params = ServerParams
     measurements = (ServerMeasurement, ServerSearchMeasurement)
     default_batches = (8,)
+    examples = ({"rate_qps": 50.0}, {"find_max": True, "p99_ms": 50.0})
     summary = "Poisson arrivals through a dynamic batcher: latency from scheduled arrival (open loop)"
 
     def resolve(self, params: Params, *, quick: bool, batch: int, seed: int) -> Params:
