@@ -115,3 +115,24 @@ def test_an_old_results_file_is_kept_until_the_run_is_complete(small_onnx: Path,
     assert [r.status for r in results.configurations] == ["ok", "ok"]  # measuring went on
     assert results.write_errors and "No space left" in results.write_errors[0]
     assert len(Results.read(out).configurations) == 2
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["no-earlier-file", "earlier-file"])
+def test_an_interrupted_run_keeps_what_it_finished(small_onnx: Path, tmp_path: Path, earlier: bool) -> None:
+    out = tmp_path / "results.json"
+    if earlier:
+        out.write_text("the user's earlier results\n")
+    seen: list[Any] = []
+
+    def stop_at_the_second(record: Any) -> None:
+        seen.append(record)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    request = BenchRequest.create("offline", batches=[1, 2], quick=True, duration_s=0.1, isolate=False)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(str(small_onnx), [("ort-cpu", "fp32")], request, json_path=out, on_record=stop_at_the_second)
+    finished = partial_path(out) if earlier else out
+    assert [r.batch for r in Results.read(finished).configurations] == [1]
+    if earlier:
+        assert out.read_text() == "the user's earlier results\n"

@@ -3,8 +3,9 @@
 The plan is validated before anything is built, so a nonsense parameter costs the user nothing. While the
 run goes on, results are written to a partial file next to the one asked for (`<name>.partial`), after every
 configuration, so an interrupted run keeps what it finished; the file asked for is replaced only when the run
-is complete, so an earlier results file of that name survives a run that never finishes. A failed write is
-reported and the measuring goes on. With ``repeats`` > 1 each closed-loop job runs in that many fresh
+is complete, so an earlier results file of that name survives a run that never finishes (with no earlier
+file, an interrupted run's finished part is moved into place). A failed write is reported and the measuring
+goes on. With ``repeats`` > 1 each closed-loop job runs in that many fresh
 processes, combined by `rtpick.perf.replicates`.
 """
 
@@ -91,13 +92,9 @@ def run_bench(
     from rtpick.model import load_model, resolve_shapes
     from rtpick.options import check_options
     from rtpick.perf import accuracy as scoring
-    from rtpick.perf.isolation import run_isolated
-    from rtpick.perf.scenarios.offline import saturation_batch
-    from rtpick.perf.worker import run_job
     from rtpick.results import Results, environment, model_record
 
     request.validate()
-    scenario = get_scenario(request.scenario)
     if request.repeats > 1 and not isinstance(model, str | os.PathLike):
         raise RtpickError("repeats > 1 needs the model as a path or name (each repeat loads it in a new "
                           "process); an in-memory model can only be measured in this process")
@@ -132,6 +129,29 @@ def run_bench(
             with contextlib.suppress(OSError):
                 partial_path(json_path).unlink()
 
+    try:
+        _measure_all(model, loaded, configs, request, batches, labelled, source, isolate, results, save,
+                     on_record, on_start, progress)
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM): with no earlier file to protect, the finished part takes its place
+        if json_path is not None and not Path(json_path).exists() and partial_path(json_path).exists():
+            with contextlib.suppress(OSError):
+                os.replace(partial_path(json_path), json_path)
+        raise
+    save(final=True)
+    return results
+
+
+def _measure_all(model: Any, loaded: Any, configs: Sequence[tuple[str, str]], request: BenchRequest,
+                 batches: list[int], labelled: Any, source: str | None, isolate: bool, results: Any,
+                 save: Callable[..., None], on_record: Callable[[Record], None] | None,
+                 on_start: Callable[[str], None] | None, progress: Progress | None) -> None:
+    """Each configuration at each batch, in order; an offline sweep stops when throughput stops growing."""
+    from rtpick.perf.isolation import run_isolated
+    from rtpick.perf.scenarios.offline import saturation_batch
+    from rtpick.perf.worker import run_job
+
+    scenario = get_scenario(request.scenario)
     timeout = request.timeout_s or (300.0 if request.quick else 1800.0)
     explicit = bool(request.batches)
     if progress is not None:
@@ -181,8 +201,6 @@ def run_bench(
                 "stopped": stop_reason,
             }
             save()
-    save(final=True)
-    return results
 
 
 def _flat(points: list[tuple[int, float]]) -> bool:
