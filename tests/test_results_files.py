@@ -120,3 +120,30 @@ def test_fuzzed_results_files_never_give_a_traceback(tmp_path: Path, monkeypatch
         assert "Traceback" not in err
         assert all(line.startswith("rtpick: error: ") for line in err.strip().splitlines()), err
     assert statuses.get(2, 0) > 100 and statuses.get(0, 0) > 50, statuses  # both kinds were reached
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("nan"), float("inf"), 1e308])
+def test_extreme_numbers_in_every_figure_give_a_report_and_a_diff(value: Any, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plots, "have_matplotlib", lambda: False)
+    data = json.loads(SEEDS[0].read_text())
+    for record in data["configurations"]:
+        lat = record["metrics"]["latency_ms"]
+        for key in ("p50", "p90", "p99", "mean", "max"):
+            lat[key] = value
+        lat["ci"]["p50"] = [value, value]
+        record["metrics"]["throughput"] = value
+        record["metrics"]["load_avg"].update(before=value, after=value, cpus=value)
+        record.update(build_time_s=value, first_inference_ms=value, accuracy=value)
+        record["memory"]["host_rss_peak_mb"] = value
+    path = tmp_path / "extreme.json"
+    path.write_text(json.dumps(data))
+    expected = 2 if isinstance(value, int) else 0  # a whole number no float holds is refused in one line
+    assert _run(commands.report, results_file=str(path), out=str(tmp_path / "r")) == expected
+    assert _run(commands.diff, old=str(SEEDS[0]), new=str(path)) in ((2,) if expected else (0, 1))
+
+
+def test_a_deeply_nested_file_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    assert _run(commands.report, results_file=str(path), out=None) == 2

@@ -87,11 +87,29 @@ class Results:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Results:
-        return cls.from_dict(read_json(path, "results file"), source=str(path))
+        try:
+            data = read_json(path, "results file")
+        except RecursionError:
+            raise RtpickError(f"{path} is nested too deeply to be a results file") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def _check_numbers(data: Any) -> None:
+    """Refuse a whole number no float can hold (a crafted file): every reader may turn a figure into a float."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > 2**63:
+            raise RtpickError(f"it holds a number too large to be a measurement ({str(node)[:20]}...)")
 
 
 def _parse(cls: type[Results], data: dict[str, Any]) -> Results:
     """The checked fields of a results document (one line naming the first bad key)."""
+    _check_numbers(data)
     for key, kind in (("command", str), ("scenario", dict), ("model", dict)):
         if not isinstance(data.get(key), kind):
             raise RtpickError(f"{key!r} is missing or not {'text' if kind is str else 'an object'}")

@@ -184,10 +184,8 @@ def check_keys(data: Mapping[str, Any], required: Mapping[str, Any], where: str)
             continue
         if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
             raise RtpickError(f"{where}.{key} is a boolean, not {_names(kind)}")
-        if not isinstance(value, kind):
+        if not isinstance(value, kind):  # NaN/inf pass as numbers: a fact of the run, never a passed budget
             raise RtpickError(f"{where}.{key} is {type(value).__name__}, not {_names(kind)}")
-        if isinstance(value, float) and not math.isfinite(value) and kind in (NUMBER, OPTIONAL_NUMBER):
-            continue  # NaN/inf is stored as a fact of the run; readers never let it pass a budget
 
 
 def _names(kind: Any) -> str:
@@ -198,12 +196,19 @@ def _names(kind: Any) -> str:
 def interval(value: Any) -> tuple[float, float] | None:
     """A stored [low, high] as a pair of numbers, None when it is not one."""
     if isinstance(value, list | tuple) and len(value) == 2 and all(_is_number(v) for v in value):
-        return float(value[0]), float(value[1])
+        low, high = number(value[0]), number(value[1])
+        return (low, high) if low is not None and high is not None else None
     return None
 
 
 def number(value: Any) -> float | None:
-    return float(value) if _is_number(value) else None
+    """A stored number as a float (a whole number too large for a float reads as infinity), None otherwise."""
+    if not _is_number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _is_number(value: Any) -> bool:
