@@ -56,8 +56,9 @@ def test_the_api_command_reproduces_the_configuration_seed_included(small_onnx: 
     ["--scenario", "offline", "--batch", "1,2", "--blocks", "3", "--block-pause", "0.01", "--samples"],
     ["--scenario", "server", "--rate", "40", "--batch", "2", "--max-queue-delay-ms", "1", "--seed", "3"],
     ["--scenario", "multistream", "--streams", "2", "--fps", "20", "--deadline-ms", "80", "--batch", "2"],
-    ["--input-range", "x:-2:3", "--option", "ort-cpu.threads=1", "--timeout", "200"],
-], ids=["offline", "server", "multistream", "inputs-options"])
+    ["--scenario", "server", "--find-max", "--p99-ms", "50", "--batch", "2"],
+    ["--input-range", "x:-2:3", "--option", "ort-cpu.threads=1", "--timeout", "200", "--no-accuracy"],
+], ids=["offline", "server", "multistream", "server-search", "inputs-options"])
 def test_every_cli_command_reproduces_its_configuration(small_onnx: Path, tmp_path: Path, args: list[str]) -> None:
     out = tmp_path / "first.json"
     done = run_cli("bench", str(small_onnx), "-r", "ort-cpu:fp32", "--quick", "--duration", "0.2", "--no-isolate",
