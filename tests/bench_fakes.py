@@ -69,8 +69,8 @@ class Recorder:
     def start(self, what: str) -> None:
         self.events.append(("start", what))
 
-    def done(self, record: dict[str, Any]) -> None:
-        self.events.append(("done", record["batch"]))
+    def done(self, record: Any) -> None:
+        self.events.append(("done", record.batch))
 
     def skip(self, count: int, reason: str) -> None:
         self.events.append(("skip", count))

@@ -16,9 +16,9 @@ def test_bundled_model_is_scored_in_padded_chunks() -> None:
     # batch 7 does not divide 540: the last chunk is padded, and the padding must not count
     results = rtpick.bench("rtpick:digits", "ort-cpu:fp32", batch=7, isolate=False, quick=True, duration_s=0.2)
     record = results.ok()[0]
-    detail = record["accuracy_detail"]
-    assert detail["n"] == 540 and detail["correct"] == round(record["accuracy"] * 540)
-    assert record["accuracy"] == pytest.approx(537 / 540)  # the 99.44% the assets README states
+    detail = record.accuracy_detail
+    assert detail["n"] == 540 and detail["correct"] == round(record.accuracy * 540)
+    assert record.accuracy == pytest.approx(537 / 540)  # the 99.44% the assets README states
     assert "chunks of batch 7" in detail["method"] and "digits_eval.npz" in detail["eval_set"]
     assert results.scenario["accuracy"] is True
 
@@ -27,10 +27,10 @@ def test_only_models_with_a_labelled_set_are_scored(small_onnx) -> None:
     assert eval_set("rtpick:digits") == assets_dir() / "digits_eval.npz"
     assert eval_set(str(small_onnx)) is None
     results = rtpick.bench(str(small_onnx), "ort-cpu:fp32", isolate=False, quick=True, duration_s=0.1)
-    assert "accuracy" not in results.ok()[0]
+    assert "accuracy" not in results.ok()[0].to_dict()
     skipped = rtpick.bench("rtpick:digits", "ort-cpu:fp32", isolate=False, quick=True, duration_s=0.1,
                            accuracy=False)
-    assert "accuracy" not in skipped.ok()[0] and "--no-accuracy" in skipped.command
+    assert "accuracy" not in skipped.ok()[0].to_dict() and "--no-accuracy" in skipped.command
 
 
 def test_user_labels_and_their_mistakes(tmp_path) -> None:
@@ -59,8 +59,9 @@ def test_cli_input_and_labels(tmp_path) -> None:
     done = run_cli("bench", "rtpick:digits", "--quick", "--duration", "0.2", "--batch", "8", "--no-isolate",
                    "--input", str(tmp_path / "x.npz"), "--labels", str(tmp_path / "y.npy"), "--json", str(out))
     assert done.returncode == 0, done.stderr
-    assert "top-1" in done.stdout and "on 40 labelled rows" in done.stdout
+    words = " ".join(done.stdout.split())  # rich wraps lines to the terminal's width
+    assert "top-1" in words and "on 40 labelled rows" in words
     record = rtpick.results.Results.read(out).ok()[0]
-    assert record["accuracy_detail"]["n"] == 40 and 0.9 <= record["accuracy"] <= 1.0
+    assert record.accuracy_detail["n"] == 40 and 0.9 <= record.accuracy <= 1.0
     bad = run_cli("bench", "rtpick:digits", "--quick", "--labels", str(tmp_path / "y.npy"))
     assert bad.returncode == 2 and "go together" in bad.stderr and "Traceback" not in bad.stderr

@@ -9,6 +9,7 @@ from conftest import run_cli
 from rich.console import Console
 
 from rtpick.perf.progress import BarProgress, Silent, for_console
+from rtpick.perf.record import Record
 from rtpick.perf.run import BenchRequest, run_bench
 
 
@@ -16,10 +17,10 @@ def test_a_sweep_reports_its_plan_each_job_and_what_it_skipped(small_onnx, tmp_p
     recorder = Recorder()
     # a missing calibration file fails the build of the first batch, so the sweep stops there (an unknown
     # option would be refused before anything runs)
-    request = BenchRequest(scenario="offline", batches=[1, 2, 4], quick=True, duration_s=0.05, isolate=False,
+    request = BenchRequest.create(scenario="offline", batches=[1, 2, 4], quick=True, duration_s=0.05, isolate=False,
                            options={"calibration": "no/such/calibration.npz"})
     results = run_bench(str(small_onnx), [("ort-cpu", "int8")], request, progress=recorder)
-    assert results.configurations[0]["status"] == "failed"
+    assert results.configurations[0].status == "failed"
     assert recorder.events == [("plan", 3), ("start", "ort-cpu:int8 batch 1"), ("done", 1), ("skip", 2)]
 
 
@@ -30,7 +31,7 @@ def test_the_bar_draws_on_a_terminal_only() -> None:
         assert isinstance(progress, BarProgress)
         progress.plan(4)
         progress.start("ort-cpu:fp32 batch 8")
-        progress.done({"config": "ort-cpu:fp32", "batch": 8, "status": "ok"})
+        progress.done(Record(runtime="ort-cpu", precision="fp32", batch=8, scenario="offline", status="failed"))
         progress.skip(2, "throughput stopped growing")
     text = buffer.getvalue()
     assert "1/2" in text and "sweep stopped" in text

@@ -149,22 +149,22 @@ def test_a_failed_process_does_not_take_the_configuration_down() -> None:
 
 def test_request_checks_and_reproducing_command() -> None:
     with pytest.raises(RtpickError, match="at least 1"):
-        BenchRequest(repeats=0).validate()
+        BenchRequest.create(repeats=0).validate()
     with pytest.raises(RtpickError, match="single-stream and offline"):
-        BenchRequest(scenario="server", rate_qps=10, repeats=3).validate()
+        BenchRequest.create(scenario="server", rate_qps=10, repeats=3).validate()
     with pytest.raises(RtpickError, match="no-isolate"):
-        BenchRequest(repeats=2, isolate=False).validate()
-    BenchRequest(scenario="offline", repeats=3).validate()
-    line = command_line("rtpick:digits", [("ort-cpu", "fp32")], BenchRequest(repeats=5))
+        BenchRequest.create(repeats=2, isolate=False).validate()
+    BenchRequest.create(scenario="offline", repeats=3).validate()
+    line = command_line("rtpick:digits", [("ort-cpu", "fp32")], BenchRequest.create(repeats=5))
     assert "--repeats 5" in line
-    assert "--repeats" not in command_line("rtpick:digits", [("ort-cpu", "fp32")], BenchRequest())
+    assert "--repeats" not in command_line("rtpick:digits", [("ort-cpu", "fp32")], BenchRequest.create())
 
 
 def test_an_in_memory_model_cannot_be_repeated() -> None:
     from rtpick.sources import load_model
 
     with pytest.raises(RtpickError, match="path or name"):
-        run_bench(load_model("rtpick:digits"), [("ort-cpu", "fp32")], BenchRequest(repeats=2))
+        run_bench(load_model("rtpick:digits"), [("ort-cpu", "fp32")], BenchRequest.create(repeats=2))
 
 
 @pytest.mark.parametrize("args, words", [
@@ -184,7 +184,7 @@ def test_bad_repeats_exit_2_with_one_line(small_onnx, args, words) -> None:
 
 def test_an_offline_sweep_repeats_each_batch_and_sweeps_on_the_combined_throughput(small_onnx, tmp_path) -> None:
     recorder = Recorder()
-    request = BenchRequest(scenario="offline", batches=[1, 2], quick=True, duration_s=0.1, repeats=2)
+    request = BenchRequest.create(scenario="offline", batches=[1, 2], quick=True, duration_s=0.1, repeats=2)
     results = run_bench(str(small_onnx), [("ort-cpu", "fp32")], request, progress=recorder,
                         json_path=tmp_path / "offline.json")
     assert recorder.events == [("plan", 2), ("start", "ort-cpu:fp32 batch 1 repeat 1/2"),
@@ -192,8 +192,8 @@ def test_an_offline_sweep_repeats_each_batch_and_sweeps_on_the_combined_throughp
                                ("start", "ort-cpu:fp32 batch 2 repeat 1/2"),
                                ("start", "ort-cpu:fp32 batch 2 repeat 2/2"), ("done", 2)]
     points = results.sweeps["ort-cpu:fp32"]["points"]
-    assert [p["throughput"] for p in points] == [r["metrics"]["throughput"] for r in results.configurations]
-    assert all(r["metrics"]["latency_ms"]["ci"]["replicates"] == 2 for r in results.configurations)
+    assert [p["throughput"] for p in points] == [r.headline().throughput for r in results.configurations]
+    assert all(r.measurement.ci()["replicates"] == 2 for r in results.configurations)
     assert json.loads((tmp_path / "offline.json").read_text())["scenario"]["repeats"] == 2
 
 

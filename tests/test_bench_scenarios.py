@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -10,6 +11,9 @@ from bench_fakes import CompilingSession, SpinSession, feeds
 from rtpick.errors import RtpickError
 from rtpick.perf import scenarios
 from rtpick.perf.isolation import run_isolated
+from rtpick.perf.job import Job
+from rtpick.perf.scenarios import closedloop
+from rtpick.perf.scenarios.closedloop import ClosedLoopParams
 from rtpick.perf.worker import is_oom, run_job
 
 
@@ -61,23 +65,24 @@ def test_saturation_batch() -> None:
 
 
 def test_a_failing_configuration_is_recorded_not_raised(small_onnx) -> None:
-    job = {"model": str(small_onnx), "runtime": "ort-cpu", "precision": "fp32", "batch": 2,
-           "scenario": "single-stream", "params": {"min_duration_s": 0.1, "min_queries": 10, "warmup": 2},
-           "shapes": {"x": [2, 9]}}  # wrong width: the build or run must fail, and be recorded
+    params = ClosedLoopParams(duration_s=0.1, min_queries=10, warmup=2, blocks=2)
+    job = Job(model=str(small_onnx), runtime="ort-cpu", precision="fp32", batch=2, scenario="single-stream",
+              params=params, shapes={"x": [2, 9]})  # wrong width: the build or run must fail, and be recorded
     record = run_job(job)
-    assert record["status"] == "failed" and "x" in record["error"]
-    good = run_isolated({**job, "shapes": {}}, timeout_s=120)
-    assert good["status"] == "ok", good
-    assert good["metrics"]["batch"] == 2 and good["build_time_s"] > 0 and good["first_inference_ms"] > 0
-    assert good["memory"]["host_rss_peak_mb"] > 0
-    assert good["memory"]["gpu_memory"].startswith("not measured")
+    assert record.status == "failed" and record.error is not None and "x" in record.error
+    good = run_isolated(replace(job, shapes={}), timeout_s=120)
+    assert good.status == "ok", good
+    assert good.measurement is not None and good.measurement.data["batch"] == 2
+    assert good.build_time_s and good.build_time_s > 0 and good.first_inference_ms and good.first_inference_ms > 0
+    assert good.memory_figure("host_rss_peak_mb")
+    assert (good.memory or {})["gpu_memory"].startswith("not measured")
 
 
 def test_a_hang_is_killed_and_recorded(small_onnx) -> None:
-    job = {"model": str(small_onnx), "runtime": "ort-cpu", "precision": "fp32", "batch": 1,
-           "scenario": "single-stream", "params": {"min_duration_s": 60, "min_queries": 10, "warmup": 1}}
+    job = Job(model=str(small_onnx), runtime="ort-cpu", precision="fp32", batch=1, scenario="single-stream",
+              params=ClosedLoopParams(duration_s=60, min_queries=10, warmup=1, blocks=2))
     record = run_isolated(job, timeout_s=3)
-    assert record["status"] == "timeout" and "3 s" in record["error"]
+    assert record.status == "timeout" and "3 s" in (record.error or "")
 
 
 def test_oom_messages_are_recognised() -> None:
@@ -100,9 +105,9 @@ class CountingCompiler(CompilingSession):
 
 def test_warming_runs_every_batch_size_past_its_compile(monkeypatch: pytest.MonkeyPatch) -> None:
     # the stability warm-up of the smallest and largest batch must start after their compile, not be spent on it
-    monkeypatch.setattr(scenarios, "WARMUP_MAX_S", 0.1)
+    monkeypatch.setattr(closedloop, "WARMUP_MAX_S", 0.1)
     session = CountingCompiler()
-    seconds = scenarios._warm_batches(session, feeds(4), 4)
+    seconds = scenarios.warm_batches(session, feeds(4), 4)
     assert set(session.calls) == {1, 2, 3, 4} and seconds >= 4 * 0.3
     assert all(session.calls[size] >= scenarios.WARM_CALLS_PER_BATCH for size in (2, 3))
     assert session.calls[1] > scenarios.WARM_CALLS_PER_BATCH and session.calls[4] > scenarios.WARM_CALLS_PER_BATCH

@@ -11,6 +11,8 @@ from rtpick.comparison.metrics import OutputCheck
 from rtpick.comparison.result import Comparison, ComparisonRow
 from rtpick.deploy import DeployConfig
 from rtpick.errors import RtpickError
+from rtpick.perf.record import Record
+from rtpick.perf.scenarios.multistream import MultistreamMeasurement
 from rtpick.recommendation import (
     BUILD_FAILED,
     CHOSEN,
@@ -31,7 +33,8 @@ PASSED = {"status": "pass", "passed": True, "gate": "tolerance", "reason": ""}
 
 def record(config: str, *, p50: float = 1.0, p99: float = 2.0, throughput: float = 500.0, status: str = "ok",
            build: float | None = 0.1, host: float = 100.0, gpu: float | None = None, device: str | None = None,
-           correctness: dict | None = None, scenario: str = "single-stream", batch: int = 1, **extra: object) -> dict:
+           correctness: dict | None = None, scenario: str = "single-stream", batch: int = 1, **extra: object
+           ) -> Record:
     runtime, precision = config.split(":")
     device = device or ("cpu" if runtime.endswith("cpu") else "cuda")
     rec: dict = {"config": config, "runtime": runtime, "precision": precision, "batch": batch, "status": status,
@@ -40,13 +43,14 @@ def record(config: str, *, p50: float = 1.0, p99: float = 2.0, throughput: float
     if build is not None:
         rec["build_time_s"] = build
     if status == "ok":
-        rec["metrics"] = {"scenario": scenario, "method": "hand-made",
-                          "latency_ms": {"p50": p50, "p99": p99}, "throughput": throughput}
+        rec["metrics"] = {"scenario": scenario, "method": "hand-made", "batch": batch, "n": 100, "duration_s": 1.0,
+                          "latency_ms": {"p50": p50, "p90": p99, "p99": p99, "mean": p50, "max": p99},
+                          "throughput": throughput}
         memory = {"host_rss_peak_mb": host}
         if device == "cuda":
             memory.update({"gpu_memory_peak_mb": gpu} if gpu is not None else {"gpu_memory": "not measured (test)"})
         rec["memory"] = memory
-    return rec
+    return Record.from_dict(rec)
 
 
 def test_p99_not_the_median_decides_the_budget():
@@ -138,10 +142,13 @@ def test_throughput_mode_picks_the_cheapest_batch_that_meets():
 
 
 def test_streams_mode_needs_frames_on_time():
-    def cams(config: str, on_time: float) -> dict:
-        rec = record(config, scenario="multistream")
-        rec["metrics"] = {"scenario": "multistream", "streams": 4, "fps": 30.0, "duration_s": 2.0, "method": "m",
-                          "total": {"p99_ms": 10.0, "p50_ms": 5.0, "on_time_fraction": on_time, "processed": 240}}
+    def cams(config: str, on_time: float) -> Record:
+        rec = record(config)
+        rec.scenario = "multistream"
+        rec.measurement = MultistreamMeasurement.from_dict(
+            {"scenario": "multistream", "streams": 4, "fps": 30.0, "duration_s": 2.0, "method": "m",
+             "total": {"p99_ms": 10.0, "p50_ms": 5.0, "on_time_fraction": on_time, "processed": 240, "frames": 240,
+                       "late": 0, "dropped": 0}})
         return rec
 
     out = rank([cams("ort-cpu:fp32", 0.95), cams("torch-cpu:fp32", 1.0)], Constraints(streams=4, fps=30.0))

@@ -4,6 +4,8 @@ import copy
 import html
 
 import rtpick
+from rtpick.perf.record import Record
+from rtpick.perf.scenarios.closedloop import SingleStreamMeasurement
 from rtpick.report import diff, html_page, markdown, write_reports
 from rtpick.results import Results
 
@@ -12,7 +14,7 @@ def test_report_and_diff_from_a_real_run(small_onnx, tmp_path) -> None:
     out = tmp_path / "r.json"
     results = rtpick.bench(str(small_onnx), "ort-cpu:fp32", scenario="offline", batch=[1, 4], json=str(out),
                            isolate=False, duration_s=0.2, quick=True)
-    assert [c["batch"] for c in results.ok()] == [1, 4]
+    assert [c.batch for c in results.ok()] == [1, 4]
     assert results.sweeps["ort-cpu:fp32"]["saturation_batch"] in (1, 4)
     page = html_page(results)
     assert results.command.startswith("rtpick bench ") and "--scenario offline --batch 1,4" in results.command
@@ -26,7 +28,7 @@ def test_report_and_diff_from_a_real_run(small_onnx, tmp_path) -> None:
     assert all(c.old_ci == c.new_ci and c.old_ci[0] <= c.old <= c.old_ci[1] for c in same)
     slower = copy.deepcopy(results)
     for record in slower.configurations:
-        lat = record["metrics"]["latency_ms"]
+        lat = record.measurement.data["latency_ms"]
         for key in ("p50", "p99"):
             lat[key] *= 3
             lat["ci"][key] = [v * 3 for v in lat["ci"][key]]
@@ -36,15 +38,17 @@ def test_report_and_diff_from_a_real_run(small_onnx, tmp_path) -> None:
     assert flagged[0].ratio > 2.5 and any(c.significant for c in flagged if c.metric == "p50")
 
 
-def _record(p50: float, ci: list[float], blocks: int = 10) -> dict:
+def _record(p50: float, ci: list[float], blocks: int = 10) -> Record:
     lat = {"p50": p50, "p90": p50, "p99": 2 * p50, "mean": p50, "max": 3 * p50,
            "ci": {"p50": ci, "p99": [2 * v for v in ci], "blocks": blocks}}
-    return {"config": "ort-cpu:fp32", "batch": 1, "scenario": "single-stream", "status": "ok",
-            "metrics": {"scenario": "single-stream", "latency_ms": lat, "throughput": 1e3 / p50, "n": 100}}
+    metrics = {"scenario": "single-stream", "latency_ms": lat, "throughput": 1e3 / p50, "n": 100, "batch": 1,
+               "duration_s": 1.0, "method": "hand-made"}
+    return Record(runtime="ort-cpu", precision="fp32", batch=1, scenario="single-stream",
+                  measurement=SingleStreamMeasurement.from_dict(metrics))
 
 
 def test_diff_judges_by_the_stored_intervals() -> None:
-    def results(*records: dict) -> Results:
+    def results(*records: Record) -> Results:
         return Results(command="rtpick bench m", scenario={}, model={"sha256": "x", "spec": {"name": "m"}},
                        configurations=list(records))
 
@@ -57,15 +61,15 @@ def test_diff_judges_by_the_stored_intervals() -> None:
 
 def test_diff_says_when_the_machine_load_differed() -> None:
     quiet, busy = _record(1.0, [0.98, 1.02]), _record(1.3, [1.25, 1.35])
-    quiet["metrics"]["load_avg"] = {"before": 0.4, "after": 0.6, "cpus": 2}
-    busy["metrics"]["load_avg"] = {"before": 4.8, "after": 5.2, "cpus": 2}
+    quiet.measurement.data["load_avg"] = {"before": 0.4, "after": 0.6, "cpus": 2}
+    busy.measurement.data["load_avg"] = {"before": 4.8, "after": 5.2, "cpus": 2}
 
-    def results(record: dict) -> Results:
+    def results(record: Record) -> Results:
         return Results(command="c", scenario={}, model={"sha256": "x", "spec": {"name": "m"}},
                        configurations=[record])
 
     change = diff(results(quiet), results(busy))[0]
     assert change.significant and "load differed (1-min load average 0.6 vs 5.2 on 2 CPUs)" in change.note
     busy_too = _record(1.0, [0.98, 1.02])
-    busy_too["metrics"]["load_avg"] = {"before": 4.9, "after": 5.0, "cpus": 2}
+    busy_too.measurement.data["load_avg"] = {"before": 4.9, "after": 5.0, "cpus": 2}
     assert "busy with other work" in diff(results(busy_too), results(busy))[0].note

@@ -6,20 +6,22 @@ import pytest
 
 from rtpick.errors import RtpickError
 from rtpick.files import check_writable
+from rtpick.perf.record import Record
 from rtpick.results import SCHEMA_VERSION, Results, environment
 
 
 def _results() -> Results:
     return Results(command="rtpick bench m.onnx", scenario={"scenario": "single-stream"},
                    model={"sha256": "ab", "spec": {"name": "m"}}, environment=environment(),
-                   configurations=[{"config": "ort-cpu:fp32", "batch": 1, "status": "ok"}])
+                   configurations=[Record(runtime="ort-cpu", precision="fp32", batch=1, scenario="single-stream",
+                                          status="failed", error="hand-made")])
 
 
 def test_round_trip_and_environment(tmp_path) -> None:
     path = tmp_path / "out.json"
     _results().write(path)
     back = Results.read(path)
-    assert back.configurations[0]["config"] == "ort-cpu:fp32"
+    assert back.configurations[0].config == "ort-cpu:fp32" and back.configurations == _results().configurations
     env = back.environment
     assert env["cpu_cores_logical"] >= 1 and env["versions"]["numpy"]
     gpu = env["gpu"]
@@ -47,7 +49,8 @@ def test_a_failed_write_leaves_the_good_file(tmp_path) -> None:
     _results().write(path)
     before = path.read_text()
     bad = _results()
-    bad.configurations.append({"value": float("nan")})  # NaN is not JSON: the write must fail cleanly
+    bad.configurations.append(Record(runtime="ort-cpu", precision="fp32", batch=1, scenario="single-stream",
+                                     status="failed", build_time_s=float("nan")))  # NaN is not JSON
     with pytest.raises(ValueError):
         bad.write(path)
     assert path.read_text() == before

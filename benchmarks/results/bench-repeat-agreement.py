@@ -19,7 +19,7 @@ from rtpick.results import Results
 
 
 def main(paths: list[str]) -> None:
-    runs = {Path(p).stem.rsplit("-", 1)[-1]: {r["config"]: r for r in Results.read(p).ok()} for p in paths}
+    runs = {Path(p).stem.rsplit("-", 1)[-1]: {r.config: r.to_dict() for r in Results.read(p).ok()} for p in paths}
     configs = sorted({c for records in runs.values() for c in records})
     print("| run | configuration | p50 ms [95% CI] | p99 ms [95% CI] | calls | top-1 | load (1-min avg, 2 CPUs) |")
     print("|---|---|---|---|---|---|---|")

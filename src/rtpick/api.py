@@ -80,27 +80,30 @@ def bench(
     model: Any,
     configs: Sequence[str] | str,
     *,
-    scenario: str = "single-stream",
+    scenario: str | None = None,
     batch: int | Sequence[int] | None = None,
     json: str | None = None,
     isolate: bool = True,
     repeats: int = 1,
     **kwargs: Any,
 ) -> Any:
-    """Measure `model` on each ``runtime:precision`` in one scenario; returns `rtpick.results.Results`.
+    """Measure `model` on each ``runtime:precision`` in one scenario (default single-stream); returns
+    `rtpick.results.Results`.
 
-    Keyword arguments are the fields of `rtpick.perf.run.BenchRequest` (quick, duration_s, rate_qps,
-    find_max, p99_ms, streams, fps, deadline_ms, find_max_streams, shapes, ranges, options, io, timeout_s,
-    keep_samples). A path or zoo name runs each configuration in its own process; an in-memory model runs
-    in this one. ``repeats=N`` (single-stream and offline, a path or name) measures each configuration in N
-    separate processes and takes its intervals from the spread between them, which also covers what stays
-    constant within one process (see `rtpick.perf.stats`); it takes N times as long.
+    Keyword arguments are the fields of `rtpick.perf.request.BenchRequest` (quick, seed, shapes, ranges,
+    options, io, timeout_s, ...) and of the scenario's `Params` (duration_s, keep_samples, blocks; server:
+    rate_qps, find_max, p99_ms; multistream: streams, fps, deadline_ms, find_max_streams), the same names
+    `rtpick bench --help` spells as flags. A path or zoo name runs each configuration in its own process;
+    an in-memory model runs in this one. ``repeats=N`` (single-stream and offline, a path or name) measures
+    each configuration in N separate processes and takes its intervals from the spread between them, which
+    also covers what stays constant within one process (see `rtpick.perf.stats`); it takes N times as long.
     """
-    from rtpick.perf.run import BenchRequest, command_line, run_bench
+    from rtpick.perf.request import BenchRequest, command_line
+    from rtpick.perf.run import run_bench
     from rtpick.runtimes.registry import parse_config, parse_configs
 
     parsed = parse_configs(configs) if isinstance(configs, str) else [parse_config(c) for c in configs]
     batches = None if batch is None else [batch] if isinstance(batch, int) else list(batch)
-    request = BenchRequest(scenario=scenario, batches=batches, isolate=isolate, repeats=repeats, **kwargs)
+    request = BenchRequest.create(scenario, batches=batches, isolate=isolate, repeats=repeats, **kwargs)
     command = command_line(model, parsed, request, json)
     return run_bench(model, parsed, request, json_path=json, command=command)

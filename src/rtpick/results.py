@@ -17,6 +17,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import read_json, write_json
+from rtpick.perf.record import Record
 
 SCHEMA = "rtpick.bench"
 SCHEMA_VERSION = 2  # 2: p50/p99 CIs by sectioning over blocks; accuracy per record
@@ -32,15 +33,24 @@ class Results:
     scenario: dict[str, Any]
     model: dict[str, Any]
     environment: dict[str, Any] = field(default_factory=dict)
-    configurations: list[dict[str, Any]] = field(default_factory=list)
+    configurations: list[Record] = field(default_factory=list)
     sweeps: dict[str, Any] = field(default_factory=dict)
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    write_errors: list[str] = field(default_factory=list)  # writes that failed during the run (not stored)
 
-    def ok(self) -> list[dict[str, Any]]:
-        return [c for c in self.configurations if c.get("status") == "ok"]
+    def ok(self) -> list[Record]:
+        return [c for c in self.configurations if c.ok]
 
-    def failed(self) -> list[dict[str, Any]]:
-        return [c for c in self.configurations if c.get("status") != "ok"]
+    def failed(self) -> list[Record]:
+        return [c for c in self.configurations if not c.ok]
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model["spec"]["name"])
+
+    @property
+    def model_sha256(self) -> str:
+        return str(self.model["sha256"])
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,7 +61,7 @@ class Results:
             "environment": self.environment,
             "model": self.model,
             "scenario": self.scenario,
-            "configurations": self.configurations,
+            "configurations": [c.to_dict() for c in self.configurations],
             "sweeps": self.sweeps,
         }
 
@@ -65,11 +75,11 @@ class Results:
                 f"{source} uses results schema version {version}, this rtpick reads version {SCHEMA_VERSION}; "
                 "re-run the benchmark with this version"
             )
-        return cls(
-            command=data["command"], scenario=data["scenario"], model=data["model"],
-            environment=data.get("environment", {}), configurations=list(data.get("configurations", [])),
-            sweeps=dict(data.get("sweeps", {})), created=data.get("created", ""),
-        )
+        try:
+            return _parse(cls, data)
+        except RtpickError as exc:
+            raise RtpickError(f"{source} is not a valid results file: {exc}; re-run rtpick bench --json to make "
+                              "a new one") from None
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Atomically replace `path`: a reader (or a crash) sees the old file or the new one, never half."""
@@ -77,7 +87,60 @@ class Results:
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Results:
-        return cls.from_dict(read_json(path, "results file"), source=str(path))
+        try:
+            data = read_json(path, "results file")
+        except RecursionError:
+            raise RtpickError(f"{path} is nested too deeply to be a results file") from None
+        return cls.from_dict(data, source=str(path))
+
+
+def _check_numbers(data: Any) -> None:
+    """Refuse a whole number no float can hold (a crafted file): every reader may turn a figure into a float."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, int) and not isinstance(node, bool) and abs(node) > 2**63:
+            raise RtpickError(f"it holds a number too large to be a measurement ({str(node)[:20]}...)")
+
+
+def _parse(cls: type[Results], data: dict[str, Any]) -> Results:
+    """The checked fields of a results document (one line naming the first bad key)."""
+    _check_numbers(data)
+    for key, kind in (("command", str), ("scenario", dict), ("model", dict)):
+        if not isinstance(data.get(key), kind):
+            raise RtpickError(f"{key!r} is missing or not {'text' if kind is str else 'an object'}")
+    model = data["model"]
+    if not isinstance(model.get("sha256"), str) or not isinstance(model.get("spec"), dict) \
+            or not isinstance(model["spec"].get("name"), str):
+        raise RtpickError("'model' needs 'sha256' and a 'spec' with a 'name'")
+    if not isinstance(data["scenario"].get("scenario", ""), str):
+        raise RtpickError("'scenario.scenario' is not text")
+    environment = data.get("environment", {})
+    configurations = data.get("configurations", [])
+    sweeps = data.get("sweeps", {})
+    created = data.get("created", "")
+    if not isinstance(environment, dict) or not isinstance(configurations, list) or not isinstance(sweeps, dict) \
+            or not isinstance(created, str):
+        raise RtpickError("'environment', 'sweeps' must be objects, 'configurations' a list, 'created' text")
+    records = [Record.from_dict(c, f"configurations[{i}]") for i, c in enumerate(configurations)]
+    for name, sweep in sweeps.items():
+        points = sweep.get("points") if isinstance(sweep, dict) else None
+        if not isinstance(points, list) or not all(
+            isinstance(p, dict) and _is_number(p.get("batch")) and _is_number(p.get("throughput")) for p in points
+        ):
+            raise RtpickError(f"sweeps[{name!r}] needs 'points' of batch and throughput numbers")
+        if not isinstance(sweep.get("stopped"), str | type(None)):
+            raise RtpickError(f"sweeps[{name!r}].stopped is not text")
+    return cls(command=data["command"], scenario=data["scenario"], model=model, environment=environment,
+               configurations=records, sweeps=sweeps, created=created)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _json_default(value: Any) -> Any:

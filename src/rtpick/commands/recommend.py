@@ -43,10 +43,9 @@ def _memory(row: Any) -> str:
     return "\n".join(parts) or "-"
 
 
-def _p99(row: Any, mode: str) -> str:
+def _p99(row: Any, how: str) -> str:
     if row.p99_ms is None:
         return "-"
-    how = {"latency": "single-stream", "streams": "multistream", "throughput": "offline"}[mode]
     text = f"{row.p99_ms:.3g} ms\n[dim]{how}, b{row.batch}[/]"
     if row.on_time_fraction is not None:
         text += f"\n{row.on_time_fraction:.1%} on time"
@@ -69,7 +68,7 @@ def render(rec: Any) -> Table:
         if verdict in ("unavailable here", "excluded by --cpu-only", "not measured"):
             style = "dim"
         t.add_row(
-            str(row.rank) if row.rank else "-", row.config, _p99(row, c.mode),
+            str(row.rank) if row.rank else "-", row.config, _p99(row, c.scenario),
             _fmt(row.throughput, ",.0f", "/s"), _accuracy(row), _fmt(row.build_time_s, ".3g", " s"),
             _memory(row), f"[{style}]{verdict}[/]: {escape(row.reason)}",
         )
@@ -121,7 +120,7 @@ def recommend(
     """Recommend the configuration that meets a budget, gated on correctness, with reasons for the rest."""
     from rtpick.data import parse_shape
     from rtpick.files import check_writable
-    from rtpick.perf.run import DEFAULT_SWEEP
+    from rtpick.perf.scenarios.offline import DEFAULT_SWEEP
     from rtpick.recommendation import deploy_config
     from rtpick.recommendation import recommend as run_recommend
 

@@ -15,21 +15,21 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
+from rtpick.errors import RtpickError
+from rtpick.perf.job import Job
+from rtpick.perf.record import Record
 from rtpick.perf.worker import is_oom
 
 
-def run_isolated(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+def run_isolated(job: Job, timeout_s: float) -> Record:
     """`run_job(job)` in a child process; a record with the cause when the child fails to produce one."""
-    base = {
-        "config": f"{job['runtime']}:{job['precision']}", "runtime": job["runtime"],
-        "precision": job["precision"], "batch": job["batch"], "options": job.get("options", {}),
-        "scenario": job["scenario"],
-    }
+    def failed(status: str, error: str) -> Record:
+        return Record.failed(job.runtime, job.precision, job.batch, job.scenario, status, error, job.options)
+
     with tempfile.TemporaryDirectory(prefix="rtpick-job-") as tmp:
         job_file, out_file = Path(tmp) / "job.json", Path(tmp) / "out.json"
-        job_file.write_text(json.dumps(job))
+        job_file.write_text(json.dumps(job.to_dict()))
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -42,16 +42,18 @@ def run_isolated(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
                 code = proc.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                return {**base, "status": "timeout",
-                        "error": f"no result after {timeout_s:g} s (a hang or a very slow build); killed"}
+                return failed("timeout", f"no result after {timeout_s:g} s (a hang or a very slow build); killed")
             except BaseException:
                 _kill_group(proc)
                 raise
             err.seek(0)
             stderr = err.read().decode(errors="replace")
         if code == 0 and out_file.exists():
-            return json.loads(out_file.read_text())
-        return {**base, **_cause(code, stderr)}
+            try:
+                return Record.from_dict(json.loads(out_file.read_text()), "the worker's record")
+            except (ValueError, RtpickError) as exc:
+                return failed("crashed", f"the worker wrote an unreadable record: {exc}")
+        return failed(**_cause(code, stderr))
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
@@ -60,7 +62,7 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _cause(code: int, stderr: str) -> dict[str, Any]:
+def _cause(code: int, stderr: str) -> dict[str, str]:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     last = lines[-1][:300] if lines else "no output"
     if code < 0:

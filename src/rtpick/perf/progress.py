@@ -19,7 +19,7 @@ class Progress(Protocol):
 
     def start(self, what: str) -> None: ...
 
-    def done(self, record: dict[str, Any]) -> None: ...
+    def done(self, record: Any) -> None: ...
 
     def skip(self, count: int, reason: str) -> None: ...
 
@@ -58,10 +58,9 @@ class BarProgress:
         if self.task is not None:
             self.bar.update(self.task, description=f"measuring {what}")
 
-    def done(self, record: dict[str, Any]) -> None:
+    def done(self, record: Any) -> None:
         if self.task is not None:
-            self.bar.update(self.task, advance=1, description=f"finished {record.get('config', '')} "
-                                                              f"b{record.get('batch', '')}: {record.get('status')}")
+            self.bar.update(self.task, advance=1, description=f"finished {record.label}: {record.status}")
 
     def skip(self, count: int, reason: str) -> None:
         if self.task is not None and count > 0:
@@ -78,7 +77,7 @@ class Silent:
     def start(self, what: str) -> None:
         pass
 
-    def done(self, record: dict[str, Any]) -> None:
+    def done(self, record: Any) -> None:
         pass
 
     def skip(self, count: int, reason: str) -> None:

@@ -14,6 +14,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from rtpick.perf.job import Job
+from rtpick.perf.record import Record
+
 OOM_MARKERS = ("out of memory", "outofmemory", "cuda_error_out_of_memory", "failed to allocate",
                "cannot allocate memory", "bad_alloc", "memoryerror")
 
@@ -24,17 +27,10 @@ def is_oom(text: str) -> bool:
     return any(marker.replace(" ", "") in lowered for marker in OOM_MARKERS)
 
 
-def run_job(job: dict[str, Any], model: Any = None) -> dict[str, Any]:
+def run_job(job: Job, model: Any = None) -> Record:
     """Measure one configuration; never raises for the configuration's own failure (it is recorded)."""
-    record: dict[str, Any] = {
-        "config": f"{job['runtime']}:{job['precision']}",
-        "runtime": job["runtime"],
-        "precision": job["precision"],
-        "batch": job["batch"],
-        "options": job.get("options", {}),
-        "scenario": job["scenario"],
-        "status": "ok",
-    }
+    record = Record(runtime=job.runtime, precision=job.precision, batch=job.batch, scenario=job.scenario,
+                    options=dict(job.options))
     session = None
     try:
         session = _measure(job, record, model)
@@ -42,79 +38,71 @@ def run_job(job: dict[str, Any], model: Any = None) -> dict[str, Any]:
         if isinstance(exc, KeyboardInterrupt):
             raise
         message = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:500]
-        record["status"] = "oom" if isinstance(exc, MemoryError) or is_oom(str(exc)) else "failed"
-        record["error"] = message
-        record["traceback_tail"] = traceback.format_exc().strip().splitlines()[-6:]
+        record.status = "oom" if isinstance(exc, MemoryError) or is_oom(str(exc)) else "failed"
+        record.error = message
+        record.traceback_tail = traceback.format_exc().strip().splitlines()[-6:]
     finally:
         if session is not None:
             session.close()
     return record
 
 
-def _measure(job: dict[str, Any], record: dict[str, Any], model: Any) -> Any:
+def _measure(job: Job, record: Record, model: Any) -> Any:
     from rtpick.data import synthetic_feeds
     from rtpick.model import resolve_shapes, with_batch
-    from rtpick.perf import scenarios
     from rtpick.perf.memory import Monitor
+    from rtpick.perf.scenarios.registry import get_scenario
     from rtpick.runtimes.registry import get_runtime
     from rtpick.sources import load_model
 
     start = time.perf_counter()
-    loaded = model if model is not None else load_model(job["model"])
-    record["load_time_s"] = time.perf_counter() - start
-    runtime = get_runtime(job["runtime"])
-    shapes = resolve_shapes(loaded.spec.inputs, job.get("shapes") or None, None)
-    shapes = with_batch(shapes, job["batch"])
-    ranges = {k: tuple(v) for k, v in (job.get("ranges") or {}).items()}
+    loaded = model if model is not None else load_model(job.model)
+    record.load_time_s = time.perf_counter() - start
+    runtime = get_runtime(job.runtime)
+    shapes = resolve_shapes(loaded.spec.inputs, job.shapes or None, None)
+    shapes = with_batch(shapes, job.batch)
+    ranges = {k: tuple(v) for k, v in job.ranges.items()}
     with Monitor(gpu=runtime.device == "cuda") as monitor:
-        session = runtime.build(loaded, job["precision"], shapes, **job.get("options", {}))
-        record["build_time_s"] = session.info.build_time_s
-        record["build_notes"] = list(session.info.notes)
-        feeds: dict[str, Any] = synthetic_feeds(loaded.spec.inputs, shapes, seed=job.get("seed", 0), ranges=ranges)
-        if job.get("io") == "device" and session.device == "cuda":
+        session = runtime.build(loaded, job.precision, shapes, **job.options)
+        record.build_time_s = session.info.build_time_s
+        record.build_notes = list(session.info.notes)
+        feeds: dict[str, Any] = synthetic_feeds(loaded.spec.inputs, shapes, seed=job.seed, ranges=ranges)
+        if job.io == "device" and session.device == "cuda":
             import torch
 
             feeds = {name: torch.from_numpy(value).to("cuda") for name, value in feeds.items()}
         first = time.perf_counter()
         session.run(feeds)
         session.synchronize()
-        record["first_inference_ms"] = (time.perf_counter() - first) * 1e3
-        record["device"] = session.device
-        record["metrics"] = _scenario(scenarios, session, feeds, job)
-    record["memory"] = monitor.report()
-    record["warnings"] = record["memory"].pop("warnings")
-    if job.get("accuracy"):
+        record.first_inference_ms = (time.perf_counter() - first) * 1e3
+        record.device = session.device
+        record.measurement = get_scenario(job.scenario).run(session, feeds, job.params)
+    memory = monitor.report()
+    record.warnings = list(memory.pop("warnings"))
+    record.memory = memory
+    if job.accuracy:
         from rtpick.perf.accuracy import score
 
         # after the timing and outside the memory monitor: scoring must not disturb what was measured
-        record["accuracy"], record["accuracy_detail"] = score(session, job, loaded.spec)
+        record.accuracy, record.accuracy_detail = score(session, job.to_dict(), loaded.spec)
     return session
-
-
-def _scenario(scenarios: Any, session: Any, feeds: Any, job: dict[str, Any]) -> dict[str, Any]:
-    params = dict(job.get("params") or {})
-    name = job["scenario"]
-    if name == "single-stream":
-        return scenarios.single_stream(session, feeds, **params).to_dict()
-    if name == "offline":
-        return scenarios.offline_point(session, feeds, **params).to_dict()
-    if name == "server":
-        if params.pop("find_max", False):
-            return scenarios.find_max_rate(session, feeds, **params)
-        return scenarios.server(session, feeds, **params)
-    if name == "multistream":
-        if params.pop("find_max", False):
-            return scenarios.find_max_streams(session, feeds, **params)
-        return scenarios.multistream(session, feeds, **params)
-    raise ValueError(f"unknown scenario {name!r}")
 
 
 def main(argv: list[str]) -> int:
     job_path, out_path = Path(argv[0]), Path(argv[1])
-    job = json.loads(job_path.read_text())
+    job = Job.from_dict(json.loads(job_path.read_text()))
     record = run_job(job)
-    out_path.write_text(json.dumps(record))
+    out_path.write_text(json.dumps(record.to_dict(), default=_plain))
     return 0
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and tuples as JSON numbers and lists."""
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 if __name__ == "__main__":

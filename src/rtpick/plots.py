@@ -1,0 +1,116 @@
+"""The plots of a report, drawn with matplotlib when it is installed; without it, reports are tables only.
+
+Each figure is built from records' headline figures (`Record.headline()`), never from scenario names.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+from rtpick.results import Results
+
+NO_PLOTS = "plots need matplotlib: pip install 'rtpick[report]' (or pip install matplotlib)"
+
+
+@dataclass
+class Figure:
+    title: str
+    png: bytes
+    caption: str
+
+
+def have_matplotlib() -> bool:
+    """Whether matplotlib imports here (installed and working); imported only when a report is drawn."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def figures(results: Results, ci_text: str) -> list[Figure]:
+    """The plots this results file supports: percentiles, throughput vs batch, latency vs throughput, accuracy.
+
+    Returns [] when matplotlib is not installed (the caller says so once, with how to get it).
+    """
+    if not have_matplotlib():
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: list[Figure] = []
+    rows = [(r.label, r.headline(), r) for r in results.ok()]
+    with_pct = [(name, h) for name, h, _ in rows if h.p50 is not None and h.p99 is not None]
+    if with_pct:
+        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(with_pct)))
+        for i, (_name, h) in enumerate(with_pct):
+            for value, key, marker in ((h.p50, "p50", "o"), (h.p90, "p90", "s"), (h.p99, "p99", "^")):
+                if value is not None:
+                    ax.scatter(value, i, marker=marker, label=key if i == 0 else None)
+            if h.ci_p99 is not None:
+                ax.plot(h.ci_p99, [i, i], color="grey", lw=1)
+        ax.set_yticks(range(len(with_pct)), [n for n, _ in with_pct])
+        ax.set_xlabel("latency (ms, host clock)")
+        ax.legend(loc="best")
+        out.append(Figure("Latency percentiles per configuration", _png(fig, plt),
+                          f"p50/p90/p99 per configuration; grey bar: p99's {ci_text}"))
+    if results.sweeps:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for config, sweep in results.sweeps.items():
+            pts = sweep["points"]
+            if pts:
+                ax.plot([p["batch"] for p in pts], [p["throughput"] for p in pts], marker="o", label=config)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("throughput (samples/s)")
+        ax.legend(loc="best")
+        out.append(Figure("Throughput against batch size", _png(fig, plt),
+                          "offline sweep; closed loop of back-to-back batches"))
+    merged: dict[str, list[tuple[float, float]]] = {}
+    for name, h, r in rows:
+        if h.curve:
+            merged.setdefault(name, []).extend(h.curve)
+        elif h.throughput is not None and h.p99 is not None:
+            merged.setdefault(r.config, []).append((h.throughput, h.p99))
+    if merged:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, pts in merged.items():
+            pts.sort()
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
+        ax.set_xlabel("throughput (samples/s or achieved q/s)")
+        ax.set_ylabel("p99 latency (ms)")
+        ax.legend(loc="best")
+        out.append(Figure("Latency against throughput", _png(fig, plt),
+                          "p99 latency against throughput for each configuration"))
+    acc = [(name, h, r) for name, h, r in rows if r.accuracy is not None and h.p50 is not None]
+    if acc:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for name, h, r in acc:
+            ax.scatter(h.p50, float(r.accuracy or 0) * 100, label=name)
+            if h.ci_p50 is not None:
+                ax.plot(h.ci_p50, [float(r.accuracy or 0) * 100] * 2, color="grey", lw=1)
+        spread = [v for _, h, _ in acc for v in (h.p50, *(h.ci_p50 or ())) if v is not None]
+        if spread and max(spread) > 10 * min(spread) > 0:
+            ax.set_xscale("log")  # runtimes differ by decades: a linear axis would crush the fast ones
+        ax.set_xlabel("p50 latency (ms, host clock)")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.legend(loc="best")
+        details = {(str((r.accuracy_detail or {}).get("eval_set")), str((r.accuracy_detail or {}).get("n")))
+                   for _, _, r in acc}
+        sets = "; ".join(f"{name} ({n} rows)" for name, n in sorted(details))
+        out.append(Figure("Accuracy against speed", _png(fig, plt),
+                          f"top-1 accuracy of each configuration's own session on {sets}, against its p50 "
+                          f"latency; grey bar: p50's {ci_text}"))
+    return out
+
+
+def _png(fig: Any, plt: Any) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
