@@ -175,7 +175,7 @@ class Model:
             return self.onnx_file
         if self.torch_factory is None:  # pragma: no cover - every Model has one form or the other
             raise RtpickError(f"model {self.spec.name!r} has neither an ONNX file nor a torch source")
-        from rtpick.export import export_to_onnx
+        from rtpick.onnx_export import export_to_onnx
 
         self.onnx_file = export_to_onnx(self)
         return self.onnx_file
