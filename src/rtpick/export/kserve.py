@@ -108,7 +108,8 @@ def inference_service(deploy: DeployConfig, spec: Any, storage_uri: str, target_
         "rtpick/triton-model": model_name,
     }
     if capacity is not None:
-        annotations["rtpick/capacity"] = f"{capacity:.4g} samples/s per replica ({measured.get('method', '')})"
+        method = str(measured.get("method") or "how: not recorded")
+        annotations["rtpick/capacity"] = f"{capacity:.4g} samples/s per replica ({method})"
     if policy.budget_ms:
         annotations["rtpick/budget"] = f"p99 <= {policy.budget_ms:g} ms"
     document = {

@@ -68,8 +68,11 @@ def export_triton(deploy_path: str | os.PathLike[str], out: str | os.PathLike[st
     config = model_config(deploy, spec, name)
     policy = serving_policy(deploy, max_batch_size(deploy, spec))
     label = loaded_label(facts)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.rtpick-export-", dir=target.parent))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.rtpick-export-", dir=target.parent))
+    except OSError as exc:
+        raise RtpickError(f"cannot write the repository beside {str(target)!r}: {exc.strerror or exc}") from exc
     try:
         version = staging / name / "1"
         version.mkdir(parents=True)
@@ -82,6 +85,9 @@ def export_triton(deploy_path: str | os.PathLike[str], out: str | os.PathLike[st
         readme = repository_readme(deploy, spec, name, config, facts, policy, label, notes, command)
         atomic_write_bytes(staging / "README.md", readme.encode())
         _swap_into_place(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise RtpickError(f"cannot write the repository {str(target)!r}: {exc.strerror or exc}") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
