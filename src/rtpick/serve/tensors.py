@@ -181,7 +181,10 @@ def from_json(data: Any, datatype: str, shape: list[int], name: str) -> np.ndarr
         return np.array(flat, dtype=dtype).reshape(shape)
     if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in flat):
         raise ProtocolError(400, f"input {name!r}: {datatype} data must be numbers")
-    return np.array(flat, dtype=dtype).reshape(shape)
+    try:
+        return np.array(flat, dtype=dtype).reshape(shape)
+    except OverflowError:  # an integer beyond any float
+        raise ProtocolError(400, f"input {name!r}: a value is out of {datatype}'s range") from None
 
 
 def to_json(array: np.ndarray, datatype: str) -> list[Any]:
