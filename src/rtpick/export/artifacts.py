@@ -57,11 +57,11 @@ def _write_int8(deploy: DeployConfig, model: Model, version: Path, recipe: str) 
 
 
 def write_onnx_int8(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
-    return _write_int8(deploy, model, version, "ort")
+    return _write_int8(deploy, model, version, tf.INT8_RECIPES[tf.ONNX_INT8])
 
 
 def write_onnx_int8_tensorrt(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
-    return _write_int8(deploy, model, version, "tensorrt")
+    return _write_int8(deploy, model, version, tf.INT8_RECIPES[tf.ONNX_INT8_TENSORRT])
 
 
 def write_plan(deploy: DeployConfig, model: Model, version: Path) -> list[str]:

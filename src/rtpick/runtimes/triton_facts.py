@@ -25,6 +25,9 @@ PLAN = "plan"  # a serialized TensorRT engine
 TORCHSCRIPT = "torchscript"  # a traced model.pt, inputs INPUT__i, outputs OUTPUT__i
 PYTHON = "python"  # a generated model.py that builds an rtpick Session from a copied deploy file
 
+# int8 artifact -> rtpick.quantize recipe (the one the runtime measured with)
+INT8_RECIPES = {ONNX_INT8: "ort", ONNX_INT8_TENSORRT: "tensorrt"}
+
 # runtime -> (platform, default artifact). Platform names are Triton's (model_config.proto, `platform`).
 PLATFORMS: dict[str, tuple[str, str]] = {
     "ort-cpu": ("onnxruntime_onnx", ONNX),
