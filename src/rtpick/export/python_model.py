@@ -27,6 +27,22 @@ MODEL_SHA256 = {model_sha256!r}
 DEPLOY_SHA256 = {deploy_sha256!r}
 
 
+def _array(tensor):
+    """A request tensor as numpy; through DLPack first, which does not depend on the numpy ABI the stub was built
+    against (pytriton's stub reads numpy 2 arrays' sizes wrongly through its numpy path)."""
+    try:
+        return np.from_dlpack(tensor)
+    except Exception:  # BYTES and BOOL tensors have no DLPack form
+        return tensor.as_numpy()
+
+
+def _tensor(name, array):
+    array = np.ascontiguousarray(np.asarray(array))
+    if array.dtype.kind in "iuf":
+        return pb_utils.Tensor.from_dlpack(name, array)
+    return pb_utils.Tensor(name, array)
+
+
 def _sha256(path):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -55,7 +71,7 @@ class TritonPythonModel:
 
     def execute(self, requests):
         try:
-            feeds = [{{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in INPUTS}}
+            feeds = [{{name: _array(pb_utils.get_input_tensor_by_name(r, name)) for name in INPUTS}}
                      for r in requests]
         except Exception as exc:  # a request without a declared input: answer each one, run none
             return [pb_utils.InferenceResponse(error=pb_utils.TritonError(f"bad request: {{exc}}")) for _ in requests]
@@ -78,9 +94,7 @@ class TritonPythonModel:
         return responses
 
     def _response(self, outputs):
-        return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(name, np.ascontiguousarray(np.asarray(outputs[name])))
-                            for name in OUTPUTS])
+        return pb_utils.InferenceResponse(output_tensors=[_tensor(name, outputs[name]) for name in OUTPUTS])
 
     def finalize(self):
         self.session.close()
