@@ -104,7 +104,8 @@ def test_python_backend_export_loads_to_ready_and_serves(tmp_path: Path) -> None
     deploy = DeployConfig("rtpick:digits", model.spec.sha256, model.spec.name, "torch-cpu", "fp32",
                           get_runtime("torch-cpu").check_options({"channels_last": True}),  # rtpick-only: python
                           batch=4, shapes={"image": [4, 1, 32, 32]},
-                          measured={"p99_ms": 1.0, "throughput": 1000.0, "budget": "p99 <= 20 ms (single-stream)"})
+                          # a loose budget: the queue timeout it implies must not reject requests on a busy CI box
+                          measured={"p99_ms": 1.0, "throughput": 1000.0, "budget": "p99 <= 5000 ms (single-stream)"})
     deploy_path = tmp_path / "deploy.json"
     deploy.write(deploy_path)
     result = export_triton(deploy_path, tmp_path / "repo")
@@ -151,6 +152,22 @@ def test_python_backend_export_loads_to_ready_and_serves(tmp_path: Path) -> None
             want = session.run({"image": image})["logits"]
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
         client.close()
+
+        # concurrent requests of different batch sizes: Triton may batch them into one execute() call, which
+        # model.py concatenates, runs once and splits back
+        batched = httpclient.InferenceServerClient(f"127.0.0.1:{http_port}", concurrency=6, network_timeout=30.0)
+        images = [np.random.default_rng(i).standard_normal((1 + i % 2, 1, 32, 32)).astype(np.float32)
+                  for i in range(6)]
+        pending = []
+        for image in images:
+            request = httpclient.InferInput("image", list(image.shape), "FP32")
+            request.set_data_from_numpy(image)
+            pending.append(batched.async_infer(result.model_name, [request]))
+        with deploy.build() as session:
+            for image, reply in zip(images, pending):
+                np.testing.assert_allclose(reply.get_result(timeout=30).as_numpy("logits"),
+                                           session.run({"image": image})["logits"], rtol=1e-5, atol=1e-6)
+        batched.close()
     finally:
         server.terminate()
         try:
