@@ -177,3 +177,25 @@ def test_kserve_manifest(tmp_path: Path, small_onnx: Path) -> None:
     document = yaml.safe_load((tmp_path / "z.yaml").read_text())
     assert missing_fields(document) == [] and "nvidia.com/gpu" not in document["spec"]["predictor"]["model"][
         "resources"]["limits"]
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch is not installed")
+def test_half_precision_trace_casts_the_weights(tmp_path: Path) -> None:
+    """torch-cuda:fp16 eager traces with fp16 weights (on the CPU here), fp32 in and out as rtpick runs it."""
+    import torch
+
+    from rtpick.export.repository import export_triton
+
+    deploy = write_deploy(tmp_path, "rtpick:digits", "torch-cuda", "fp16", options={"channels_last": False})
+    result = export_triton(deploy, tmp_path / "repo")
+    assert parse_pbtxt((tmp_path / "repo" / result.model_name / "config.pbtxt").read_text()).platform == \
+        "pytorch_libtorch"
+    traced = torch.jit.load(str(tmp_path / "repo" / result.model_name / "1" / "model.pt"))
+    assert {p.dtype for p in traced.parameters()} == {torch.float16}
+    image = np.random.default_rng(4).standard_normal((2, 1, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        got = traced(torch.from_numpy(image))[0]
+    assert got.dtype == torch.float32
+    with DeployConfig.read(write_deploy(tmp_path, "rtpick:digits", "torch-cpu")).build() as session:
+        want = session.run({"image": image})["logits"]
+    np.testing.assert_allclose(got.numpy(), want, rtol=2e-2, atol=2e-2)

@@ -40,6 +40,7 @@ ROWS = {
     "tensorrt-fp16": ("tensorrt", "fp16", {"cuda_graph": True}),
     "torch-cpu-fp32": ("torch-cpu", "fp32", {}),
     "torch-cuda-fp16-eager": ("torch-cuda", "fp16", {"channels_last": False}),
+    "torch-cuda-tf32-eager": ("torch-cuda", "tf32", {"channels_last": False}),
     "torch-cuda-fp16-fused-graph": ("torch-cuda", "fp16", {"fuse_conv": True, "cuda_graph": True}),
     "torch-compile-cpu-fp32": ("torch-compile-cpu", "fp32", {}),
     "torch-compile-cuda-fp16": ("torch-compile-cuda", "fp16", {"mode": "max-autotune"}),
@@ -92,7 +93,8 @@ def test_rows_map_to_the_platforms_issue_15_lists() -> None:
     assert kind("ort-cpu-fp32") == kind("ort-cuda-fp16") == kind("ort-tensorrt-fp16") == "onnxruntime_onnx"
     assert kind("tensorrt-fp16") == "tensorrt_plan"
     assert kind("torch-cpu-fp32") == kind("torch-cuda-fp16-eager") == "pytorch_libtorch"
-    for row in ("torch-cuda-fp16-fused-graph", "torch-compile-cpu-fp32", "torch-compile-cuda-fp16"):
+    for row in ("torch-cuda-fp16-fused-graph", "torch-cuda-tf32-eager", "torch-compile-cpu-fp32",
+                "torch-compile-cuda-fp16"):
         assert kind(row) == "python"
     libtorch = model_config(deploy_for(*ROWS["torch-cpu-fp32"]), SPEC)
     assert [t.name for t in libtorch.input] == ["INPUT__0"]

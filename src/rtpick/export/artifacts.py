@@ -95,9 +95,15 @@ def write_torchscript(deploy: DeployConfig, model: Model, version: Path) -> list
     from rtpick.data import synthetic_feeds
     from rtpick.model import probe_shapes
     from rtpick.runtimes.torch import make_io_cast
+    from rtpick.runtimes.triton_facts import triton_facts
 
+    facts = triton_facts(deploy.runtime, deploy.precision, deploy.options)
+    # traced where it will run when this machine can (a CPU cannot run every fp16 kernel); the saved weights
+    # move to the instance's device when Triton loads them
+    device = torch.device("cuda" if facts.gpu and torch.cuda.is_available() else "cpu")
     spec = model.spec
-    module = make_io_cast(model.torch_module().eval(), deploy.precision, False, [t.dtype for t in spec.outputs])
+    inner = model.torch_module().eval().to(device=device, dtype=getattr(torch, facts.compute_dtype))
+    module = make_io_cast(inner, deploy.precision, False, [t.dtype for t in spec.outputs])
 
     class Positional(torch.nn.Module):
         """Outputs as a tuple (libtorch maps tuple element i to OUTPUT__i)."""
@@ -110,14 +116,15 @@ def write_torchscript(deploy: DeployConfig, model: Model, version: Path) -> list
             return tuple(self.inner(*inputs))
 
     feeds = synthetic_feeds(spec.inputs, probe_shapes(spec.inputs), seed=0)
-    examples = tuple(torch.from_numpy(feeds[t.name]) for t in spec.inputs)
+    examples = tuple(torch.from_numpy(feeds[t.name]).to(device) for t in spec.inputs)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(Positional(module), examples, check_trace=False)
             check = synthetic_feeds(spec.inputs, probe_shapes(spec.inputs, batch=3), seed=1)
-            want = Positional(module)(*(torch.from_numpy(check[t.name]) for t in spec.inputs))
-            got = traced(*(torch.from_numpy(check[t.name]) for t in spec.inputs))
+            check_inputs = [torch.from_numpy(check[t.name]).to(device) for t in spec.inputs]
+            want = Positional(module)(*check_inputs)
+            got = traced(*check_inputs)
     except Exception as exc:  # noqa: BLE001 - tracing raises many types; each means "cannot trace"
         raise RtpickError(f"cannot trace {spec.name} for Triton's libtorch backend "
                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "

@@ -48,6 +48,9 @@ RTPICK_ONLY: dict[str, dict[str, Any]] = {
     "torch-cuda": {"channels_last": False, "cuda_graph": False, "fuse_conv": False, "cudnn_benchmark": False},
 }
 
+# precision -> torch compute dtype of a traced (libtorch) model; tf32 never gets here (python backend)
+TORCH_COMPUTE_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
 # ONNX Runtime graph optimisation level -> the Triton ORT backend's `optimization.graph.level` (None: its default,
 # which is "all"); documented in triton-inference-server/onnxruntime_backend's README.
 ORT_GRAPH_LEVELS = {"all": None, "extended": 1, "basic": -1, "disable": 2}
@@ -74,6 +77,7 @@ class TritonFacts:
     parameters: dict[str, str] = field(default_factory=dict)  # ModelConfig.parameters (string values)
     graph_level: int | None = None
     cuda_graphs: bool = False  # optimization.cuda.graphs (TensorRT backend)
+    compute_dtype: str = ""  # torch dtype name a traced model computes in
     reasons: tuple[str, ...] = ()  # why the python backend, when it is
     notes: tuple[str, ...] = ()
 
@@ -102,6 +106,8 @@ def triton_facts(runtime: str, precision: str, options: Mapping[str, Any]) -> Tr
                if option in options and options[option] != neutral]
     if not platform:
         reasons.insert(0, f"{runtime} (torch.compile) has no Triton backend of its own")
+    if platform == "pytorch_libtorch" and precision == "tf32":
+        reasons.append("tf32 is a process-wide torch setting that Triton's libtorch backend does not expose")
     if reasons:
         return TritonFacts(platform="", backend="python", artifact=PYTHON, gpu=gpu, device_id=device_id,
                            reasons=tuple(reasons))
@@ -111,7 +117,9 @@ def triton_facts(runtime: str, precision: str, options: Mapping[str, Any]) -> Tr
         return TritonFacts(platform=platform, backend="", artifact=PLAN, gpu=True, device_id=device_id,
                            cuda_graphs=bool(options.get("cuda_graph")),
                            notes=("the plan holds the precision, workspace and batch profile it was built with",))
+    # the dtype the weights are cast to before tracing (the runtime's compute dtype for this precision)
     return TritonFacts(platform=platform, backend="", artifact=TORCHSCRIPT, gpu=gpu, device_id=device_id,
+                       compute_dtype=TORCH_COMPUTE_DTYPES[precision],
                        parameters={"INFERENCE_MODE": "true", "DISABLE_OPTIMIZED_EXECUTION": "false"},
                        notes=(f"traced at {precision}: inputs are cast to it and outputs back inside model.pt",))
 
