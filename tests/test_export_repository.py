@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from tests.conftest import run_cli, torch_available
+from conftest import run_cli, torch_available
 
 pytest.importorskip("tritonclient.grpc")
 yaml = pytest.importorskip("yaml")

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-from tests.conftest import SRC, torch_available
+from conftest import SRC, torch_available
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("tritonclient.http")
