@@ -114,9 +114,13 @@ def triton_facts(runtime: str, precision: str, options: Mapping[str, Any]) -> Tr
     if platform == "onnxruntime_onnx":
         return _ort_facts(runtime, precision, options, gpu, device_id)
     if platform == "tensorrt_plan":
+        notes = ["the plan holds the precision, workspace and batch profile it was built with"]
+        if not (int(options.get("min_batch") or 0) and int(options.get("max_batch") or 0)):
+            notes.append("the plan accepts only the deploy file's batch (min_batch/max_batch were not set), so "
+                         "Triton refuses the smaller batches its dynamic batcher forms; save the deploy file "
+                         "with min_batch=1,max_batch=N to serve every batch up to N")
         return TritonFacts(platform=platform, backend="", artifact=PLAN, gpu=True, device_id=device_id,
-                           cuda_graphs=bool(options.get("cuda_graph")),
-                           notes=("the plan holds the precision, workspace and batch profile it was built with",))
+                           cuda_graphs=bool(options.get("cuda_graph")), notes=tuple(notes))
     # the dtype the weights are cast to before tracing (the runtime's compute dtype for this precision)
     return TritonFacts(platform=platform, backend="", artifact=TORCHSCRIPT, gpu=gpu, device_id=device_id,
                        compute_dtype=TORCH_COMPUTE_DTYPES[precision],
