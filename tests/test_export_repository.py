@@ -96,6 +96,15 @@ def test_refusals_are_one_line_exit_2_and_write_nothing(tmp_path: Path, small_on
     done = run_cli("export", "triton", str(odd), "-o", str(out))
     assert done.returncode == 2 and "no Triton" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
+    plan = write_deploy(tmp_path, str(model), "tensorrt", "fp16")  # a plan is built where it runs, not here
+    done = run_cli("export", "triton", str(plan), "-o", str(out))
+    if done.returncode == 0:  # a machine with TensorRT and a GPU builds it
+        assert (out / "mlp" / "1" / "model.plan").exists()
+        shutil.rmtree(out)
+    else:
+        assert done.returncode == 2 and "cannot run here" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and not out.exists()
+
     import onnx
 
     changed = onnx.load(str(model))
