@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
-from rtpick.export import export_to_onnx
 from rtpick.files import file_sha256
 from rtpick.model import Model, ModelSpec, TensorSpec, probe_shapes
+from rtpick.onnx_export import export_to_onnx
 
 BUNDLED = {"rtpick:digits": "digits"}
 
