@@ -1,3 +1,3 @@
 """CLI commands, one module per command group; importing this package registers them on `rtpick.cli.app`."""
 
-from rtpick.commands import bench, compare, core, demo, recommend  # noqa: F401
+from rtpick.commands import bench, compare, core, demo, recommend, streams  # noqa: F401
