@@ -22,6 +22,8 @@ from rtpick.errors import RtpickError
 from rtpick.perf.scheduler import Policy, Taken
 
 DEFAULT_QUEUE_FRAMES = 2
+LATENCY_SAMPLES = 1_000_000  # latencies kept exactly; beyond, a uniform reservoir sample of this size
+RESERVOIR_SEED = 7
 
 
 class CameraStats:
@@ -32,8 +34,13 @@ class CameraStats:
         zeros = lambda: np.zeros(cameras, dtype=np.int64)  # noqa: E731
         self.frames_in, self.processed, self.on_time = zeros(), zeros(), zeros()
         self.dropped_queue, self.dropped_late = zeros(), zeros()
-        self._cams: list[np.ndarray] = []
-        self._lat: list[np.ndarray] = []
+        # latencies of processed frames: every one up to `LATENCY_SAMPLES`, then a uniform reservoir sample of
+        # that size (so a stream processor that runs for days holds a fixed amount, not one float per frame)
+        self._cams = np.zeros(1024, dtype=np.int64)
+        self._lat = np.zeros(1024)
+        self._kept = 0
+        self._seen = 0
+        self._rng = np.random.default_rng(RESERVOIR_SEED)
 
     def count(self, counter: np.ndarray, cams: np.ndarray) -> None:
         if cams.size:
@@ -42,13 +49,31 @@ class CameraStats:
     def completed(self, cams: np.ndarray, capture: np.ndarray, deadline: np.ndarray, done: float) -> None:
         self.count(self.processed, cams)
         self.count(self.on_time, cams[done <= deadline])
-        self._cams.append(cams)
-        self._lat.append(done - capture)
+        latency = done - capture
+        take = min(LATENCY_SAMPLES - self._kept, cams.size)
+        if take > 0:
+            if self._kept + take > self._lat.size:  # grow by doubling, up to the cap: amortised O(1) per frame
+                size = min(LATENCY_SAMPLES, max(2 * self._lat.size, self._kept + take))
+                self._cams = np.concatenate((self._cams[:self._kept], np.zeros(size - self._kept, np.int64)))
+                self._lat = np.concatenate((self._lat[:self._kept], np.zeros(size - self._kept)))
+            self._cams[self._kept:self._kept + take] = cams[:take]
+            self._lat[self._kept:self._kept + take] = latency[:take]
+            self._kept += take
+        if take < cams.size:  # Algorithm R, vectorised: item i replaces a random slot with probability cap / i
+            index = self._seen + take + np.arange(cams.size - take)
+            slot = (self._rng.random(index.size) * (index + 1)).astype(np.int64)
+            keep = slot < LATENCY_SAMPLES
+            self._cams[slot[keep]] = cams[take:][keep]
+            self._lat[slot[keep]] = latency[take:][keep]
+        self._seen += cams.size
+
+    @property
+    def sampled(self) -> bool:
+        """True when percentiles come from a reservoir sample rather than every frame."""
+        return self._seen > LATENCY_SAMPLES
 
     def latencies(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self._lat:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        return np.concatenate(self._cams), np.concatenate(self._lat)
+        return self._cams[:self._kept], self._lat[:self._kept]
 
     def per_camera(self) -> list[dict[str, Any]]:
         """One dict per camera: frames in, processed, on time, late, dropped (queue, late), on-time %, p50/p99."""
@@ -64,8 +89,10 @@ class CameraStats:
     def total(self) -> dict[str, Any]:
         _, lat = self.latencies()
         p50, p99 = (float(np.percentile(lat, q) * 1e3) if lat.size else None for q in (50, 99))
-        return _counts(int(self.frames_in.sum()), int(self.processed.sum()), int(self.on_time.sum()),
-                       int(self.dropped_queue.sum()), int(self.dropped_late.sum()), p50, p99)
+        out = _counts(int(self.frames_in.sum()), int(self.processed.sum()), int(self.on_time.sum()),
+                      int(self.dropped_queue.sum()), int(self.dropped_late.sum()), p50, p99)
+        out["latency_sampled"] = self.sampled  # percentiles from a uniform sample of LATENCY_SAMPLES frames
+        return out
 
 
 def _counts(frames: int, processed: int, on_time: int, dropped_queue: int, dropped_late: int,

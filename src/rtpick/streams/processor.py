@@ -112,28 +112,29 @@ class StreamProcessor:
         if self.max_batch < 1:
             raise RtpickError(f"--max-batch must be at least 1, not {self.max_batch}")
         self.containers: list[Any] = []
+        self.cameras = sum(s.count if s.kind == "synthetic" else 1 for s in specs)
+        self._check_memory()  # before anything per camera is allocated
         fps = self._probe(specs)
-        self.cameras = len(fps)
-        deadline = np.array([deadline_ms / 1e3 if deadline_ms else 1.0 / (f or 30.0) for f in fps])
+        deadline = np.concatenate([np.full(n, deadline_ms / 1e3 if deadline_ms else 1.0 / (f or 30.0))
+                                   for n, f in fps])
         self.deadline_s = deadline
         self.window_s = (max_queue_delay_ms / 1e3 if max_queue_delay_ms is not None else float(deadline.min()) / 4)
-        self._check_memory()
         self._stop = threading.Event()
         self.scheduler: Scheduler | None = None
         self.metrics: dict[str, Any] | None = None
 
     # --------------------------------------------------------------------------------------- set-up
 
-    def _probe(self, specs: list[SourceSpec]) -> list[float | None]:
-        """Each camera's frame rate; files and URLs are opened now, so a bad one fails before anything runs."""
-        fps: list[float | None] = []
+    def _probe(self, specs: list[SourceSpec]) -> list[tuple[int, float | None]]:
+        """(cameras, frame rate) per source; files and URLs are opened now, so a bad one fails before any run."""
+        fps: list[tuple[int, float | None]] = []
         for spec in specs:
             if spec.kind == "synthetic":
-                fps.extend([spec.fps] * spec.count)
+                fps.append((spec.count, spec.fps))
                 continue
             container = open_container(spec)
             self.containers.append(container)
-            fps.append(stream_fps(container))
+            fps.append((1, stream_fps(container)))
         return fps
 
     def _check_memory(self) -> None:
