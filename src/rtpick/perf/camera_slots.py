@@ -127,17 +127,42 @@ def grouped_percentiles(groups: np.ndarray, values: np.ndarray, count: int,
 
 
 def pick_earliest(capture: np.ndarray, deadline: np.ndarray, max_rows: int,
-                  finish_at: Callable[[int], float]) -> tuple[np.ndarray, np.ndarray]:
-    """Which candidates go (earliest capture first, up to `max_rows`) and which are too late to try.
+                  finish_at: Callable[[Any], Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Which candidates go, and which are too late to try at all.
 
-    A candidate is late when its deadline falls before the predicted end of the batch it would join. Returns
-    (indices taken, in capture order; boolean mask of late candidates).
+    Late: the deadline falls before even a batch of one would finish. Of the rest, the batch is the largest n
+    (up to `max_rows`) for which n candidates can still make it when a batch of n finishes — so a slow model
+    under overload runs smaller batches that make their deadlines instead of full ones that miss them — and the
+    n earliest of those go. `finish_at` takes an array of batch sizes. Returns (indices taken, earliest first;
+    boolean mask of late candidates).
     """
-    late = deadline < finish_at(min(capture.size, max_rows))
+    def ends(sizes: np.ndarray) -> np.ndarray:
+        return np.broadcast_to(np.asarray(finish_at(sizes), dtype=np.float64), sizes.shape)
+
+    late = deadline < ends(np.array([1]))[0]
     alive = np.flatnonzero(~late)
-    if alive.size > max_rows:
-        alive = alive[np.argpartition(capture[alive], max_rows - 1)[:max_rows]]
-    return alive[np.argsort(capture[alive], kind="stable")], late
+    if alive.size == 0:
+        return alive, late
+    m = min(alive.size, max_rows)
+    latest = -np.partition(-deadline[alive], m - 1)[:m] if m < alive.size else deadline[alive]
+    latest = np.sort(latest)[::-1][:m]  # the m latest deadlines, latest first: the n-th is the n-th latest
+    fits = latest >= ends(np.arange(1, m + 1))
+    n = m if fits.all() else int(np.argmin(fits))  # a prefix holds: deadlines fall and batch ends rise with n
+    eligible = alive[deadline[alive] >= ends(np.array([n]))[0]]
+    if eligible.size > n:
+        eligible = eligible[np.argpartition(deadline[eligible], n - 1)[:n]]
+    return eligible[np.lexsort((capture[eligible], deadline[eligible]))], late
+
+
+def skipped_older(cams: np.ndarray, index: np.ndarray, chosen: np.ndarray, late: np.ndarray,
+                  cameras: int) -> np.ndarray:
+    """Frames left behind by a newer frame of the same camera in this batch: they count as late, so that each
+    camera's slot stays a run of consecutive frames (and a tracker never receives a frame out of order)."""
+    newest = np.full(cameras, -1, dtype=np.int64)
+    np.maximum.at(newest, cams[chosen], index[chosen])
+    mask = ~late & (index < newest[cams])
+    mask[chosen] = False
+    return mask
 
 
 class SyntheticCameras(Policy):
@@ -225,11 +250,12 @@ class SyntheticCameras(Policy):
         capture = self.first[cams] + index * self.period
         deadline = capture + self.deadline_s
         chosen, late = pick_earliest(capture, deadline, max_rows, finish_at)
+        late |= skipped_older(cams, index, chosen, late, self.cameras)
         self.stats.count(self.stats.dropped_late, cams[late])
         # within a camera, late frames are its oldest and chosen ones the next oldest: a prefix of its slot
-        self.next_take += np.bincount(cams[late], minlength=self.cameras)
-        self.next_take += np.bincount(cams[chosen], minlength=self.cameras)
-        self._ready -= int(late.sum()) + chosen.size
+        gone = np.bincount(cams[late], minlength=self.cameras) + np.bincount(cams[chosen], minlength=self.cameras)
+        self.next_take += gone
+        self._ready -= int(gone.sum())
         if chosen.size == 0:
             return None
         return Taken(int(chosen.size), capture[chosen], deadline[chosen], (cams[chosen], index[chosen]))

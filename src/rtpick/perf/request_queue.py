@@ -125,17 +125,17 @@ class RequestQueue(Policy):
         late: list[Request] = []
         chosen: list[Request] = []
         with self._lock:
-            cutoff = finish_at(min(self._rows, max_rows))
-            rows = 0
+            rows, earliest = 0, math.inf
             while self._fifo:
                 head = self._fifo[0]
-                if head.deadline < cutoff:
+                if head.deadline < finish_at(head.rows):  # it cannot make it even in a batch of its own
                     late.append(self._pop())
                     continue
-                if rows + head.rows > max_rows:
-                    break
+                if rows + head.rows > max_rows or min(earliest, head.deadline) < finish_at(rows + head.rows):
+                    break  # full, or adding it would make this batch late for someone: it waits for the next
                 chosen.append(self._pop())
                 rows += head.rows
+                earliest = min(earliest, head.deadline)
         for request in late:
             self.counts["dropped_late"] += 1
             request.done(RequestResult("late", queued_s=now - request.arrival, latency_s=now - request.arrival))

@@ -109,6 +109,11 @@ class ComputePredictor:
             self._dirty = False
         return float(self._table[min(max(size, 1), self.max_batch)])
 
+    def many(self, sizes: np.ndarray) -> np.ndarray:
+        """`self(size)` for an array of sizes at once."""
+        self(1)  # refresh the table
+        return self._table[np.clip(sizes, 1, self.max_batch)]
+
     def table_ms(self) -> dict[int, float]:
         """The observed sizes' current estimates, in ms (for reports)."""
         return {int(k): float(self._seen[k] * 1e3) for k in np.flatnonzero(~np.isnan(self._seen))}
@@ -372,7 +377,13 @@ class Scheduler:
 
     def _take_and_stage(self, now: float, free_at: float, ready: int) -> tuple[Taken, int, Any, int] | None:
         predict, buckets, top = self.predict, self.buckets, self.max_batch
-        taken = self.policy.take(now, top, lambda rows: free_at + predict(int(buckets[min(max(rows, 1), top)])))
+        def finish_at(rows: Any) -> Any:
+            """When a batch of `rows` (an int or an array of them) started now would finish."""
+            if isinstance(rows, np.ndarray):
+                return free_at + predict.many(buckets[np.clip(rows, 1, top)])
+            return free_at + predict(int(buckets[min(max(rows, 1), top)]))
+
+        taken = self.policy.take(now, top, finish_at)
         if taken is None or taken.rows == 0:
             return None
         size = int(buckets[taken.rows])

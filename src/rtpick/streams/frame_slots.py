@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
-from rtpick.perf.camera_slots import CameraStats, pick_earliest
+from rtpick.perf.camera_slots import CameraStats, pick_earliest, skipped_older
 from rtpick.perf.scheduler import Policy, Taken
 
 
@@ -105,6 +105,7 @@ class FrameSlots(Policy):
             capture = self.capture[cams, pos]
             deadline = capture + self.deadline_s[cams]
             chosen, late = pick_earliest(capture, deadline, max_rows, finish_at)
+            late |= skipped_older(cams, self.index[cams, pos], chosen, late, self.cameras)
             self.stats.count(self.stats.dropped_late, cams[late])
             if chosen.size:
                 target = self.staging.host(self.name)
