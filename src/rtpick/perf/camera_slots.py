@@ -187,8 +187,10 @@ class SyntheticCameras(Policy):
         self.feeds = feeds
         self._ids = np.arange(cameras)
         self._ready = 0
+        self._oldest: float | None = None
 
     def poll(self, now: float) -> None:
+        self._oldest = None
         # (+1e-9 of a period: a wait that ends exactly at an arrival time must see that frame despite rounding)
         arrived = np.floor((now - self.first) / self.period + 1e-9).astype(np.int64) + 1
         arrived = np.clip(arrived, 0, self.frames_each)
@@ -209,10 +211,11 @@ class SyntheticCameras(Policy):
         return np.flatnonzero(self.arrived > self.next_take)
 
     def oldest_arrival(self) -> float:
-        cams = self._pending()
-        if cams.size == 0:
-            return math.inf
-        return float((self.first[cams] + self.next_take[cams] * self.period).min())
+        if self._oldest is None:  # cached until the slots change (poll or take)
+            cams = self._pending()
+            self._oldest = (float((self.first[cams] + self.next_take[cams] * self.period).min()) if cams.size
+                            else math.inf)
+        return self._oldest
 
     def earliest_deadline(self) -> float:
         return self.oldest_arrival() + self.deadline_s
@@ -240,6 +243,7 @@ class SyntheticCameras(Policy):
         return bool((self.arrived >= self.frames_each).all()) and self._ready == 0
 
     def take(self, now: float, max_rows: int, finish_at: Callable[[int], float]) -> Taken | None:
+        self._oldest = None
         pending = self.arrived - self.next_take
         cams = np.repeat(self._ids, pending)
         if cams.size == 0:

@@ -528,7 +528,7 @@ def multistream(
     `batch_sizes` pads batches up to the sizes a static runtime holds (e.g. captured CUDA graphs).
     """
     from rtpick.perf.camera_slots import SyntheticCameras
-    from rtpick.perf.scheduler import ComputePredictor, Scheduler, measure_batches
+    from rtpick.perf.scheduler import ComputePredictor, Scheduler, bucket_sizes, measure_batches
     from rtpick.perf.staging import staging_for
 
     if streams < 1:
@@ -543,7 +543,14 @@ def multistream(
     max_batch = min(max_batch or batch_of(feeds), streams * queue_frames, batch_of(feeds))
     if max_queue_delay_s is None:
         max_queue_delay_s = deadline_s / 4
-    warm_s = _warm_batches(session, feeds, max_batch) if warm else None
+    warm_s = None
+    if warm and batch_sizes is None:
+        warm_s = _warm_batches(session, feeds, max_batch)
+    elif warm:  # padded batches: only the allowed sizes ever run (a CUDA graph each, not one per size 1..max)
+        started = time.perf_counter()
+        for size in sorted({int(s) for s in bucket_sizes(max_batch, batch_sizes)[1:]}):
+            warm_up(session, slice_feeds(feeds, size), WARM_CALLS_PER_BATCH)
+        warm_s = time.perf_counter() - started
     staging = None
     if session.device == "cuda" and all(isinstance(v, np.ndarray) for v in feeds.values()):
         # frames start on the host: pinned rows (the synthetic frames, written once) copied in on a side stream
@@ -640,7 +647,13 @@ def find_max_streams(
         raise RtpickError(f"--fps must be a positive number of frames per second, not {fps}")
     top = min(max_batch or batch_of(feeds), batch_of(feeds))
     # Trials with more cameras form larger batches: warm every size any trial can form, once, up front.
-    warm_s = _warm_batches(session, feeds, top)
+    if batch_sizes is None:
+        warm_s = _warm_batches(session, feeds, top)
+    else:
+        started = time.perf_counter()
+        for size in sorted({int(s) for s in bucket_sizes(top, batch_sizes)[1:]}):
+            warm_up(session, slice_feeds(feeds, size), WARM_CALLS_PER_BATCH)
+        warm_s = time.perf_counter() - started
     predictor = ComputePredictor(top)
     sizes = bucket_sizes(top, batch_sizes)
     measure_batches(session, predictor, sorted({int(sizes[1]), top}), lambda n: slice_feeds(feeds, n), 5)
