@@ -191,3 +191,26 @@ def test_frame_records_give_top_k_for_scores_and_a_summary_for_other_outputs() -
     assert records[1]["outputs"]["mask"] == {"shape": [2, 2], "mean": 1.0, "min": 1.0, "max": 1.0}
     assert records[1]["source"] == "b" and records[1]["frame"] == 6 and records[1]["on_time"] is False
     assert records[0]["latency_ms"] == 10.0 and records[1]["capture_s"] == 0.5
+
+
+def test_stream_processor_runs_a_deploy_file_with_its_preprocess_section(tmp_path: Any) -> None:
+    import json
+
+    import rtpick
+    from rtpick.deploy import DeployConfig
+    from rtpick.model import load_model
+
+    model = load_model("rtpick:digits")
+    deploy = DeployConfig("rtpick:digits", model.spec.sha256, model.spec.name, "ort-cpu", "fp32", batch=4)
+    data = deploy.to_dict() | {"preprocess": {"resize": "32", "scale": "1/255", "color": "gray"}}
+    path = tmp_path / "deploy.json"
+    path.write_text(json.dumps(data))
+    batches: list[Any] = []
+    processor = rtpick.StreamProcessor(str(path), ["synthetic:3@20"], on_result=batches.append)
+    metrics = processor.run(duration_s=1.0)
+    total = metrics["total"]
+    assert processor.max_batch == 4 and metrics["preprocess"]["color"] == "gray"
+    assert total["frames"] == 60 and total["processed"] == sum(len(b.cameras) for b in batches) > 0
+    assert all(b.outputs["logits"].shape == (len(b.cameras), 10) for b in batches)
+    with pytest.raises(RtpickError, match="fixes the configuration"):
+        rtpick.StreamProcessor(str(path), ["synthetic:1@20"], runtime="ort-cpu:fp32")
