@@ -111,6 +111,10 @@ class StreamProcessor:
         self.max_batch = max_batch or settings.get("batch") or 8
         if self.max_batch < 1:
             raise RtpickError(f"--max-batch must be at least 1, not {self.max_batch}")
+        fixed = self.session.inputs[0].shape[0]
+        self.batch_sizes: list[int] | None = None
+        if isinstance(fixed, int):  # a model with a fixed batch runs every batch at that size, padded
+            self.max_batch, self.batch_sizes = fixed, [fixed]
         self.containers: list[Any] = []
         self.cameras = sum(s.count if s.kind == "synthetic" else 1 for s in specs)
         self._check_memory()  # before anything per camera is allocated
@@ -175,17 +179,18 @@ class StreamProcessor:
                                                           dtype=np.uint8)
         warm_rows = {self.input_name: np.broadcast_to(preprocess.apply(frame, dtype), (self.max_batch, *self.row))}
         staging.fill(warm_rows)
-        for size in range(1, self.max_batch + 1):  # every size the batcher can form, before any frame
+        for size in self.batch_sizes or range(1, self.max_batch + 1):  # every size it can run, before any frame
             session.run(staging.stage(size))
         session.synchronize()
         predictor = ComputePredictor(self.max_batch)
-        measure_batches(session, predictor, sorted({1, self.max_batch}), staging.stage)
+        measure_batches(session, predictor, sorted(set(self.batch_sizes or {1, self.max_batch})), staging.stage)
         if self.synthetic:
             policy, threads = self._synthetic_policy(duration_s), []
         else:
             policy, threads = self._frame_policy(staging)
         scheduler = Scheduler(session, policy, max_batch=self.max_batch, max_queue_delay_s=self.window_s,
-                              staging=staging, predictor=predictor, on_batch=self._batch_done(policy))
+                              staging=staging, predictor=predictor, on_batch=self._batch_done(policy),
+                              batch_sizes=self.batch_sizes)
         self.scheduler = scheduler
         if hasattr(policy, "wake"):
             policy.wake = scheduler.wake
@@ -195,6 +200,7 @@ class StreamProcessor:
             scheduler.stop()
         scheduler.start()
         deadline = time.perf_counter() + duration_s if duration_s else None
+        self.interrupted = False
         try:
             while scheduler._thread is not None and scheduler._thread.is_alive():
                 if deadline is not None and time.perf_counter() >= deadline:
@@ -202,7 +208,11 @@ class StreamProcessor:
                 if not self.synthetic and not any(t.alive for t in threads):
                     for camera in range(self.cameras):
                         policy.close_camera(camera)
-                scheduler.join(0.05)
+                try:
+                    scheduler.join(0.05)
+                except KeyboardInterrupt:  # Ctrl-C: stop cleanly, keep what was processed, report it
+                    self.interrupted = True
+                    self.stop()
         finally:
             self.stop()
             for thread in threads:
@@ -255,7 +265,8 @@ class StreamProcessor:
             per_camera[thread.camera]["decoded"] = thread.decoded
             per_camera[thread.camera]["state"] = thread.state
         return {
-            "config": self.session.config, "cameras": self.cameras, "max_batch": self.max_batch,
+            "config": self.session.config, "cameras": self.cameras, "interrupted": self.interrupted,
+            "max_batch": self.max_batch,
             "queue_frames": self.queue_frames, "batch_window_ms": self.window_s * 1e3,
             "preprocess": self.preprocess.to_dict(), "paced": self.paced,
             "total": policy.stats.total(), "per_camera": per_camera, "pipeline": scheduler.stats.to_dict(),
