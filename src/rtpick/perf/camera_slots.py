@@ -137,7 +137,8 @@ def pick_earliest(capture: np.ndarray, deadline: np.ndarray, max_rows: int,
     boolean mask of late candidates).
     """
     def ends(sizes: np.ndarray) -> np.ndarray:
-        return np.broadcast_to(np.asarray(finish_at(sizes), dtype=np.float64), sizes.shape)
+        out = np.asarray(finish_at(sizes), dtype=np.float64)
+        return out if out.shape == sizes.shape else np.full(sizes.shape, float(out))
 
     late = deadline < ends(np.array([1]))[0]
     alive = np.flatnonzero(~late)
@@ -193,7 +194,7 @@ class SyntheticCameras(Policy):
         self._oldest = None
         # (+1e-9 of a period: a wait that ends exactly at an arrival time must see that frame despite rounding)
         arrived = np.floor((now - self.first) / self.period + 1e-9).astype(np.int64) + 1
-        arrived = np.clip(arrived, 0, self.frames_each)
+        arrived = np.minimum(np.maximum(arrived, 0), self.frames_each)  # (np.clip costs ~10 us more a call)
         self.arrived = arrived
         pending = arrived - self.next_take
         over = pending - self.depth

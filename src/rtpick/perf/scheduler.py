@@ -112,7 +112,7 @@ class ComputePredictor:
     def many(self, sizes: np.ndarray) -> np.ndarray:
         """`self(size)` for an array of sizes at once."""
         self(1)  # refresh the table
-        return self._table[np.clip(sizes, 1, self.max_batch)]
+        return self._table[np.minimum(np.maximum(sizes, 1), self.max_batch)]
 
     def table_ms(self) -> dict[int, float]:
         """The observed sizes' current estimates, in ms (for reports)."""
@@ -380,7 +380,7 @@ class Scheduler:
         def finish_at(rows: Any) -> Any:
             """When a batch of `rows` (an int or an array of them) started now would finish."""
             if isinstance(rows, np.ndarray):
-                return free_at + predict.many(buckets[np.clip(rows, 1, top)])
+                return free_at + predict.many(buckets[np.minimum(np.maximum(rows, 1), top)])
             return free_at + predict(int(buckets[min(max(rows, 1), top)]))
 
         taken = self.policy.take(now, top, finish_at)
