@@ -14,5 +14,15 @@ from rtpick.errors import BuildError, MissingRuntime, RtpickError
 
 __version__ = "0.1.0"
 __all__ = [
-    "BuildError", "MissingRuntime", "RtpickError", "bench", "compare", "load", "recommend", "runtimes", "__version__",
+    "BuildError", "MissingRuntime", "RtpickError", "StreamProcessor", "bench", "compare", "load", "recommend",
+    "runtimes", "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`rtpick.StreamProcessor` on first use, so `import rtpick` stays light (no PyAV, no scheduler)."""
+    if name == "StreamProcessor":
+        from rtpick.streams.processor import StreamProcessor
+
+        return StreamProcessor
+    raise AttributeError(f"module 'rtpick' has no attribute {name!r}")

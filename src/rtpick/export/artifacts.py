@@ -162,8 +162,8 @@ def write_python(deploy: DeployConfig, model: Model, version: Path) -> list[str]
     atomic_write_bytes(version / "model.py", code.encode())
     where = f"{model_file} (sha256 {digest[:16]}..., checked before loading)" if model_file else \
         f"{deploy.model_source} (a model rtpick provides; its sha256 is checked when loaded)"
-    return [f"model.py builds the rtpick Session of deploy.json ({deploy.config}) from {where}; the Triton "
-            "server's Python needs rtpick and the runtime's packages installed"]
+    return [f"model.py builds the rtpick Session of deploy.json ({deploy.config}) from {where}; the Python "
+            "environment of the Triton server needs rtpick and the runtime's packages installed"]
 
 
 PRODUCERS: dict[str, Callable[[DeployConfig, Model, Path], list[str]]] = {

@@ -1,12 +1,12 @@
 """Multistream: N cameras at F fps, frames batched across cameras, each due within its deadline.
 
-The measurement functions (`multistream`, `_frame_counts`, `find_max_streams`) are kept as they were when
-this package was split out; the streams work moves their bodies onto the per-batch scheduler
-(`rtpick.perf.scheduler`). The contract around them (params, measurement kinds, headline) is here.
+The measurement runs on the per-batch scheduler (`rtpick.perf.scheduler`), the engine `rtpick streams` and
+`rtpick serve` run on too; this module holds the contract around it (params, measurement kinds, headline).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,9 +25,8 @@ from rtpick.perf.scenarios.base import (
     flag,
     number,
 )
-from rtpick.perf.scenarios.closedloop import batch_of, duration_field
-from rtpick.perf.scenarios.openloop import OpenLoop as _OpenLoop
-from rtpick.perf.scenarios.openloop import Query as _Query
+from rtpick.perf.scenarios.closedloop import batch_of, duration_field, slice_feeds, warm_up
+from rtpick.perf.scenarios.openloop import WARM_CALLS_PER_BATCH
 from rtpick.perf.scenarios.openloop import warm_batches as _warm_batches
 from rtpick.perf.scenarios.openloop import warm_text as _warm_text
 from rtpick.perf.scenarios.server import queue_delay_field
@@ -70,13 +69,23 @@ def multistream(
     max_queue_delay_s: float | None = None,
     seed: int = 0,
     warm: bool = True,
+    queue_frames: int = 2,
+    batch_sizes: list[int] | None = None,
+    predictor: Any = None,
+    per_camera: bool = True,
 ) -> dict[str, Any]:
     """`streams` cameras at `fps` each, frames batched across cameras; each frame due within its deadline.
 
-    Cameras run at a fixed rate with random (seeded) phases, as unsynchronised cameras do. A frame still queued
-    when its deadline has passed is dropped (a late frame is useless to a tracker); a frame processed after its
-    deadline is late; the rest are on time.
+    Runs on the per-batch scheduler (`rtpick.perf.scheduler`): arrivals are computed from seeded random phases
+    (unsynchronised cameras), each camera keeps at most `queue_frames` frames (latest wins; older ones count as
+    `dropped_queue`), a frame that can no longer make its deadline is skipped before its batch (`dropped_late`),
+    one processed after it is `late`, the rest are on time. Latency runs from each frame's scheduled capture.
+    `batch_sizes` pads batches up to the sizes a static runtime holds (e.g. captured CUDA graphs).
     """
+    from rtpick.perf.camera_slots import SyntheticCameras
+    from rtpick.perf.scheduler import ComputePredictor, Scheduler, bucket_sizes, measure_batches
+    from rtpick.perf.staging import staging_for
+
     if streams < 1:
         raise RtpickError(f"--streams must be at least 1, not {streams}")
     if not fps > 0:
@@ -86,26 +95,34 @@ def multistream(
     if not duration_s > 0:
         raise RtpickError(f"the duration must be positive, not {duration_s}")
     deadline_s = (deadline_ms / 1e3) if deadline_ms is not None else 1.0 / fps
-    max_batch = min(max_batch or batch_of(feeds), streams, batch_of(feeds))
+    max_batch = min(max_batch or batch_of(feeds), streams * queue_frames, batch_of(feeds))
     if max_queue_delay_s is None:
         max_queue_delay_s = deadline_s / 4
-    warm_s = _warm_batches(session, feeds, max_batch) if warm else None
-    rng = np.random.default_rng(seed)
-    phases = rng.uniform(0.0, 1.0 / fps, size=streams)
+    warm_s = None
+    if warm and batch_sizes is None:
+        warm_s = _warm_batches(session, feeds, max_batch)
+    elif warm:  # padded batches: only the allowed sizes ever run (a CUDA graph each, not one per size 1..max)
+        started = time.perf_counter()
+        for size in sorted({int(s) for s in bucket_sizes(max_batch, batch_sizes)[1:]}):
+            warm_up(session, slice_feeds(feeds, size), WARM_CALLS_PER_BATCH)
+        warm_s = time.perf_counter() - started
+    staging = None
+    if session.device == "cuda" and all(isinstance(v, np.ndarray) for v in feeds.values()):
+        # frames start on the host: pinned rows (the synthetic frames, written once) copied in on a side stream
+        staging = staging_for(session, {k: tuple(v.shape[1:]) for k, v in feeds.items()}, max_batch)
+        staging.fill(feeds)
+    if predictor is None or predictor.max_batch < max_batch:
+        predictor = ComputePredictor(max_batch)
     frames_each = max(1, int(duration_s * fps))
-    schedule = sorted(
-        (float(phases[c] + k / fps), c) for c in range(streams) for k in range(frames_each)
-    )
-    offsets = [t for t, _ in schedule]
-    queries = [_Query(0.0, camera=c, due=deadline_s) for _, c in schedule]
-    loop = _OpenLoop(session, feeds, max_batch, max_queue_delay_s, drop_stale=True)
-    drain = max(deadline_s * 2, 1.0)
-    t0, batches = loop.drive(offsets, queries, drain)
-    per_camera = []
-    for camera in range(streams):
-        mine = [q for q in queries if q.camera == camera]
-        per_camera.append({"camera": camera, **_frame_counts(mine)})
-    total = _frame_counts(queries)
+    if not predictor.table_ms():
+        measure_batches(session, predictor, sorted({1, max_batch}), lambda n: slice_feeds(feeds, n))
+    cameras = SyntheticCameras(streams, fps, frames_each, deadline_s, start=time.perf_counter() + 0.005,
+                               queue_frames=queue_frames, seed=seed, feeds=feeds)
+    scheduler = Scheduler(session, cameras, max_batch=max_batch, max_queue_delay_s=max_queue_delay_s,
+                          staging=staging, batch_sizes=batch_sizes, predictor=predictor)
+    pipeline = scheduler.run().to_dict()
+    cameras.close_counts()
+    total = _frame_counts(cameras.stats)
     return {
         "scenario": "multistream",
         "streams": streams,
@@ -113,37 +130,49 @@ def multistream(
         "deadline_ms": deadline_s * 1e3,
         "max_batch": max_batch,
         "max_queue_delay_ms": max_queue_delay_s * 1e3,
-        "mean_batch": float(np.mean([b.size for b in batches])) if batches else 0.0,
+        "queue_frames": queue_frames,
+        "mean_batch": pipeline["mean_batch"],
         "duration_s": duration_s,
         "total": total,
-        "per_camera": per_camera,
+        "per_camera": cameras.stats.per_camera() if per_camera else None,
+        "pipeline": pipeline,
+        "predicted_batch_ms": predictor.table_ms(),
+        "goodput_fps": total["on_time"] / pipeline["wall_s"] if pipeline["wall_s"] > 0 else 0.0,
         "meets": total["on_time_fraction"] >= 0.99,
         "batch_warmup_s": warm_s,
         "method": (
             f"{_warm_text(max_batch, warm_s)}; "
-            f"{streams} cameras x {fps:g} fps for {duration_s:g} s ({len(queries):,} frames, seeded random phases); "
-            f"deadline {deadline_s * 1e3:g} ms from each frame's scheduled capture; frames batched across cameras "
-            f"(max batch {max_batch}, max queue delay {max_queue_delay_s * 1e3:g} ms); a frame still queued past "
-            "its deadline is dropped; latency on the host clock after synchronize"
+            f"{streams} cameras x {fps:g} fps for {duration_s:g} s ({total['frames']:,} frames, seeded random "
+            f"phases, arrivals computed); per-batch scheduler: each camera keeps its newest {queue_frames} "
+            f"frame(s), a batch (max {max_batch}) goes when the runtime is free and it is full, or "
+            f"{max_queue_delay_s * 1e3:g} ms after its oldest frame, never later than the earliest deadline minus "
+            f"the predicted compute; deadline {deadline_s * 1e3:g} ms from each frame's scheduled capture; a frame "
+            "that cannot make it is skipped (dropped_late); latency on the host clock after the batch finished"
+            + ("; inputs staged in pinned memory, copied on a second CUDA stream" if staging is not None else "")
         ),
     }
 
 
-def _frame_counts(queries: list[_Query]) -> dict[str, Any]:
-    processed = [q for q in queries if q.status == "done"]
-    late = sum(q.done is not None and q.done > q.due for q in processed)
-    dropped = len(queries) - len(processed)
-    on_time = len(processed) - late
-    lat = [q.done - q.scheduled for q in processed if q.done is not None]
+def _frame_counts(queries: Any) -> dict[str, Any]:
+    """The totals of a multistream run: `queries` is the scheduler's per-camera counters (`CameraStats`)."""
+    return queries.total()
+
+
+def _limit_of(trial: dict[str, Any]) -> dict[str, Any]:
+    """Whether a failing trial was limited by the device (busy >= 80% of the wall time) or by the host (the
+    device mostly idle while frames dropped, with batches not full or full: the host's cost per batch)."""
+    pipe = trial["pipeline"]
+    busy, full = pipe["busy_fraction"], pipe["full_batch_fraction"]
+    by = "device" if busy >= 0.8 else "host"
     return {
-        "frames": len(queries),
-        "processed": len(processed),
-        "on_time": on_time,
-        "late": late,
-        "dropped": dropped,
-        "on_time_fraction": on_time / len(queries) if queries else 0.0,
-        "p99_ms": float(np.percentile(np.asarray(lat) * 1e3, 99)) if lat else None,
-        "p50_ms": float(np.percentile(np.asarray(lat) * 1e3, 50)) if lat else None,
+        "by": by, "streams": trial["streams"], "busy_fraction": busy, "full_batch_fraction": full,
+        "mean_batch": pipe["mean_batch"], "max_batch": trial["max_batch"],
+        "why": (f"at {trial['streams']} cameras the device was busy {busy:.0%} of the time and "
+                f"{full:.0%} of batches were full (mean {pipe['mean_batch']:.1f} of {trial['max_batch']})"
+                + ("; the runtime is the limit (a faster configuration or a larger max batch)" if by == "device"
+                   else "; the device was mostly idle while frames dropped: the host side (scheduling, staging, "
+                        "the Python around each call) is the limit"
+                   + (", at full batches: its cost per batch" if full >= 0.5 else ", with batches not full"))),
     }
 
 
@@ -155,45 +184,86 @@ def find_max_streams(
     duration_s: float,
     deadline_ms: float | None = None,
     max_batch: int | None = None,
-    limit: int = 1024,
+    limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    queue_frames: int = 2,
+    batch_sizes: list[int] | None = None,
+    precision: float = 0.02,
 ) -> dict[str, Any]:
-    """The most cameras at `fps` that keep 99% of frames on time: doubling, then bisection."""
-    trials: dict[int, dict[str, Any]] = {}
+    """The most cameras at `fps` that keep 99% of frames on time.
+
+    The search starts near the device bound (the measured max-batch throughput / fps), walks down by halves
+    until a trial passes and up by doubling until one fails, then bisects to within `precision` (relative).
+    `limit` caps it (default: 4 x the device bound). The first failing count says what limited it.
+    """
+    from rtpick.perf.scheduler import ComputePredictor, bucket_sizes, measure_batches
+
+    if not fps > 0:
+        raise RtpickError(f"--fps must be a positive number of frames per second, not {fps}")
+    top = min(max_batch or batch_of(feeds), batch_of(feeds))
     # Trials with more cameras form larger batches: warm every size any trial can form, once, up front.
-    warm_s = _warm_batches(session, feeds, min(max_batch or batch_of(feeds), batch_of(feeds)))
+    if batch_sizes is None:
+        warm_s = _warm_batches(session, feeds, top)
+    else:
+        started = time.perf_counter()
+        for size in sorted({int(s) for s in bucket_sizes(top, batch_sizes)[1:]}):
+            warm_up(session, slice_feeds(feeds, size), WARM_CALLS_PER_BATCH)
+        warm_s = time.perf_counter() - started
+    predictor = ComputePredictor(top)
+    sizes = bucket_sizes(top, batch_sizes)
+    measure_batches(session, predictor, sorted({int(sizes[1]), top}), lambda n: slice_feeds(feeds, n), 5)
+    bound = top / max(predictor(top), 1e-9) / fps
+    cap = limit if limit is not None else max(4, int(4 * bound))
+    trials: dict[int, dict[str, Any]] = {}
 
     def trial(n: int) -> bool:
-        result = multistream(session, feeds, streams=n, fps=fps, duration_s=duration_s,
-                             deadline_ms=deadline_ms, max_batch=max_batch, seed=n, warm=False)
+        result = multistream(session, feeds, streams=n, fps=fps, duration_s=duration_s, deadline_ms=deadline_ms,
+                             max_batch=max_batch, seed=n, warm=False, queue_frames=queue_frames,
+                             batch_sizes=batch_sizes, predictor=predictor)
         trials[n] = result
         if progress is not None:
-            progress(f"{n} cameras: {result['total']['on_time_fraction']:.1%} frames on time")
+            progress(f"{n} cameras: {result['total']['on_time_fraction']:.1%} frames on time "
+                     f"(mean batch {result['mean_batch']:.1f}, busy {result['pipeline']['busy_fraction']:.0%})")
         return bool(result["meets"])
 
-    best = 0
-    n = 1
-    while n <= limit and trial(n):
-        best, n = n, n * 2
-    high = min(n, limit + 1)
-    while high - best > 1 and best > 0:
-        mid = (best + high) // 2
-        if trial(mid):
-            best = mid
-        else:
-            high = mid
+    best, high = 0, cap + 1
+    n = max(1, min(cap, int(bound / 2)))
+    while n >= 1 and not trial(n):
+        high = n
+        n = n // 2 if n > 1 else 0
+    if n >= 1:
+        best = n
+        while best < cap and high > cap:
+            n = min(cap, best * 2)
+            if trial(n):
+                best = n
+            else:
+                high = n
+        while high - best > max(1, int(best * precision)):
+            mid = (best + high) // 2
+            if trial(mid):
+                best = mid
+            else:
+                high = mid
+    for n, result in trials.items():  # keep the per-camera table of the best trial only (results stay small)
+        if n != best:
+            result["per_camera"] = None
+    failing = [trials[k] for k in sorted(trials) if not trials[k]["meets"] and k > best]
     return {
         "scenario": "multistream-find-max",
         "fps": fps,
         "max_streams": best,
+        "device_bound_streams": bound,
+        "limit": _limit_of(failing[0]) if failing else None,
         "batch_warmup_s": warm_s,
         "best": trials.get(best),
         "trials": [trials[k] for k in sorted(trials)],
         "method": (
-            f"{_warm_text(min(max_batch or batch_of(feeds), batch_of(feeds)), warm_s)}; "
-            f"multistream runs of {duration_s:g} s, doubling then bisecting the number of cameras at {fps:g} fps "
-            "for the most that keep >= 99% of frames on time"
-            + (f" (search capped at {limit})" if best >= limit else "")
+            f"{_warm_text(top, warm_s)}; device bound {bound:,.0f} cameras (batch {top} in "
+            f"{predictor(top) * 1e3:.3g} ms, median of 5, / {fps:g} fps); multistream runs of {duration_s:g} s "
+            "on the per-batch scheduler, searching down by halves, up by doubling, then bisecting to within "
+            f"{precision:.0%} for the most cameras that keep >= 99% of frames on time"
+            + (f" (search capped at {cap})" if best >= cap else "")
         ),
     }
 
