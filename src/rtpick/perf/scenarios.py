@@ -20,6 +20,7 @@ import numpy as np
 
 from rtpick.errors import RtpickError
 from rtpick.perf.batcher import DynamicBatcher
+from rtpick.perf.energy import EnergyTracker
 from rtpick.perf.stats import latency_summary, split_blocks
 from rtpick.perf.timing import cuda_events_for, split_transfers, time_call
 from rtpick.runtimes.base import Session
@@ -54,6 +55,7 @@ class LatencyResult:
     transfers: dict[str, Any] | None = None
     samples_ms: list[float] | None = None
     load_avg: dict[str, Any] | None = None
+    energy: dict[str, Any] | None = None  # rtpick.perf.energy: joules per inference, clock events
 
     @property
     def p50(self) -> float:
@@ -155,19 +157,20 @@ def closed_loop(
     block_max_s = max_duration_s / blocks
     per_block: list[list[float]] = []
     load_before = machine_load()
-    start = time.perf_counter()
-    for index in range(blocks):
-        if index and block_pause_s:
-            time.sleep(block_pause_s)
-        host: list[float] = []
-        block_start = time.perf_counter()
-        while True:
-            host.append(time_call(session, feeds, events))
-            elapsed = time.perf_counter() - block_start
-            if elapsed >= block_s and (len(host) >= block_q or elapsed >= block_max_s):
-                break
-        per_block.append(host)
-    duration = time.perf_counter() - start
+    with EnergyTracker.for_session(session) as energy:
+        start = time.perf_counter()
+        for index in range(blocks):
+            if index and block_pause_s:
+                time.sleep(block_pause_s)
+            host: list[float] = []
+            block_start = time.perf_counter()
+            while True:
+                host.append(time_call(session, feeds, events))
+                elapsed = time.perf_counter() - block_start
+                if elapsed >= block_s and (len(host) >= block_q or elapsed >= block_max_s):
+                    break
+            per_block.append(host)
+        duration = time.perf_counter() - start
     load = {"before": load_before, "after": machine_load(), "cpus": os.cpu_count(),
             "what": "1-minute load average of the whole machine (runnable threads, all tenants)"}
     samples = np.asarray([s for block in per_block for s in block])
@@ -202,6 +205,7 @@ def closed_loop(
         transfers=transfers,
         samples_ms=[float(s * 1e3) for s in samples] if keep_samples else None,
         load_avg=load,
+        energy=energy.report(batch * samples.size),
     )
 
 
@@ -390,7 +394,8 @@ def server(
     queries = [_Query(0.0) for _ in offsets]
     drain = drain_s if drain_s is not None else max(2.0, duration_s)
     loop = _OpenLoop(session, feeds, max_batch, max_queue_delay_s)
-    t0, batches = loop.drive(offsets, queries, drain)
+    with EnergyTracker.for_session(session) as energy:
+        t0, batches = loop.drive(offsets, queries, drain)
     end = max((q.done for q in queries if q.done is not None), default=t0)
     cutoff = time.perf_counter()
     latencies = [(q.done if q.done is not None else cutoff) - q.scheduled for q in queries]
@@ -412,6 +417,7 @@ def server(
         "latency_ms": summary,
         "duration_s": duration_s,
         "batch_warmup_s": warm_s,
+        "energy": energy.report(completed),
         "method": (
             f"{_warm_text(max_batch, warm_s)}; "
             f"open loop: {len(queries):,} Poisson arrivals (seed {seed}) at {rate_qps:g} q/s scheduled over "
@@ -544,7 +550,8 @@ def multistream(
     queries = [_Query(0.0, camera=c, due=deadline_s) for _, c in schedule]
     loop = _OpenLoop(session, feeds, max_batch, max_queue_delay_s, drop_stale=True)
     drain = max(deadline_s * 2, 1.0)
-    t0, batches = loop.drive(offsets, queries, drain)
+    with EnergyTracker.for_session(session) as energy:
+        t0, batches = loop.drive(offsets, queries, drain)
     per_camera = []
     for camera in range(streams):
         mine = [q for q in queries if q.camera == camera]
@@ -563,6 +570,7 @@ def multistream(
         "per_camera": per_camera,
         "meets": total["on_time_fraction"] >= 0.99,
         "batch_warmup_s": warm_s,
+        "energy": energy.report(total["processed"]),
         "method": (
             f"{_warm_text(max_batch, warm_s)}; "
             f"{streams} cameras x {fps:g} fps for {duration_s:g} s ({len(queries):,} frames, seeded random phases); "
