@@ -221,3 +221,11 @@ def test_cpu_sessions_say_why_there_is_no_energy() -> None:
 
     result = scenarios.single_stream(SpinSession(0.0005), feeds(), min_duration_s=0.05, min_queries=5, warmup=1)
     assert result.energy == energy_mod._not_measured("the configuration runs on the CPU")
+
+
+def test_energy_words_for_the_report() -> None:
+    assert energy_mod.energy_words(None) == ""
+    words = energy_mod.energy_words(energy_mod._not_measured("pynvml is not installed"))
+    assert words == "energy not measured: pynvml is not installed"
+    measured = {"method": "NVML counter", "clock_events": {"reasons": [], "method": "sampled"}}
+    assert energy_mod.energy_words(measured) == "energy: NVML counter; clock events: none (sampled)"

@@ -15,6 +15,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import atomic_write_bytes
+from rtpick.perf.energy import energy_cell, energy_words
 from rtpick.perf.stats import intervals_overlap
 from rtpick.results import Results
 
@@ -97,7 +98,8 @@ def table(results: Results) -> Any:
                 *(["top-1"] if scored else []), "build s", "first ms", "peak RSS MB"):
         t.add_column(col)
     for record, h in rows:
-        t.add_row(label(record), _with_ci(h, "p50", "\n"), _with_ci(h, "p99", "\n"), _fmt(h.get("throughput")),
+        t.add_row(label(record), _with_ci(h, "p50", "\n"), _with_ci(h, "p99", "\n"),
+                  _fmt(h.get("throughput")) + energy_cell(record),
                   *([_other(h)] if other else []),
                   *([_accuracy_text(record)] if scored else []), _fmt(record.get("build_time_s")),
                   _fmt(record.get("first_inference_ms")), _fmt(record.get("memory", {}).get("host_rss_peak_mb")))
@@ -226,7 +228,8 @@ def _rows_md(results: Results) -> list[str]:
         h = headline(r)
         lines.append(
             f"| {label(r)} | ok | {_with_ci(h, 'p50')} | {_with_ci(h, 'p99')} | "
-            f"{_fmt(h.get('throughput'))} | {_accuracy_text(r)} | {_fmt(r.get('build_time_s'))} | "
+            f"{_fmt(h.get('throughput'))}{energy_cell(r, '<br>')} | {_accuracy_text(r)} | "
+            f"{_fmt(r.get('build_time_s'))} | "
             f"{_fmt(r.get('first_inference_ms'))} | {_method_text(r)} |"
         )
     return lines
@@ -243,6 +246,7 @@ def _method_text(record: dict[str, Any]) -> str:
     if load.get("before") is not None and load.get("after") is not None:
         parts.append(f"machine load (1-min average) {load['before']:.1f} -> {load['after']:.1f} "
                      f"on {load.get('cpus')} CPUs")
+    parts.append(energy_words(m.get("energy")))
     detail = record.get("accuracy_detail") or {}
     if detail.get("method"):
         parts.append(f"accuracy: {detail['method']} on {detail.get('eval_set')}")

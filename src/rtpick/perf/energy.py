@@ -283,15 +283,27 @@ def throttle_words(energy: Any) -> str:
     return ", ".join(f"{r['reason']} {r['fraction']:.0%}" for r in events["reasons"] if r["throttling"])
 
 
-def energy_cell(record: dict[str, Any]) -> str:
-    """What a table cell adds for one bench record: "\\n12.3 mJ/inf" and a throttling flag, or ""."""
+def energy_cell(record: dict[str, Any], sep: str = "\n") -> str:
+    """What a table cell adds for one bench record: "<sep>12.3 mJ/inf" and a throttling flag, or ""."""
     energy = (record.get("metrics") or {}).get("energy")
     if not isinstance(energy, dict):
         return ""
     text = ""
     if energy.get("joules_per_inference") is not None:
-        text += f"\n{energy['joules_per_inference'] * 1e3:.3g} mJ/inf"
+        text += f"{sep}{energy['joules_per_inference'] * 1e3:.3g} mJ/inf"
     throttled = throttle_words(energy)
     if throttled:
-        text += f"\nTHROTTLED: {throttled}"
+        text += f"{sep}THROTTLED: {throttled}"
     return text
+
+
+def energy_words(energy: Any) -> str:
+    """How a record's energy figure was taken, or why there is none, and its clock events, for a report."""
+    if not isinstance(energy, dict):
+        return ""
+    parts = [f"energy: {energy['method']}" if energy.get("method") else f"energy {energy.get('energy', '')}"]
+    events = energy.get("clock_events")
+    if isinstance(events, dict):
+        seen = ", ".join(f"{r['reason']} {r['fraction']:.0%}" for r in events.get("reasons", []))
+        parts.append(f"clock events: {seen or 'none'} ({events.get('method', '')})")
+    return "; ".join(parts)
