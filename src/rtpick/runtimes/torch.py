@@ -26,7 +26,8 @@ from rtpick.runtimes.base import Availability, Option, Runtime, Session
 from rtpick.settings import cache_dir
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# fp8: Linear layers in FP8 (runtimes/fp8.py), everything else in bf16
+_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "bfloat16"}
 
 
 def _torch() -> Any:
@@ -284,6 +285,11 @@ class TorchRuntime(Runtime):
             module = module.to(device=device, dtype=getattr(torch, _DTYPES[precision]))
             if options.get("channels_last"):
                 module = module.to(memory_format=torch.channels_last)
+            if precision == "fp8":  # after the bf16 cast, which would otherwise turn the FP8 weights to bf16
+                from rtpick.runtimes.fp8 import swap_linear_layers
+
+                module, swapped = swap_linear_layers(module, f"{self.name}:fp8")
+                notes.append(swapped.describe())
         except RtpickError:
             raise
         except torch.cuda.OutOfMemoryError as exc:
@@ -453,9 +459,14 @@ class TorchCuda(TorchRuntime):
 
 
 class TorchCompileCuda(_Compiled, TorchCuda):
-    """torch.compile with Inductor on an NVIDIA GPU (Triton kernels; CUDA graphs in reduce-overhead)."""
+    """torch.compile with Inductor on an NVIDIA GPU (Triton kernels; CUDA graphs in reduce-overhead).
+
+    fp8 is offered here and not on eager torch-cuda: only Inductor fuses the activations' FP8 quantisation into
+    the kernel before each GEMM; eager would run it as a separate cast per layer, measured slower than fp16.
+    """
 
     name = "torch-compile-cuda"
+    precisions = ("fp32", "tf32", "fp16", "bf16", "fp8")
     options: ClassVar[dict[str, Option]] = {
         "channels_last": Option(True, "channels_last memory format for 4-D inputs and weights"),
         "mode": Option("default", "torch.compile mode", COMPILE_MODES),
@@ -469,3 +480,11 @@ class TorchCompileCuda(_Compiled, TorchCuda):
         if state.ok and importlib.util.find_spec("triton") is None:
             return Availability(False, "torch.compile on CUDA needs triton (pip install triton)")
         return state
+
+    def precision_availability(self, precision: str) -> Availability:
+        if precision != "fp8":
+            return Availability(True)
+        from rtpick.runtimes.fp8 import device_support
+
+        reason = device_support()
+        return Availability(not reason, reason)
