@@ -224,6 +224,17 @@ def _measure_batch(job: Job, session: Any, model: Any, batch: int, record: dict[
         record["metrics"] = result.to_dict()
 
 
+def finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float replaced by None, so that one bad figure cannot stop the file."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 def failed(job: Job, status: str, error: str) -> list[dict[str, Any]]:
     return [{"model": job.model, "config": f"{job.runtime}:{job.precision}", "runtime": job.runtime,
              "precision": job.precision, "options": job.options, "label": job.label, "batch": batch,
@@ -296,11 +307,15 @@ def main(argv: list[str] | None = None) -> int:
                 models[job.model] = load(job.model)
             records += run_job(job, models[job.model], references)
         except Exception as exc:  # noqa: BLE001 - one failing configuration is recorded, the others go on
-            records += failed(job, "failed", _one_line(exc))
+            from rtpick.errors import MissingRuntime
+
+            records += failed(job, "unavailable" if isinstance(exc, MissingRuntime) else "failed", _one_line(exc))
             records[-1]["traceback_tail"] = traceback.format_exc().strip().splitlines()[-4:]
+        torch._dynamo.reset()  # each job compiles afresh: no guard list carried from the last one
         torch.cuda.empty_cache()
-        write_json(out / "energy-fp8.json", {"command": " ".join(["python", *sys.argv]), "environment": environment,
-                                             "records": records, "fp8_verdicts": verdicts(records)}, "results")
+        payload = {"command": " ".join(["python", *sys.argv]), "environment": environment, "records": records,
+                   "fp8_verdicts": verdicts(records)}
+        write_json(out / "energy-fp8.json", finite(payload), "results", default=str)
     print(f"\n{len(records)} rows in {time.perf_counter() - started:.0f} s -> {out / 'energy-fp8.json'}")
     for record in records:
         print(row_text(record))
