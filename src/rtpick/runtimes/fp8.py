@@ -13,6 +13,9 @@ The arithmetic of `Float8Linear` (x: [M, K] bf16, W: [N, K]):
     s_w[n] = max_k |W[n, k]| / 448      (one scale per output channel of W, computed once at build)
     y = (x / s_x) in e4m3  @  (W / s_w) in e4m3 ^T  * s_x[m] * s_w[n]  + b     (torch._scaled_mm, bf16 out)
 
+with Hopper's fast FP8 accumulation (``use_fast_accum``, as inference recipes use it): 6% faster end to end in
+the H200 probe below (3.403 -> 3.211 ms), with the same output error (rel L2 0.0390 against fp32 either way).
+
 Everything that is not a Linear layer stays bf16. A Linear layer is left in bf16 (and said so) where FP8 cannot
 serve it: in_features not a multiple of 16 (the FP8 GEMM needs it), or its weights are read directly by its
 parent instead of through its forward (nn.MultiheadAttention's out_proj; nn.Transformer*Layer's fused fast
@@ -37,6 +40,11 @@ E4M3_MAX = 448.0  # largest finite float8_e4m3fn
 MIN_CAPABILITY = (8, 9)  # FP8 tensor cores: Ada (8.9), Hopper (9.0) and later
 ALIGN = 16  # torch._scaled_mm wants K and N multiples of 16
 SCALE_FLOOR = 1e-12  # an all-zero row keeps a finite scale (its values quantise to zero)
+# Inductor settings for an fp8 build. multi_kernel lets Inductor keep a whole row in registers for the fused
+# GELU/LayerNorm + row amax + FP8 cast (a "persistent" reduction) instead of looping over the row twice: on the
+# H200, a 12-layer BERT-like encoder at batch 64 x 128 went from 3.757 ms (0.90x bf16's 3.391 ms) to 3.211 ms
+# (1.06x); bf16 itself did not change (benchmarks/fp8_inductor_probe.py, results/h200/fp8-inductor-probe.txt).
+INDUCTOR_CONFIG = {"triton.multi_kernel": 1}
 # modules that read their child Linear layers' weights directly instead of calling them (so a swapped child would
 # either break them or be bypassed): nn.MultiheadAttention (out_proj) and the Transformer layers' fast path
 _READS_CHILD_WEIGHTS = ("MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer")
@@ -105,7 +113,7 @@ def _float8_linear_type() -> type:
             rows = x.reshape(-1, self.in_features)
             x_fp8, x_scale = quantise_rowwise(rows)
             y = torch._scaled_mm(x_fp8, self.weight_fp8.t(), scale_a=x_scale, scale_b=self.weight_scale,
-                                 bias=self.bias, out_dtype=self.out_dtype)
+                                 bias=self.bias, out_dtype=self.out_dtype, use_fast_accum=True)
             if self.padded_features != self.out_features:
                 y = y[:, : self.out_features]
             return y.reshape(*x.shape[:-1], self.out_features)
