@@ -63,14 +63,15 @@ def plan(compile_timeout_s: float = 150.0) -> list[Job]:
     """Every job, most important first (the budget cuts from the end)."""
     compiled = {"mode": "default", "compile_timeout_s": compile_timeout_s}
     graphs = {"mode": "reduce-overhead", "compile_timeout_s": compile_timeout_s}
+    # costs: twice what each job took on the H200 (benchmarks/results/h200/energy-fp8-log.txt, 153 s in all)
     bert = [Job("bert", "torch-cuda", "fp32", (BERT_BATCH,), cost_s=10, measure=False)]
-    bert += [Job("bert", "torch-compile-cuda", p, (BERT_BATCH,), dict(compiled), cost_s=60)
+    bert += [Job("bert", "torch-compile-cuda", p, (BERT_BATCH,), dict(compiled), cost_s=40)
              for p in ("fp8", "bf16", "fp16")]
     bert.append(Job("bert-nn-transformer", "torch-compile-cuda", "fp8", (BERT_BATCH,), dict(compiled), cost_s=5))
-    resnet = [Job("resnet50", "torch-cuda", p, (1, 256), cost_s=25) for p in ("fp32", "fp16", "bf16")]
-    resnet.append(Job("resnet50", "torch-cuda", "fp16", (1, 256), {"fuse_conv": True, "cuda_graph": True}, cost_s=25))
-    resnet.append(Job("resnet50", "torch-compile-cuda", "fp16", (1, 256), dict(graphs), cost_s=70))
-    resnet += [Job("resnet50", "torch-compile-cuda", p, (256,), dict(graphs), cost_s=45) for p in ("fp8", "bf16")]
+    resnet = [Job("resnet50", "torch-cuda", p, (1, 256), cost_s=20) for p in ("fp32", "fp16", "bf16")]
+    resnet.append(Job("resnet50", "torch-cuda", "fp16", (1, 256), {"fuse_conv": True, "cuda_graph": True}, cost_s=20))
+    resnet.append(Job("resnet50", "torch-compile-cuda", "fp16", (1, 256), dict(graphs), cost_s=60))
+    resnet += [Job("resnet50", "torch-compile-cuda", p, (256,), dict(graphs), cost_s=35) for p in ("fp8", "bf16")]
     return bert + resnet
 
 
@@ -294,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     models: dict[str, Any] = {}
     references: dict[tuple[str, int], Any] = {}
     wanted = {m for m in args.only.split(",") if m}
+
+    def save() -> None:  # after every job, so that an interrupted run keeps what it measured
+        payload = {"command": " ".join(["python", *sys.argv]), "environment": environment, "records": records,
+                   "fp8_verdicts": verdicts(records)}
+        write_json(out / "energy-fp8.json", finite(payload), "results", default=str)
+
     for job in plan():
         if wanted and job.model.split("-")[0] not in wanted:
             continue
@@ -313,9 +320,8 @@ def main(argv: list[str] | None = None) -> int:
             records[-1]["traceback_tail"] = traceback.format_exc().strip().splitlines()[-4:]
         torch._dynamo.reset()  # each job compiles afresh: no guard list carried from the last one
         torch.cuda.empty_cache()
-        payload = {"command": " ".join(["python", *sys.argv]), "environment": environment, "records": records,
-                   "fp8_verdicts": verdicts(records)}
-        write_json(out / "energy-fp8.json", finite(payload), "results", default=str)
+        save()
+    save()
     print(f"\n{len(records)} rows in {time.perf_counter() - started:.0f} s -> {out / 'energy-fp8.json'}")
     for record in records:
         print(row_text(record))
