@@ -16,6 +16,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import atomic_write_bytes
+from rtpick.perf.energy import energy_cell, energy_words
 from rtpick.perf.record import Record
 from rtpick.perf.scenarios.base import Headline
 from rtpick.plots import NO_PLOTS, Figure, figures, have_matplotlib
@@ -71,7 +72,8 @@ def table(results: Results) -> Any:
                 *(["top-1"] if scored else []), "build s", "first ms", "peak RSS MB"):
         t.add_column(col)
     for record, h in rows:
-        t.add_row(escape(record.label), _with_ci(h, "p50", "\n"), _with_ci(h, "p99", "\n"), _fmt(h.throughput),
+        t.add_row(escape(record.label), _with_ci(h, "p50", "\n"), _with_ci(h, "p99", "\n"),
+                  _fmt(h.throughput) + energy_cell(_metrics(record)),
                   *([escape(h.result)] if other else []),
                   *([_accuracy_text(record)] if scored else []), _fmt(record.build_time_s),
                   _fmt(record.first_inference_ms), _fmt(record.memory_figure("host_rss_peak_mb")))
@@ -96,10 +98,14 @@ def _rows_md(results: Results) -> list[str]:
         h = r.headline()
         lines.append(
             f"| {_md(r.label)} | ok | {_with_ci(h, 'p50')} | {_with_ci(h, 'p99')} | "
-            f"{_fmt(h.throughput)} | {_accuracy_text(r)} | {_fmt(r.build_time_s)} | "
+            f"{_fmt(h.throughput)}{energy_cell(_metrics(r), '<br>')} | {_accuracy_text(r)} | {_fmt(r.build_time_s)} | "
             f"{_fmt(r.first_inference_ms)} | {_md(_method_text(r))} |"
         )
     return lines
+
+
+def _metrics(record: Record) -> dict[str, Any] | None:
+    return record.measurement.data if record.measurement is not None else None
 
 
 def _md(text: str) -> str:
@@ -117,6 +123,7 @@ def _method_text(record: Record) -> str:
     before, after = load.get("before"), load.get("after")
     if isinstance(before, int | float) and isinstance(after, int | float):
         parts.append(f"machine load (1-min average) {before:.1f} -> {after:.1f} on {load.get('cpus')} CPUs")
+    parts.append(energy_words((measurement.data if measurement is not None else {}).get("energy")))
     detail = record.accuracy_detail or {}
     if detail.get("method"):
         parts.append(f"accuracy: {detail['method']} on {detail.get('eval_set')}")

@@ -31,9 +31,23 @@ def _nvml() -> tuple[Any, str]:
     return pynvml, ""
 
 
-def _device_index() -> int:
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return int(visible) if visible.isdigit() else 0
+def _device_index(cuda_index: int = 0) -> int:
+    """NVML's index for CUDA device `cuda_index` of this process (CUDA_VISIBLE_DEVICES renumbers them)."""
+    visible = [part.strip() for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    entry = visible[cuda_index] if cuda_index < len(visible) else ""
+    return int(entry) if entry.isdigit() else cuda_index
+
+
+def nvml_device(cuda_index: int = 0) -> tuple[Any, Any, str]:
+    """(pynvml initialised, handle of CUDA device `cuda_index`, "") or (None, None, reason): the one NVML lookup
+    every GPU tracker here uses (memory and clocks in `Monitor`, energy and clock events in `perf.energy`)."""
+    nvml, reason = _nvml()
+    if nvml is None:
+        return None, None, reason
+    try:
+        return nvml, nvml.nvmlDeviceGetHandleByIndex(_device_index(cuda_index)), ""
+    except Exception as exc:  # noqa: BLE001
+        return None, None, f"NVML has no handle for the device: {exc}"
 
 
 def process_gpu_bytes(nvml: Any, handle: Any, pid: int) -> int | None:
@@ -80,15 +94,9 @@ class Monitor:
 
         self._proc = psutil.Process(self._pid)
         if self.gpu:
-            self._nvml, reason = _nvml()
+            self._nvml, self._handle, reason = nvml_device()
             if self._nvml is None:
                 self.gpu_reason = reason
-            else:
-                try:
-                    self._handle = self._nvml.nvmlDeviceGetHandleByIndex(_device_index())
-                except Exception as exc:  # noqa: BLE001
-                    self.gpu_reason = f"NVML has no handle for the device: {exc}"
-                    self._nvml = None
         self._sample()
         self._thread = threading.Thread(target=self._loop, name="rtpick-monitor", daemon=True)
         self._thread.start()

@@ -19,7 +19,7 @@ import numpy as np
 from rtpick.errors import RtpickError
 from rtpick.model import Model, TensorSpec
 
-PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,10 @@ class Runtime(ABC):
     def availability(self) -> Availability:
         """Whether this machine can run it; the reason (missing package, no GPU...) when not."""
 
+    def precision_availability(self, precision: str) -> Availability:
+        """Whether this machine can run one of the runtime's precisions (e.g. FP8 needs FP8 tensor cores)."""
+        return Availability(True)
+
     def check_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """All options with defaults filled in; unknown or ill-typed ones are the user's mistake."""
         unknown = set(given) - set(self.options)
@@ -239,6 +243,11 @@ class Runtime(ABC):
             from rtpick.errors import MissingRuntime
 
             raise MissingRuntime(f"{self.name} is not available here: {state.reason}")
+        precision_state = self.precision_availability(precision)
+        if not precision_state.ok:
+            from rtpick.errors import MissingRuntime
+
+            raise MissingRuntime(f"{self.name}:{precision} is not available here: {precision_state.reason}")
         resolved = self.check_options(options)
         start = time.perf_counter()
         session = self._build(model, precision, dict(shapes or {}), resolved)

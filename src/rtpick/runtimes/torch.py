@@ -27,7 +27,8 @@ from rtpick.runtimes.base import Availability, Option, Runtime, Session
 from rtpick.settings import cache_dir
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# fp8: Linear layers in FP8 (runtimes/fp8.py), everything else in bf16
+_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "bfloat16"}
 
 
 def _torch() -> Any:
@@ -284,6 +285,13 @@ class TorchRuntime(Runtime):
             module = module.to(device=device, dtype=getattr(torch, _DTYPES[precision]))
             if options.get("channels_last"):
                 module = module.to(memory_format=torch.channels_last)
+            inductor: dict[str, Any] = {}
+            if precision == "fp8":  # after the bf16 cast, which would otherwise turn the FP8 weights to bf16
+                from rtpick.runtimes.fp8 import INDUCTOR_CONFIG, swap_linear_layers
+
+                module, swapped = swap_linear_layers(module, f"{self.name}:fp8")
+                notes.append(swapped.describe())
+                inductor = dict(INDUCTOR_CONFIG)
         except RtpickError:
             raise
         except torch.cuda.OutOfMemoryError as exc:
@@ -291,7 +299,7 @@ class TorchRuntime(Runtime):
         wrapped = make_io_cast(module, precision, bool(options.get("channels_last")),
                                [t.dtype for t in model.spec.outputs])
         session = TorchSession(
-            model, precision, self.name, self.device, self._wrap(wrapped, options),
+            model, precision, self.name, self.device, self._wrap(wrapped, {**options, "inductor_config": inductor}),
             torch_device=device,
             cuda_graph=bool(options.get("cuda_graph")),
             graph_steps=self.compiled and options.get("mode") in ("reduce-overhead", "max-autotune"),
@@ -361,8 +369,14 @@ class _Compiled:
         dynamic = bool(options["dynamic"])
         if not dynamic:
             _allow_graphs_per_shape(torch, STATIC_GRAPHS_PER_FUNCTION)
-        if not options.get("freezing"):
+        extra = dict(options.get("inductor_config") or {})  # a precision's own Inductor settings (fp8)
+        if not options.get("freezing") and not extra:
             return torch.compile(module, mode=options["mode"], dynamic=dynamic, fullgraph=False)
+        from torch._inductor import list_mode_options
+
+        if not options.get("freezing"):  # a mode or an options dict, not both: the mode spelled out as options
+            settings = {**list_mode_options(options["mode"], dynamic), **extra}
+            return torch.compile(module, options=settings, dynamic=dynamic, fullgraph=False)
         # torch.compile takes a mode or an options dict, not both: spell the mode out as its options, plus
         # freezing (weights become constants: conv+batch-norm folded, weight layouts chosen once at compile).
         # Inductor freezes the weights of the module it is given, not those of a module nested in it: compiled
@@ -370,9 +384,7 @@ class _Compiled:
         # under CUDA graphs all 269 were copied into the graph before every replay (3.4 ms a batch-1 call
         # instead of 1.3: results/h100/README.md). So the model itself is compiled, and the casts around it
         # run eagerly.
-        from torch._inductor import list_mode_options
-
-        settings = {**list_mode_options(options["mode"], dynamic), "freezing": True}
+        settings = {**list_mode_options(options["mode"], dynamic), "freezing": True, **extra}
         module.inner = torch.compile(module.inner, options=settings, dynamic=dynamic, fullgraph=False)
         return module
 
@@ -444,9 +456,14 @@ class TorchCuda(TorchRuntime):
 
 
 class TorchCompileCuda(_Compiled, TorchCuda):
-    """torch.compile with Inductor on an NVIDIA GPU (Triton kernels; CUDA graphs in reduce-overhead)."""
+    """torch.compile with Inductor on an NVIDIA GPU (Triton kernels; CUDA graphs in reduce-overhead).
+
+    fp8 is offered here and not on eager torch-cuda: only Inductor fuses the activations' FP8 quantisation into
+    the kernel before each GEMM; eager would run it as a separate cast per layer, measured slower than fp16.
+    """
 
     name = "torch-compile-cuda"
+    precisions = ("fp32", "tf32", "fp16", "bf16", "fp8")
     options: ClassVar[dict[str, Option]] = {
         "channels_last": Option(True, "channels_last memory format for 4-D inputs and weights"),
         "mode": Option("default", "torch.compile mode", COMPILE_MODES),
@@ -460,3 +477,11 @@ class TorchCompileCuda(_Compiled, TorchCuda):
         if state.ok and importlib.util.find_spec("triton") is None:
             return Availability(False, "torch.compile on CUDA needs triton (pip install triton)")
         return state
+
+    def precision_availability(self, precision: str) -> Availability:
+        if precision != "fp8":
+            return Availability(True)
+        from rtpick.runtimes.fp8 import device_support
+
+        reason = device_support()
+        return Availability(not reason, reason)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
+from rtpick.perf.energy import EnergyTracker
 from rtpick.perf.scenarios.base import (
     NUMBER,
     Feeds,
@@ -119,6 +120,7 @@ class LatencyResult:
     transfers: dict[str, Any] | None = None
     samples_ms: list[float] | None = None
     load_avg: dict[str, Any] | None = None
+    energy: dict[str, Any] | None = None  # rtpick.perf.energy: joules per inference, clock events
 
     @property
     def p50(self) -> float:
@@ -220,19 +222,20 @@ def closed_loop(
     block_max_s = max_duration_s / blocks
     per_block: list[list[float]] = []
     load_before = machine_load()
-    start = time.perf_counter()
-    for index in range(blocks):
-        if index and block_pause_s:
-            time.sleep(block_pause_s)
-        host: list[float] = []
-        block_start = time.perf_counter()
-        while True:
-            host.append(time_call(session, feeds, events))
-            elapsed = time.perf_counter() - block_start
-            if elapsed >= block_s and (len(host) >= block_q or elapsed >= block_max_s):
-                break
-        per_block.append(host)
-    duration = time.perf_counter() - start
+    with EnergyTracker.for_session(session) as energy:
+        start = time.perf_counter()
+        for index in range(blocks):
+            if index and block_pause_s:
+                time.sleep(block_pause_s)
+            host: list[float] = []
+            block_start = time.perf_counter()
+            while True:
+                host.append(time_call(session, feeds, events))
+                elapsed = time.perf_counter() - block_start
+                if elapsed >= block_s and (len(host) >= block_q or elapsed >= block_max_s):
+                    break
+            per_block.append(host)
+        duration = time.perf_counter() - start
     load = {"before": load_before, "after": machine_load(), "cpus": os.cpu_count(),
             "what": "1-minute load average of the whole machine (runnable threads, all tenants)"}
     samples = np.asarray([s for block in per_block for s in block])
@@ -267,6 +270,7 @@ def closed_loop(
         transfers=transfers,
         samples_ms=[float(s * 1e3) for s in samples] if keep_samples else None,
         load_avg=load,
+        energy=energy.report(batch * samples.size),
     )
 
 

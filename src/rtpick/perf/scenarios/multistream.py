@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
+from rtpick.perf.energy import EnergyTracker
 from rtpick.perf.scenarios.base import (
     NUMBER,
     OPTIONAL_NUMBER,
@@ -120,7 +121,8 @@ def multistream(
                                queue_frames=queue_frames, seed=seed, feeds=feeds)
     scheduler = Scheduler(session, cameras, max_batch=max_batch, max_queue_delay_s=max_queue_delay_s,
                           staging=staging, batch_sizes=batch_sizes, predictor=predictor)
-    pipeline = scheduler.run().to_dict()
+    with EnergyTracker.for_session(session) as energy:
+        pipeline = scheduler.run().to_dict()
     cameras.close_counts()
     total = _frame_counts(cameras.stats)
     return {
@@ -137,6 +139,7 @@ def multistream(
         "per_camera": cameras.stats.per_camera() if per_camera else None,
         "pipeline": pipeline,
         "predicted_batch_ms": predictor.table_ms(),
+        "energy": energy.report(total["processed"]),
         "goodput_fps": total["on_time"] / pipeline["wall_s"] if pipeline["wall_s"] > 0 else 0.0,
         "meets": total["on_time_fraction"] >= 0.99,
         "batch_warmup_s": warm_s,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
+from rtpick.perf.energy import EnergyTracker
 from rtpick.perf.scenarios.base import (
     NUMBER,
     OPTIONAL_NUMBER,
@@ -98,7 +99,8 @@ def server(
     queries = [Query(0.0) for _ in offsets]
     drain = drain_s if drain_s is not None else max(2.0, duration_s)
     loop = OpenLoop(session, feeds, max_batch, max_queue_delay_s)
-    t0, batches = loop.drive(offsets, queries, drain)
+    with EnergyTracker.for_session(session) as energy:
+        t0, batches = loop.drive(offsets, queries, drain)
     end = max((q.done for q in queries if q.done is not None), default=t0)
     cutoff = time.perf_counter()
     latencies = [(q.done if q.done is not None else cutoff) - q.scheduled for q in queries]
@@ -120,6 +122,7 @@ def server(
         "latency_ms": summary,
         "duration_s": duration_s,
         "batch_warmup_s": warm_s,
+        "energy": energy.report(completed),
         "method": (
             f"{warm_text(max_batch, warm_s)}; "
             f"open loop: {len(queries):,} Poisson arrivals (seed {seed}) at {rate_qps:g} q/s scheduled over "
