@@ -16,6 +16,7 @@ from typing import Any
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256
 from rtpick.model import Model, ModelSpec, TensorSpec
+from rtpick.pt2_safety import check_pt2
 
 BUNDLED = {"rtpick:digits": "digits"}
 
@@ -208,6 +209,7 @@ def _from_torch_module(module: Any, input_specs: Any, name: str, source: str = "
 
 
 def _from_pt2(path: Path) -> Model:
+    check_pt2(path)  # before torch touches it: torch.export.load can run code from the archive
     torch = _require_torch(f"{path.name} (a torch.export program)")
     try:
         program = torch.export.load(str(path))
