@@ -16,6 +16,7 @@ from typing import Any
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256
 from rtpick.model import Model, ModelSpec, TensorSpec
+from rtpick.model_files import onnx_sha256
 from rtpick.pt2_safety import check_pt2
 
 BUNDLED = {"rtpick:digits": "digits"}
@@ -90,7 +91,7 @@ def onnx_spec(path: Path, name: str | None = None, source: str = "onnx") -> Mode
     initializers = {init.name for init in proto.graph.initializer}
     inputs = tuple(_value_info_spec(v, "input") for v in proto.graph.input if v.name not in initializers)
     outputs = tuple(_value_info_spec(v, "output") for v in proto.graph.output)
-    return ModelSpec(name or path.stem, inputs, outputs, source, file_sha256(path))
+    return ModelSpec(name or path.stem, inputs, outputs, source, onnx_sha256(path, proto))
 
 
 def _from_onnx(path: Path) -> Model:
