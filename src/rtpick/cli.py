@@ -7,6 +7,7 @@ Every command turns an `RtpickError` into one line on stderr and exit status 2 (
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -23,6 +24,15 @@ app = typer.Typer(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it stops like after Ctrl-C: workers killed, temporary folders
+    removed, the results of finished configurations kept; exit status 143 (128 + SIGTERM)."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 _state = {"debug": False}
 
 
@@ -48,6 +58,8 @@ def handles_errors(func: F) -> F:
             if _state["debug"]:
                 raise
             fail(str(exc), exc.exit_code)
+        except Terminated:
+            fail("terminated (SIGTERM); results of finished configurations are kept", 128 + signal.SIGTERM)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         return None
@@ -59,6 +71,7 @@ def main() -> None:
     """Entry point of the `rtpick` script."""
     from rtpick import commands  # noqa: F401 - registers the commands on `app`
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except SystemExit as exc:

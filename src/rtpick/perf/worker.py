@@ -109,10 +109,15 @@ def _scenario(scenarios: Any, session: Any, feeds: Any, job: dict[str, Any]) -> 
 
 
 def main(argv: list[str]) -> int:
+    from rtpick.perf.lifeline import tie_to_parent
+
+    tie_to_parent(argv[0])  # start-up: die with the parent process, whatever kills it
     job_path, out_path = Path(argv[0]), Path(argv[1])
     job = json.loads(job_path.read_text())
     record = run_job(job)
-    out_path.write_text(json.dumps(record))
+    from rtpick.files import atomic_write_bytes
+
+    atomic_write_bytes(out_path, json.dumps(record).encode())
     return 0
 
 
