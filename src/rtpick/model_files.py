@@ -19,6 +19,25 @@ from typing import Any
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256, files_sha256
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
+
+
+def check_source(text: str, bundled: Any) -> None:
+    """Refuse, in one line, a model name rtpick will not open, before anything touches the file.
+
+    `bundled` are the ``rtpick:<name>`` models that exist. A ``.pt``/``.pth`` checkpoint is a pickle: loading one
+    can run code, and it holds weights without the program, so rtpick asks for a torch.export archive instead.
+    """
+    if text.startswith("rtpick:") and text not in bundled:
+        raise RtpickError(f"there is no bundled model {text!r}; the bundled models are: {', '.join(sorted(bundled))}")
+    path = Path(text)
+    if any(len(os.fsencode(part)) > 255 for part in path.parts):
+        raise RtpickError(f"model file name {text[:60]!r}... is longer than 255 bytes; no file can have that name")
+    if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
+        raise RtpickError(f"{text} is a PyTorch pickle ({path.suffix}); rtpick does not unpickle files (that can run "
+                          "code); save it with torch.export as .pt2 (torch.export.save(torch.export.export(model, "
+                          "example_inputs), 'model.pt2')) or export it to ONNX")
+
 
 def _tensors(graph: Any) -> Iterator[Any]:
     """Every tensor of a graph that can hold data: initializers and node attributes, subgraphs included."""

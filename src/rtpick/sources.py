@@ -16,7 +16,7 @@ from typing import Any
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256
 from rtpick.model import Model, ModelSpec, TensorSpec
-from rtpick.model_files import onnx_sha256
+from rtpick.model_files import check_source, onnx_sha256
 from rtpick.pt2_safety import check_pt2
 
 BUNDLED = {"rtpick:digits": "digits"}
@@ -33,6 +33,7 @@ def load(source: Any, *, weights: Any = None, input_specs: Any = None) -> Model:
             "a torchvision:<name> zoo name, rtpick:digits, or a torch.nn.Module"
         )
     text = os.fspath(source)
+    check_source(text, BUNDLED)  # unknown rtpick:<name>, .pt/.pth pickles, impossible names: one line
     if text in BUNDLED:
         return load_bundled(BUNDLED[text])
     if text.startswith("torchvision:"):
