@@ -220,6 +220,11 @@ class OrtCpu(OrtRuntime):
         "calibration_samples": Option(32, "int8: how many synthetic calibration samples when none are given"),
     }
 
+    def builds_without_shapes(self, precision: str) -> bool:
+        """fp32 runs any shape the feeds bring (ONNX Runtime resolves symbolic dims per call); int8 calibrates on
+        concrete shapes first."""
+        return precision == "fp32"
+
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:
         if precision != "int8":
@@ -422,6 +427,11 @@ class OrtTensorRT(OrtRuntime):
         }
         cuda_options = {"device_id": str(options["device_id"])}
         return [(self.provider, trt_options), ("CUDAExecutionProvider", cuda_options)]
+
+    def builds_without_shapes(self, precision: str) -> bool:
+        """fp32 runs any shape the feeds bring (ONNX Runtime resolves symbolic dims per call); int8 calibrates on
+        concrete shapes first."""
+        return precision == "fp32"
 
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:
