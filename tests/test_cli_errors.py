@@ -92,7 +92,7 @@ def test_compare_json_and_run_output_to_a_bad_path(small_onnx, tmp_path, unwrita
     assert (tmp_path / "a-file").read_text() == "keep me"
 
 
-@pytest.mark.parametrize("case", ["under a file", "name over 255 bytes"])
+@pytest.mark.parametrize("case", ["read-only folder", "a folder", "under a file", "name over 255 bytes"])
 def test_bench_json_and_recommend_save_to_a_bad_path(small_onnx, tmp_path, unwritable, case) -> None:
     path, word = _outputs(tmp_path, unwritable, ".json")[case]
     one_line(run_cli("bench", str(small_onnx), "--quick", "--duration", "0.1", "--json", path), 2, word)
@@ -169,3 +169,31 @@ def test_an_unknown_bundled_model_lists_the_bundled_ones() -> None:
 
 def test_a_model_name_over_255_bytes() -> None:
     one_line(run_cli("inspect", f"{LONG}.onnx"), 2, "255 bytes")
+
+
+def test_a_link_planted_at_the_probe_name_is_not_written_through(small_onnx, tmp_path) -> None:
+    """Item 4 at the command line: the writability probe never opens a predictable name (it used to be
+    <out>.rtpick-probe, and a link there to a victim file left the victim empty)."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "c.json"
+    for name in (f"{out.name}.rtpick-probe", ".rtpick-probe", f".{out.name}.tmp"):
+        (tmp_path / name).symlink_to(victim)
+    done = run_cli("compare", str(small_onnx), "-r", "ort-cpu:fp32", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    assert victim.read_text() == "precious" and out.is_file() and not out.is_symlink()
+
+
+def test_written_files_keep_the_umask_and_the_old_mode(small_onnx, tmp_path) -> None:
+    """Item 11 at the command line: a new file gets 0666 & ~umask (0644 under 022), a replaced one its mode."""
+    new, old = tmp_path / "new.npz", tmp_path / "old.npz"
+    old.write_bytes(b"")
+    old.chmod(0o640)
+    mask = os.umask(0o022)
+    try:
+        for path in (new, old):
+            assert run_cli("run", str(small_onnx), "--output", str(path)).returncode == 0
+    finally:
+        os.umask(mask)
+    assert new.stat().st_mode & 0o777 == 0o644
+    assert old.stat().st_mode & 0o777 == 0o640 and old.stat().st_size > 0

@@ -125,3 +125,30 @@ def test_no_worker_or_job_folder_outlives_a_killed_bench(small_onnx, tmp_path, h
         assert [(c["batch"], c["status"]) for c in kept] == [(1, "ok")]
     else:
         assert bench.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("safe_path_flag", [True, False], ids=["-P", "python-3.10-boot"])
+def test_the_worker_command_keeps_the_cwd_off_sys_path(tmp_path, safe_path_flag) -> None:
+    """Both forms of the worker's command line (-P on 3.11+, the boot line on 3.10) import nothing from the cwd."""
+    from rtpick.perf.isolation import worker_command
+
+    if safe_path_flag and sys.version_info < (3, 11):
+        pytest.skip("-P needs Python 3.11")
+    (tmp_path / "numpy.py").write_text(PLANTED)
+    job, out = tmp_path / "missing-job.json", tmp_path / "out.json"
+    parent_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), "", "."])}  # "" and "." mean the cwd
+    command = worker_command(job, out, safe_path_flag=safe_path_flag)
+    done = subprocess.run(command, cwd=tmp_path, env=worker_env_for(parent_env), capture_output=True, text=True,
+                          timeout=120)
+    assert "FileNotFoundError" in done.stderr  # it got as far as reading the (missing) job
+    assert not list(tmp_path.glob("imported-by-*"))
+
+
+def worker_env_for(env: dict[str, str]) -> dict[str, str]:
+    """`worker_env` as bench would compute it from a parent environment `env`."""
+    from unittest import mock
+
+    from rtpick.perf.isolation import worker_env
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        return worker_env()

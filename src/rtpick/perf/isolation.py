@@ -40,10 +40,11 @@ def worker_env() -> dict[str, str]:
     return env
 
 
-def worker_command(job_file: Path, out_file: Path) -> list[str]:
+def worker_command(job_file: Path, out_file: Path, safe_path_flag: bool = sys.version_info >= (3, 11)
+                   ) -> list[str]:
     """The worker's command line: an absolute interpreter, the cwd kept off sys.path, absolute file paths."""
     python = os.path.abspath(sys.executable)
-    if sys.version_info >= (3, 11):
+    if safe_path_flag:
         return [python, "-P", "-m", "rtpick.perf.worker", str(job_file.resolve()), str(out_file.resolve())]
     # Python 3.10 has no -P: drop the cwd entry that -c puts first, then run the worker module
     boot = "import sys, runpy; sys.path.pop(0); runpy.run_module('rtpick.perf.worker', run_name='__main__')"
