@@ -59,7 +59,7 @@ def handles_errors(func: F) -> F:
                 raise
             fail(str(exc), exc.exit_code)
         except Terminated:
-            fail("terminated (SIGTERM); results of finished configurations are kept", 128 + signal.SIGTERM)
+            fail("terminated (SIGTERM); what was already written is kept", 128 + signal.SIGTERM)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         return None
@@ -76,3 +76,9 @@ def main() -> None:
         app()
     except SystemExit as exc:
         sys.exit(exc.code)
+    except Terminated:  # outside a command (while parsing, say): the same one line
+        typer.echo("rtpick: error: terminated (SIGTERM)", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        typer.echo("rtpick: error: interrupted", err=True)
+        sys.exit(130)
