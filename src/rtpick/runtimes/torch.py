@@ -44,8 +44,9 @@ def _torch() -> Any:
     return torch
 
 
-@functools.cache
 def _quiet_without_gpu() -> None:
+    """Filter the warnings again on each call (build time only; adding a filter twice keeps one): a caller's
+    ``warnings.catch_warnings()`` block may have dropped the filters set earlier."""
     import warnings
 
     if _cuda_device_count_quietly() == 0:
@@ -53,6 +54,7 @@ def _quiet_without_gpu() -> None:
             warnings.filterwarnings("ignore", message=pattern)
 
 
+@functools.cache
 def _cuda_device_count_quietly() -> int:
     """GPUs NVIDIA's driver sees, asked without initialising CUDA in torch (and so without its warning)."""
     from rtpick.runtimes.ort import _cuda_device_count
