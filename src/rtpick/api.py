@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rtpick.errors import RtpickError
 from rtpick.model import Model, resolve_shapes
 from rtpick.runtimes import DEFAULT_RUNTIME
 from rtpick.sources import load_model
@@ -42,7 +43,13 @@ def load(
         return load_deploy(model, runtime, precision, shapes=shapes, batch=batch, weights=weights, **options)
     source = model if isinstance(model, Model) else load_model(model, weights=weights, input_specs=input_specs)
     target = get_runtime(runtime)
-    resolved = resolve_shapes(source.spec.inputs, shapes, batch)
+    try:
+        resolved = resolve_shapes(source.spec.inputs, shapes, batch)
+    except RtpickError:
+        # a symbolic dim left open: fine for a runtime that takes its sizes from the feeds at run time
+        if shapes or batch is not None or not target.builds_without_shapes(precision):
+            raise
+        resolved = {}
     return target.build(source, precision, resolved, **options)
 
 

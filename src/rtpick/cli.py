@@ -8,9 +8,12 @@ them stays fast.
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from rtpick.commands.app import app
+import typer
+
+from rtpick.commands.app import Terminated, app, on_sigterm
 
 
 def register_commands() -> None:
@@ -19,12 +22,22 @@ def register_commands() -> None:
 
 
 def main() -> None:
-    """Entry point of the `rtpick` script (and of ``python -m rtpick`` / ``python -m rtpick.cli``)."""
+    """Entry point of the `rtpick` script (and of ``python -m rtpick`` / ``python -m rtpick.cli``).
+
+    SIGTERM is handled like Ctrl-C (a clean stop that keeps what was written), with exit status 143.
+    """
     register_commands()
+    signal.signal(signal.SIGTERM, on_sigterm)
     try:
         app()
     except SystemExit as exc:
         sys.exit(exc.code)
+    except Terminated:  # outside a command (while parsing, say): the same one line
+        typer.echo("rtpick: error: terminated (SIGTERM)", err=True)
+        sys.exit(128 + signal.SIGTERM)
+    except KeyboardInterrupt:
+        typer.echo("rtpick: error: interrupted", err=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ them all in one go. Loaded feeds keep their own shapes: the spec's fixed dims ar
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ def synthetic_feeds(
     Floats are uniform in [0, 1) (an image scaled to unit range) unless `ranges` says otherwise; integers are in
     [0, 100) (token ids below any real vocabulary); booleans are random. Never zeros: zeros hide wrong indexing.
     """
+    check_fits_in_memory(inputs, shapes)
     rng = np.random.default_rng(seed)
     ranges = ranges or {}
     names = {spec.name for spec in inputs}
@@ -54,6 +56,37 @@ def synthetic_feeds(
         else:
             raise RtpickError(f"cannot make synthetic data for input {spec.name!r} of dtype {spec.dtype}")
     return feeds
+
+
+def available_memory() -> int | None:
+    """Bytes of memory the system can still hand out (Linux: MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits_in_memory(inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """Refuse feeds larger than half the available memory before allocating them (a typo in --shape must not
+    send the machine into swap or the out-of-memory killer); sizes in whole numbers, so nothing overflows."""
+    total = 0
+    for spec in inputs:
+        count = 1
+        for dim in shapes[spec.name]:
+            count *= int(dim)
+        total += count * np.dtype(spec.dtype).itemsize
+    available = available_memory()
+    if available is not None and total > available // 2:
+        sizes = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        raise RtpickError(f"the inputs ({sizes}) need {total / 2**30:.3g} GiB, more than half of the "
+                          f"{available / 2**30:.3g} GiB of memory available; use a smaller --shape or --batch")
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

@@ -93,29 +93,49 @@ class DeployConfig:
         return cls.from_dict(read_json(path, "deploy file"), source=str(path))
 
     def load_model(self) -> Any:
-        """The model this file was made for; a different model at that path (another sha256) is an error."""
+        """The model this file was made for; a different model at that path (another sha256) is an error.
+
+        A file's hash is checked before the model is loaded: loading is where a swapped file would do harm.
+        """
         from rtpick.sources import load_model
 
+        self._check_file(self.model_source)
         model = load_model(self.model_source)
         if model.spec.sha256 != self.model_sha256:
-            raise RtpickError(
-                f"the model at {self.model_source!r} has sha256 {model.spec.sha256[:16]}..., but the deploy file "
-                f"was made for {self.model_sha256[:16]}...; re-run rtpick recommend on this model"
-            )
+            raise self._mismatch(self.model_source, model.spec.sha256)
         return model
 
     def check_model(self, model: Any) -> Any:
-        """`model` (a source or a loaded `Model`) loaded and checked against this file's hash."""
+        """`model` (a source or a loaded `Model`) loaded and checked against this file's hash (files before loading)."""
         from rtpick.model import Model
         from rtpick.sources import load_model
 
+        if not isinstance(model, Model):
+            self._check_file(model)
         loaded = model if isinstance(model, Model) else load_model(model)
         if loaded.spec.sha256 != self.model_sha256:
-            raise RtpickError(
-                f"model {loaded.spec.name!r} has sha256 {loaded.spec.sha256[:16]}..., but the deploy file was made "
-                f"for {self.model_name or self.model_source} ({self.model_sha256[:16]}...)"
-            )
+            raise self._mismatch(loaded.spec.name, loaded.spec.sha256)
         return loaded
+
+    def _check_file(self, source: Any) -> None:
+        """For a model file, its sha256 (external weights included) must match before anything loads it.
+
+        Zoo names (torchvision:<name>, rtpick:digits) are code rtpick already trusts; they are checked after loading.
+        """
+        if not isinstance(source, str | os.PathLike) or not Path(source).is_file():
+            return
+        from rtpick.model_files import source_sha256
+
+        actual = source_sha256(source)
+        if actual != self.model_sha256:
+            raise self._mismatch(str(source), actual)
+
+    def _mismatch(self, what: str, actual: str) -> RtpickError:
+        return RtpickError(
+            f"the model {what!r} has sha256 {actual[:16]}..., but the deploy file was made for "
+            f"{self.model_name or self.model_source} ({self.model_sha256[:16]}...); it was not loaded. "
+            "Re-run rtpick recommend on this model"
+        )
 
     def build(self, model: Any = None) -> Any:
         """A `Session` exactly as the file says: the same runtime, precision, options and shapes."""

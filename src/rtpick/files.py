@@ -93,6 +93,10 @@ def check_writable(path: str | os.PathLike[str], what: str = "results") -> Path:
     try:
         if target.is_dir():
             raise RtpickError(f"{str(target)!r} is a directory; give a file name for the {what}")
+        for folder in (parent, *parent.parents):
+            if folder.exists() and not folder.is_dir():
+                raise RtpickError(f"cannot write the {what} to {str(target)!r}: {str(folder)!r} is a file, "
+                                  "not a folder")
         parent.mkdir(parents=True, exist_ok=True)
         if len(os.fsencode(target.name)) > 255:
             raise OSError(36, "File name too long")

@@ -64,6 +64,25 @@ def flatten(options: Mapping[str, Any] | None) -> dict[str, Any]:
     return flat
 
 
+# Options that start threads: more than a few per core only adds contention, and a typo (threads=100000) made
+# ONNX Runtime reserve memory until the kernel killed the process.
+THREAD_OPTIONS = ("threads", "intra_op_threads", "inter_op_threads", "num_threads")
+
+
+def max_threads() -> int:
+    import os
+
+    return 4 * (os.cpu_count() or 1)
+
+
+def _bounded(runtime: str, key: str, value: Any) -> Any:
+    number = isinstance(value, int) and not isinstance(value, bool)
+    if key in THREAD_OPTIONS and number and not 0 <= value <= max_threads():
+        raise RtpickError(f"{key} must be between 0 (the runtime's default) and {max_threads()} (4 per CPU core "
+                          f"of this machine) for {runtime}, not {value}")
+    return value
+
+
 def _text(name: str, value: Any) -> str:
     return f"{name}={value}"
 
@@ -96,7 +115,7 @@ def check_options(runtimes: Sequence[str], options: Mapping[str, Any] | None) ->
                 raise RtpickError(f"--option {_text(name, value)}: {runtime} has no option {key!r}; its options: "
                                   f"{', '.join(sorted(known)) or 'none'}")
             try:
-                known[key].coerce(key, value)
+                _bounded(runtime, key, known[key].coerce(key, value))
             except RtpickError as exc:
                 hint = "" if dot else f" (a bare key reaches every selected runtime; use runtime.{key}=... for one)"
                 raise RtpickError(f"--option {_text(name, value)} for {runtime}: {exc}{hint}") from None
@@ -120,7 +139,8 @@ def options_for(runtime: str, options: Mapping[str, Any] | None) -> dict[str, An
         elif not dot and name in known:
             bare[name] = value
     chosen = {**bare, **named}
-    return {key: known[key].coerce(key, value) if key in known else value for key, value in chosen.items()}
+    return {key: _bounded(runtime, key, known[key].coerce(key, value)) if key in known else value
+            for key, value in chosen.items()}
 
 
 def resolve_options(options: Mapping[str, Any] | None, runtimes: Sequence[str]) -> dict[str, dict[str, Any]]:

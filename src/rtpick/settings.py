@@ -17,5 +17,16 @@ def cache_dir() -> Path:
     else:
         base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         path = Path(base) / "rtpick"
-    path.mkdir(parents=True, exist_ok=True)
+    from rtpick.errors import RtpickError
+    from rtpick.files import check_writable
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RtpickError(f"cannot use the cache folder {str(path)!r}: {exc.strerror or exc}; "
+                          "set RTPICK_CACHE_DIR to a folder you can write") from exc
+    try:
+        check_writable(path / "probe", "cache")
+    except RtpickError as exc:
+        raise RtpickError(f"{exc}; set RTPICK_CACHE_DIR to a folder you can write") from None
     return path

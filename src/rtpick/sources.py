@@ -16,7 +16,9 @@ from typing import Any
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256
 from rtpick.model import Model, ModelSpec, TensorSpec, probe_shapes
+from rtpick.model_files import check_source, onnx_sha256
 from rtpick.onnx_export import export_to_onnx
+from rtpick.pt2_safety import check_pt2
 
 BUNDLED = {"rtpick:digits": "digits"}
 
@@ -33,6 +35,7 @@ def load_model(source: Any, *, weights: str | os.PathLike[str] | None = None, in
             "a torchvision:<name> zoo name, rtpick:digits, or a torch.nn.Module"
         )
     text = os.fspath(source)
+    check_source(text, BUNDLED)  # unknown rtpick:<name>, .pt/.pth pickles, impossible names: one line
     if text in BUNDLED:
         return load_bundled(BUNDLED[text])
     if text.startswith("torchvision:"):
@@ -91,7 +94,7 @@ def onnx_spec(path: Path, name: str | None = None, source: str = "onnx") -> Mode
     initializers = {init.name for init in proto.graph.initializer}
     inputs = tuple(_value_info_spec(v, "input") for v in proto.graph.input if v.name not in initializers)
     outputs = tuple(_value_info_spec(v, "output") for v in proto.graph.output)
-    return ModelSpec(name or path.stem, inputs, outputs, source, file_sha256(path))
+    return ModelSpec(name or path.stem, inputs, outputs, source, onnx_sha256(path, proto))
 
 
 def _from_onnx(path: Path) -> Model:
@@ -209,6 +212,7 @@ def _from_torch_module(module: Any, input_specs: Any, name: str, source: str = "
 
 
 def _from_pt2(path: Path) -> Model:
+    check_pt2(path)  # before torch touches it: torch.export.load can run code from the archive
     torch = _require_torch(f"{path.name} (a torch.export program)")
     try:
         program = torch.export.load(str(path))

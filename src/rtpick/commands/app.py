@@ -8,6 +8,7 @@ check); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,15 @@ app = typer.Typer(
 
 F = TypeVar("F", bound=Callable[..., Any])
 _state = {"debug": False}
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it stops like after Ctrl-C: workers killed, temporary folders
+    removed, the results of finished configurations kept; exit status 143 (128 + SIGTERM)."""
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 @app.callback()
@@ -48,6 +58,8 @@ def handles_errors(func: F) -> F:
             if _state["debug"]:
                 raise
             fail(str(exc), exc.exit_code)
+        except Terminated:
+            fail("terminated (SIGTERM); what was already written is kept", 128 + signal.SIGTERM)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         return None

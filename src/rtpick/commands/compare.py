@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rtpick.commands.app import app, handles_errors
-from rtpick.errors import RtpickError
+from rtpick.errors import BuildError, RtpickError
 from rtpick.options import OPTION_HELP, parse_option_args, resolve_options
 
 console = Console()
@@ -70,10 +70,35 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.1%}"
 
 
-def _write_json(path: str, payload: dict[str, Any]) -> None:
+def _write(path: str, data: bytes, what: str) -> None:
+    """Atomically replace `path`; a write that fails (disk full, folder gone) is one line, not a traceback."""
     from rtpick.files import atomic_write_bytes
 
-    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2) + "\n").encode())
+    try:
+        atomic_write_bytes(Path(path), data)
+    except OSError as exc:
+        raise RtpickError(f"cannot write the {what} to {path!r}: {exc.strerror or exc}") from exc
+
+
+def _write_json(path: str, payload: dict[str, Any]) -> None:
+    _write(path, (json.dumps(payload, indent=2) + "\n").encode(), "comparison")
+
+
+def _require_outputs(spec: Any) -> None:
+    if not spec.outputs:
+        raise RtpickError(f"model {spec.name!r} has no outputs, so there is nothing to run or compare; "
+                          "check that the graph lists its outputs")
+
+
+def _run_once(session: Any, feeds: dict[str, Any]) -> dict[str, Any]:
+    """One inference; a failure inside the runtime (a bad reshape, an unsupported value) is one line."""
+    try:
+        return session.run(feeds)
+    except RtpickError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - runtimes raise their own types; the user needs what and where
+        text = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise BuildError(f"{session.config}: inference failed: {type(exc).__name__}: {text}") from exc
 
 
 def _command_line() -> str:
@@ -118,10 +143,15 @@ def compare(
         if precision in TOLERANCES:
             tolerance_for(precision, atol, rtol)  # a bad --atol/--rtol is a usage error before anything runs
 
+    if json_path:
+        from rtpick.files import check_writable
+
+        check_writable(json_path, "comparison")
     label_array = None
     feeds = None
     description = None
     loaded = load_model(model, weights=weights)
+    _require_outputs(loaded.spec)
     if labels:
         label_array, label_file, label_key = load_labels(labels)
         if input_path and label_key and _same_file(label_file, Path(input_path)):
@@ -204,7 +234,6 @@ def run(
 
     from rtpick.comparison.run import make_feeds
     from rtpick.data import parse_range, parse_shape
-    from rtpick.files import atomic_write_bytes
     from rtpick.runtimes.registry import get_runtime, parse_config
     from rtpick.sources import load_model
 
@@ -229,9 +258,11 @@ def run(
             raise RtpickError(f"--output {output!r} must be an .npz file")
         if input_path and _same_file(out_path, Path(input_path)):
             raise RtpickError(f"--output {output!r} is the input file; write the outputs to another file")
-        if out_path.is_dir():
-            raise RtpickError(f"--output {output!r} is a directory; give an .npz file name")
+        from rtpick.files import check_writable
+
+        check_writable(out_path, "outputs")  # a folder, a path under a file, a name too long: one line
     loaded = load_model(model, weights=weights)
+    _require_outputs(loaded.spec)
     feeds, description = make_feeds(
         loaded.spec, input_path=input_path, shapes=dict(parse_shape(s) for s in shape), batch=batch, seed=seed,
         input_ranges=dict(parse_range(r) for r in input_range),
@@ -239,7 +270,7 @@ def run(
     feed_shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     with get_runtime(name).build(loaded, precision, feed_shapes, **options) as session:
         start = time.perf_counter()
-        outputs = session.run(feeds)
+        outputs = _run_once(session, feeds)
         elapsed = time.perf_counter() - start
         build_s = session.info.build_time_s
         notes = list(session.info.notes)
@@ -257,7 +288,7 @@ def run(
         table.add_row(escape(key), str(value.dtype), "x".join(map(str, value.shape)) or "scalar", *_summary(value))
     console.print(table)
     if output is not None:
-        atomic_write_bytes(Path(output), npz_bytes(arrays))
+        _write(output, npz_bytes(arrays), "outputs")
         console.print(f"written: {escape(output)}")
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rtpick.commands.app import app, handles_errors
+from rtpick.errors import RtpickError
 
 console = Console()
 
@@ -69,11 +70,19 @@ def inspect(
 ) -> None:
     """Show a model's inputs, outputs, parameters, operators, opset and a FLOP estimate."""
     from rtpick.data import parse_shape
+    from rtpick.model import resolve_shapes
     from rtpick.sources import load_model
     from rtpick.summary import summarize
 
     loaded = load_model(model, weights=weights)
-    summary = summarize(loaded, dict(parse_shape(s) for s in shape))
+    shapes = dict(parse_shape(s) for s in shape)
+    unknown = sorted(set(shapes) - set(loaded.spec.input_names()))
+    if unknown:
+        raise RtpickError(f"--shape names {unknown[0]!r}, which is not an input; the inputs are "
+                          f"{loaded.spec.input_names()}")
+    # a wrong rank, a changed fixed dim, a dim <= 0: one line and exit 2 (the FLOP count would be wrong)
+    resolve_shapes([t for t in loaded.spec.inputs if t.name in shapes], shapes, None)
+    summary = summarize(loaded, shapes)
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
         return

@@ -89,10 +89,15 @@ def _measure(job: Job, record: Record, model: Any) -> Any:
 
 
 def main(argv: list[str]) -> int:
+    from rtpick.perf.lifeline import tie_to_parent
+
+    tie_to_parent(argv[0])  # start-up: die with the parent process, whatever kills it
     job_path, out_path = Path(argv[0]), Path(argv[1])
     job = Job.from_dict(json.loads(job_path.read_text()))
     record = run_job(job)
-    out_path.write_text(json.dumps(record.to_dict(), default=_plain))
+    from rtpick.files import atomic_write_bytes
+
+    atomic_write_bytes(out_path, json.dumps(record.to_dict(), default=_plain).encode())
     return 0
 
 

@@ -225,6 +225,14 @@ class Runtime(ABC):
             raise RtpickError(f"{self.name} has no option {sorted(unknown)[0]!r}; its options: {known}")
         return {key: opt.coerce(key, given.get(key, opt.default)) for key, opt in self.options.items()}
 
+    def builds_without_shapes(self, precision: str) -> bool:
+        """Whether a session can be built before every symbolic dim is known (the feeds bring them at run time).
+
+        False by default: static runtimes, TensorRT profiles and int8 calibration need concrete shapes first.
+        """
+        del precision
+        return False
+
     def build(
         self,
         model: Model,

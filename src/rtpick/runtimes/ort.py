@@ -42,7 +42,9 @@ def _session_options(options: Mapping[str, Any]) -> Any:
     }[options["graph_optimization"]]
     if options.get("threads", 0):
         so.intra_op_num_threads = int(options["threads"])
-    so.log_severity_level = 3  # errors only: warnings about unused initializers are noise to a user
+    # fatal only: warnings about unused initializers are noise, and an error is raised as an exception, which
+    # rtpick says in one line (logged too, it printed the same failure twice)
+    so.log_severity_level = 4
     return so
 
 
@@ -72,8 +74,8 @@ class OrtSession(Session):
         return list(self._session.get_providers())
 
     def _run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        first = next(iter(feeds.values()))
-        if is_torch(first):
+        first = next(iter(feeds.values()), None)  # None: a model without inputs (a constant generator)
+        if first is not None and is_torch(first):
             return self._run_torch(feeds)
         results = self._session.run(None, feeds)
         return dict(zip(self._output_names, results))
@@ -218,6 +220,11 @@ class OrtCpu(OrtRuntime):
         "calibration_samples": Option(32, "int8: how many synthetic calibration samples when none are given"),
     }
 
+    def builds_without_shapes(self, precision: str) -> bool:
+        """fp32 runs any shape the feeds bring (ONNX Runtime resolves symbolic dims per call); int8 calibrates on
+        concrete shapes first."""
+        return precision == "fp32"
+
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:
         if precision != "int8":
@@ -348,6 +355,11 @@ class OrtTensorRT(OrtRuntime):
         }
         cuda_options = {"device_id": str(options["device_id"])}
         return [(self.provider, trt_options), ("CUDAExecutionProvider", cuda_options)]
+
+    def builds_without_shapes(self, precision: str) -> bool:
+        """fp32 runs any shape the feeds bring (ONNX Runtime resolves symbolic dims per call); int8 calibrates on
+        concrete shapes first."""
+        return precision == "fp32"
 
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:

@@ -10,6 +10,7 @@ true fp32).
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import os
 import shutil
@@ -31,10 +32,36 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 _DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "bfloat16"}
 
 
+# What a CUDA build of torch says on a machine without a GPU (or without its driver) when torch.compile or a
+# device query touches CUDA. rtpick reports a missing GPU itself (`rtpick runtimes`: "torch sees no CUDA GPU"),
+# so on such a machine these only alarm a CPU user; on a machine with a GPU they are left alone.
+_NO_GPU_WARNINGS = (r"CUDA initialization: .*", r".*[Ff]ound no NVIDIA driver.*", r".*CUDA driver.*",
+                    r".*[Nn]o CUDA runtime is found.*", r".*libcuda\.so.*")
+
+
 def _torch() -> Any:
     import torch
 
+    _quiet_without_gpu()
     return torch
+
+
+def _quiet_without_gpu() -> None:
+    """Filter the warnings again on each call (build time only; adding a filter twice keeps one): a caller's
+    ``warnings.catch_warnings()`` block may have dropped the filters set earlier."""
+    import warnings
+
+    if _cuda_device_count_quietly() == 0:
+        for pattern in _NO_GPU_WARNINGS:
+            warnings.filterwarnings("ignore", message=pattern)
+
+
+@functools.cache
+def _cuda_device_count_quietly() -> int:
+    """GPUs NVIDIA's driver sees, asked without initialising CUDA in torch (and so without its warning)."""
+    from rtpick.runtimes._gpu import nvidia_gpu_count
+
+    return nvidia_gpu_count()
 
 
 def _set_cuda_flags(torch: Any, allow_tf32: bool, cudnn_benchmark: bool) -> None:
