@@ -105,8 +105,8 @@ def test_the_pin_is_checked_before_the_model_is_loaded(tmp_path, monkeypatch) ->
     _new_weights(path)  # someone swaps the weights
 
     loads: list[object] = []
-    real_load = sources.load
-    monkeypatch.setattr(sources, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    real_load = sources.load_model
+    monkeypatch.setattr(sources, "load_model", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     with pytest.raises(RtpickError, match="deploy file was made for .* it was not loaded"):
         rtpick.load(str(deploy))
     with pytest.raises(RtpickError, match="it was not loaded"):
