@@ -58,12 +58,12 @@ def test_a_cached_int8_model_is_not_reused_after_the_weights_change(tmp_path, mo
     monkeypatch.setenv("RTPICK_CACHE_DIR", str(tmp_path / "cache"))
     path = _external_mlp(tmp_path)
     feeds = {"x": np.random.default_rng(0).uniform(0, 1, (16, 8)).astype(np.float32)}
-    with rtpick.load(str(path), "ort-cpu", "int8", shapes={"x": (16, 8)}) as session:
+    with rtpick.load(str(path), "ort-cpu", "int8", shapes={"x": (16, 8)}, int8_min_speedup=0) as session:
         session.run(feeds)
     _new_weights(path)
     with rtpick.load(str(path), "ort-cpu", "fp32", shapes={"x": (16, 8)}) as session:
         fresh = session.run(feeds)["y"]
-    with rtpick.load(str(path), "ort-cpu", "int8", shapes={"x": (16, 8)}) as session:
+    with rtpick.load(str(path), "ort-cpu", "int8", shapes={"x": (16, 8)}, int8_min_speedup=0) as session:
         quantised = session.run(feeds)["y"]
     # int8 of the new weights is close to fp32 of the new weights (the old weights are reversed and doubled)
     error = np.abs(quantised - fresh).max() / np.abs(fresh).max()

@@ -221,7 +221,7 @@ def validate_feeds(inputs: Sequence[TensorSpec], feeds: Mapping[str, Any], sourc
                 f"{'axes' if len(wrong) > 1 else 'axis'} {', '.join(map(str, wrong))} ({spec.describe()})"
             )
         for declared, size in zip(spec.shape, value.shape):
-            if isinstance(declared, str):
+            if isinstance(declared, str) and declared != "?":  # "?": an unnamed dim, shared with nothing
                 seen = symbols.setdefault(declared, (size, spec.name))
                 if seen[0] != size:
                     problems.append(
