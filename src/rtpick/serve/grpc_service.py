@@ -82,13 +82,17 @@ def make_servicer(served: Any) -> Any:
         async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
             try:
                 check(request.model_name, request.model_version)
+                served.admit()
                 try:
-                    parsed = from_grpc_request(request, served.signature)
-                except ProtocolError:
-                    served.counters.fail("invalid")
-                    raise
-                outputs = await served.infer(parsed)
-                return to_grpc_response(served.signature, parsed, outputs)
+                    try:
+                        parsed = from_grpc_request(request, served.signature)
+                    except ProtocolError:
+                        served.counters.fail("invalid")
+                        raise
+                    outputs = await served.infer(parsed)
+                    return to_grpc_response(served.signature, parsed, outputs)
+                finally:
+                    served.release()
             except ProtocolError as exc:
                 await abort(context, exc)
             except Exception as exc:  # noqa: BLE001 - a message, never a traceback; the server goes on

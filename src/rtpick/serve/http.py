@@ -99,15 +99,19 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
 
     async def infer(request: Request) -> Response:
         check_model(request)
-        body = await read_body(request)
+        served.admit()
         try:
-            parsed = parse_infer_request(body, served.signature, request.headers.get(HEADER_LENGTH),
-                                         max_request_bytes)
-        except ProtocolError as exc:
-            served.counters.fail("too_large" if exc.status == 413 else "invalid")
-            raise
-        outputs = await served.infer(parsed)
-        encoded = encode_infer_response(served.signature, parsed, outputs)
+            body = await read_body(request)
+            try:
+                parsed = parse_infer_request(body, served.signature, request.headers.get(HEADER_LENGTH),
+                                             max_request_bytes)
+            except ProtocolError as exc:
+                served.counters.fail("too_large" if exc.status == 413 else "invalid")
+                raise
+            outputs = await served.infer(parsed)
+            encoded = encode_infer_response(served.signature, parsed, outputs)
+        finally:
+            served.release()
         return Response(encoded.body, 200, headers=encoded.headers)
 
     async def prometheus(request: Request) -> Response:

@@ -10,6 +10,7 @@ submits and awaits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -98,7 +99,8 @@ class ServedModel:
             self.rows[tensor.name] = tensor.dims
         self.ready = False
         self.draining = False
-        self.inflight = 0
+        self.inflight = 0  # requests in the scheduler's queue or batch
+        self.admitted = 0  # requests between admit() and release() (parsing, queued, running, answering)
         self.queue: ServerQueue | None = None
         self.scheduler: Scheduler | None = None
 
@@ -139,6 +141,22 @@ class ServedModel:
 
     # ---------------------------------------------------------------------------------------------- infer
 
+    def admit(self) -> None:
+        """Called before a request's body is read or parsed: refuse at once (cheaply) while draining, or while
+        the server already holds as many requests as its queue plus one running batch, counting those still
+        being parsed. Under CPU overload the parsing, not the model, is the bottleneck, so bounding only the
+        scheduler's queue would let requests wait without bound in front of it. Pair with `release()`."""
+        s = self.settings
+        if self.draining or not self.ready:
+            raise self.refuse("draining", 503, "the server is draining or not ready; retry on another replica")
+        if self.admitted >= s.max_queue + s.max_batch:
+            raise self.refuse("queue_full", s.reject_status,
+                              f"the server holds {self.admitted} requests already; retry later")
+        self.admitted += 1
+
+    def release(self) -> None:
+        self.admitted -= 1
+
     def refuse(self, reason: str, status: int, message: str) -> ProtocolError:
         self.counters.fail(reason)
         return ProtocolError(status, message)
@@ -158,7 +176,8 @@ class ServedModel:
         def done(result: RequestResult) -> None:
             if result.outputs is not None:  # views into the batch's arrays: copy before the next batch
                 result.outputs = {k: np.array(v) for k, v in result.outputs.items()}
-            loop.call_soon_threadsafe(_settle, future, result)
+            with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody waits any more
+                loop.call_soon_threadsafe(_settle, future, result)
 
         feeds = request.inputs if self.signature.max_batch_size > 0 else \
             {k: v[None] for k, v in request.inputs.items()}
