@@ -209,3 +209,12 @@ def test_unknown_route_and_method_are_json(server) -> None:
     response = conn.getresponse()
     assert response.status == 405 and "error" in json.loads(response.read())
     conn.close()
+
+
+def test_torch_runtime_serves_the_model_names() -> None:
+    pytest.importorskip("torch")
+    from rtpick.serve.server import build_served
+
+    served = build_served("rtpick:digits", "torch-cpu:fp32", ServeOptions(max_batch=2))
+    assert [t.name for t in served.signature.inputs] == ["image"]  # not libtorch's INPUT__0
+    assert served.config["input"][0]["name"] == "image" and "image" in served.config["model_warmup"][0]["inputs"]

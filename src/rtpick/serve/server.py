@@ -92,6 +92,19 @@ def settings_for(deploy: Any, spec: Any, config: dict[str, Any], options: ServeO
                          options.reject_status)
 
 
+def served_names(config: dict[str, Any], spec: Any) -> dict[str, Any]:
+    """The config with the model's own tensor names: Triton's libtorch backend renames them INPUT__0/OUTPUT__0,
+    but this server feeds the session directly, so requests (and /config, which clients read) use the real ones."""
+    renames = {}
+    for key, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+        for entry, tensor in zip(config.get(key, []), tensors):
+            renames[entry["name"]] = tensor.name
+            entry["name"] = tensor.name
+    for warm in config.get("model_warmup", []):
+        warm["inputs"] = {renames.get(k, k): v for k, v in (warm.get("inputs") or {}).items()}
+    return config
+
+
 def build_served(target: str, runtime: str | None, options: ServeOptions) -> ServedModel:
     from rtpick.export.triton import model_config_json
 
@@ -99,7 +112,7 @@ def build_served(target: str, runtime: str | None, options: ServeOptions) -> Ser
     if options.max_batch and spec.inputs and isinstance(spec.inputs[0].shape[0], str):
         deploy.batch = max(deploy.batch, options.max_batch)
         deploy.options = {**deploy.options, "max_batch": options.max_batch}
-    config = model_config_json(deploy, spec, options.name)
+    config = served_names(model_config_json(deploy, spec, options.name), spec)
     fixed = session.inputs[0].shape[0] if session.inputs else None
     if isinstance(fixed, int) and config.get("max_batch_size"):  # a fixed batch: every batch padded to it
         options = ServeOptions(**{**options.__dict__, "max_batch": fixed, "batch_sizes": (fixed,)})
