@@ -95,3 +95,30 @@ def test_perf_analyzer_smoke(server, protocol) -> None:
                              "image:1,32,32"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Concurrency: 2" in result.stdout
+
+
+def test_open_loop_stops_when_the_client_falls_behind() -> None:
+    import asyncio
+    import time
+
+    from rtpick.serve.loadgen import run_open
+
+    class SlowConnection:
+        async def send(self, raw: object) -> tuple[int, bytes]:
+            await asyncio.sleep(0.05)
+            return 200, b""
+
+        async def close(self) -> None:
+            return None
+
+    class SlowTarget:
+        raw = b""
+
+        def connection(self) -> SlowConnection:
+            return SlowConnection()
+
+    began = time.monotonic()
+    outcome = run_open(SlowTarget(), 1000, duration_s=0.2, connections=1, grace_s=1)
+    assert time.monotonic() - began < 10  # bounded: ~0.2 s schedule + 1 s slack + one send
+    assert outcome.not_sent > 0 and outcome.sent + outcome.not_sent > 100
+    assert outcome.missed_schedule > 0 and outcome.statuses == {200: outcome.sent}

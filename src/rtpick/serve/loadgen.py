@@ -73,6 +73,7 @@ class Outcome:
     sent: int = 0
     wall_s: float = 0.0
     missed_schedule: int = 0  # sends that started later than 1 ms after their scheduled time (no free connection)
+    not_sent: int = 0  # open loop: scheduled requests never sent (the client fell over 1 s behind its schedule)
 
     def count(self, status: int) -> None:
         self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -87,7 +88,7 @@ class Outcome:
             "p99_ms": percentile_ms(self.latencies_s, 99), "max_ms": percentile_ms(self.latencies_s, 100),
             "from_send_p50_ms": percentile_ms(self.service_s, 50),
             "from_send_p99_ms": percentile_ms(self.service_s, 99),
-            "missed_schedule": self.missed_schedule, "errors": self.errors[:5],
+            "missed_schedule": self.missed_schedule, "not_sent": self.not_sent, "errors": self.errors[:5],
         }
 
 
@@ -283,8 +284,12 @@ async def _open(target: Any, schedule: np.ndarray, connections_max: int, grace_s
         finally:
             free.put_nowait(conn)
 
+    stop_sending = start + (float(schedule[-1]) if schedule.size else 0.0) + 1.0  # a client that fell behind stops
     try:
         for offset in schedule:
+            if time.perf_counter() > stop_sending:
+                outcome.not_sent = int(schedule.size - outcome.sent)
+                break
             scheduled = start + float(offset)
             delay = scheduled - time.perf_counter()
             if delay > 0:

@@ -22,6 +22,7 @@ from rtpick.errors import RtpickError
 from rtpick.serve.served import ServedModel, ServeSettings
 
 log = logging.getLogger("rtpick.serve")
+SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -220,6 +221,9 @@ def _grpc_host(host: str) -> str:
 def serve(target: str, runtime: str | None, options: ServeOptions) -> dict[str, Any]:
     """Build, warm and serve in this process until a signal; blocks."""
     served = build_served(target, runtime, options)
+    # The scheduler thread and the event loop share the GIL; at the default 5 ms switch interval a batch that
+    # finished can wait 5 ms for the loop to let go, which is a large part of a tight latency budget.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         return asyncio.run(serve_async(served, options))
     finally:
