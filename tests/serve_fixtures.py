@@ -33,13 +33,28 @@ class SlowSession:
         return self._session.run(feeds)
 
 
+class FailingSession(SlowSession):
+    """A real session that raises on any batch holding a row whose first value is 666 (a runtime failure)."""
+
+    def __init__(self, session: Any) -> None:
+        super().__init__(session, 0.0)
+
+    def run(self, feeds: Any) -> Any:
+        first = next(iter(feeds.values()))
+        if (first.reshape(first.shape[0], -1)[:, 0] == 666).any():
+            raise RuntimeError("the runtime failed on this batch")
+        return self._session.run(feeds)
+
+
 @contextmanager
 def running_server(options: ServeOptions, target: str = "rtpick:digits", runtime: str = "ort-cpu:fp32",
-                   slow_s: float = 0.0, start_timeout_s: float = 60.0) -> Iterator[Any]:
+                   slow_s: float = 0.0, start_timeout_s: float = 60.0, wrap: Any = None) -> Iterator[Any]:
     """Start a server on a thread, yield its `ServedModel`, and always stop it (drain, then join)."""
     served = build_served(target, runtime, options)
     if slow_s:
         served.session = SlowSession(served.session, slow_s)
+    if wrap is not None:
+        served.session = wrap(served.session)
     up = threading.Event()
     failure: list[BaseException] = []
 

@@ -189,3 +189,49 @@ def test_cli_bad_input_is_one_line(tmp_path) -> None:
     result = run_cli("serve", "rtpick:digits", "-r", "ort-cpu:fp32", "--reject-status", "418", "--grpc-port", "0",
                      "--port", str(free_port()), timeout=120)
     assert result.returncode == 2 and "reject-status" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_runtime_failure_is_a_500_and_the_server_goes_on() -> None:
+    from serve_fixtures import FailingSession
+
+    options = ServeOptions(port=free_port(), grpc_port=None, max_batch=1, timeout_ms=0, exit_timeout_s=5)
+    with running_server(options, wrap=FailingSession) as served:
+        bad = np.full((1, 1, 32, 32), 666, np.float32)
+        header = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 32, 32],
+                                         "parameters": {"binary_data_size": bad.nbytes}}]}).encode()
+        status, _, answer = request(options.port, "POST", PATH, header + bad.tobytes(),
+                                    {"Inference-Header-Content-Length": str(len(header))})
+        assert status == 500 and "runtime failed" in json.loads(answer)["error"]
+        body, headers = image_body()
+        assert request(options.port, "POST", PATH, body, headers)[0] == 200
+        assert failures(options.port)["backend"] == 1 and served.counters.success == 1
+
+
+def test_ready_is_503_until_the_warm_up_is_done() -> None:
+    import asyncio
+    import threading
+
+    from serve_fixtures import SlowSession
+
+    from rtpick.serve.server import build_served, serve_async
+
+    options = ServeOptions(port=free_port(), grpc_port=None, max_batch=2, timeout_ms=0, exit_timeout_s=5)
+    served = build_served("rtpick:digits", "ort-cpu:fp32", options)
+    served.session = SlowSession(served.session, 0.1)  # warm-up: 2 sizes + 6 timed runs, about 0.8 s
+    thread = threading.Thread(target=lambda: asyncio.run(serve_async(served, options)), daemon=True)
+    thread.start()
+    seen = []
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end and 200 not in seen:
+            try:
+                live = request(options.port, "GET", "/v2/health/live")[0]
+                seen.append(request(options.port, "GET", "/v2/health/ready")[0] if live == 200 else None)
+            except OSError:
+                pass
+            time.sleep(0.02)
+        assert seen and seen[0] == 503 and seen[-1] == 200
+    finally:
+        served.draining = True
+        thread.join(15)
+        served.stop()
