@@ -4,9 +4,11 @@
 
 Issue 14's target: the server reaches at least 70% of the offline scenario's images/s at the same max batch.
 1. offline: `scenarios.offline_point` at `--max-batch`, inputs already on the GPU, in this process (then freed);
-2. served: a deploy file for the same configuration is written to a temporary folder and served by
-   `python -m rtpick serve deploy.json` (a subprocess, loopback, batches padded to powers of two, one CUDA graph
-   each); `--client-procs` processes of rtpick's own load generator each keep `--concurrency` gRPC ModelInfer
+2. served: the same configuration served by `python -m rtpick serve torchvision:resnet50 -r torch-cuda:fp16
+   --option fuse_conv=true --option cuda_graph=true --max-batch N` (a subprocess, loopback, batches padded to
+   powers of two, one CUDA graph each; MODEL -r rather than a deploy file because random torchvision weights
+   hash differently in each process);
+   `--client-procs` processes of rtpick's own load generator each keep `--concurrency` gRPC ModelInfer
    calls in flight (closed loop, `--rows-per-request` images per request in raw_input_contents, fp32 as the
    model's input is declared) for `--duration` seconds; images/s = the sum of the 200s' rows over the wall time;
 3. where `perf_analyzer` is on PATH, the same with perf_analyzer over gRPC (its stdout kept).
@@ -22,7 +24,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -157,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import rtpick
     from rtpick.data import synthetic_feeds
-    from rtpick.deploy import DeployConfig
     from rtpick.files import check_writable, write_json
     from rtpick.perf import scenarios
-    from rtpick.sources import load_model
 
     check_writable(args.out, "benchmark results")
     options = {"fuse_conv": True, "cuda_graph": True}
@@ -174,10 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     del session, device
     torch.cuda.empty_cache()
 
-    model = load_model("torchvision:resnet50")
-    deploy = DeployConfig("torchvision:resnet50", model.spec.sha256, MODEL, "torch-cuda", args.precision,
-                          options=options, batch=args.max_batch, shapes={name: list(shape)},
-                          command="benchmarks/gpu_serve.py")
     port, grpc_port = free_port(), free_port()
     results: dict[str, Any] = {
         "command": "PYTHONPATH=src python benchmarks/gpu_serve.py " + " ".join(argv or sys.argv[1:]),
@@ -185,51 +180,50 @@ def main(argv: list[str] | None = None) -> int:
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
         "batch_sizes": buckets, "offline": offline,
     }
-    with tempfile.TemporaryDirectory() as folder:
-        deploy_path = Path(folder) / "deploy.json"
-        deploy.write(deploy_path)
-        command = [sys.executable, "-m", "rtpick", "serve", str(deploy_path), "--name", MODEL, "--port", str(port),
-                   "--grpc-port", str(grpc_port), "--batch-sizes", ",".join(map(str, buckets)),
-                   "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--timeout-ms", "0",
-                   "--max-request-bytes", str(1 << 30), "--exit-timeout", "10"]
-        env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        server = subprocess.Popen(command, env=env)
-        results["server_command"] = " ".join(["rtpick", *command[3:]])
+    command = [sys.executable, "-m", "rtpick", "serve", "torchvision:resnet50", "-r",
+               f"torch-cuda:{args.precision}", "--option", "fuse_conv=true", "--option", "cuda_graph=true",
+               "--max-batch", str(args.max_batch), "--name", MODEL, "--port", str(port),
+               "--grpc-port", str(grpc_port), "--batch-sizes", ",".join(map(str, buckets)),
+               "--max-queue-delay-ms", str(args.max_queue_delay_ms), "--timeout-ms", "0",
+               "--max-request-bytes", str(1 << 30), "--exit-timeout", "10"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    server = subprocess.Popen(command, env=env)
+    results["server_command"] = " ".join(["rtpick", *command[3:]])
+    try:
+        wait_ready(port, server, 600)
+        request_shape = [args.rows_per_request, *shape[1:]]
+        warm = client_worker(grpc_port, MODEL, name, request_shape, 2, 3.0)  # connections, caches
+        results["warm_up"] = warm
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(args.client_procs) as pool:
+            outcomes = pool.starmap(client_worker, [(grpc_port, MODEL, name, request_shape, args.concurrency,
+                                                     args.duration)] * args.client_procs)
+        served = combine(outcomes, args.rows_per_request)
+        served["method"] = (f"{args.client_procs} processes x {args.concurrency} gRPC ModelInfer calls in "
+                            f"flight, {args.rows_per_request} images each (raw_input_contents, FP32), closed "
+                            f"loop for {args.duration:g} s; images/s = 200s x rows / the longest wall time")
+        results["served"] = served
+        results["clients"] = outcomes
+        pa = None
+        binary = shutil.which("perf_analyzer")
+        if binary:
+            run = subprocess.run([binary, "-m", MODEL, "-u", f"127.0.0.1:{grpc_port}", "-i", "grpc",
+                                  "-b", str(args.rows_per_request), "--concurrency-range",
+                                  str(args.client_procs * args.concurrency), "--shape",
+                                  f"{name}:{','.join(map(str, shape[1:]))}", "--measurement-interval",
+                                  "5000"], capture_output=True, text=True, timeout=600)
+            pa = {"returncode": run.returncode, "stdout_tail": run.stdout[-3000:],
+                  "images_per_s": perf_analyzer_images_per_s(run.stdout, args.rows_per_request)}
+        else:
+            pa = {"skipped": "perf_analyzer is not on PATH"}
+        results["perf_analyzer"] = pa
+    finally:
+        server.terminate()
         try:
-            wait_ready(port, server, 600)
-            request_shape = [args.rows_per_request, *shape[1:]]
-            warm = client_worker(grpc_port, MODEL, name, request_shape, 2, 3.0)  # connections, caches
-            results["warm_up"] = warm
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(args.client_procs) as pool:
-                outcomes = pool.starmap(client_worker, [(grpc_port, MODEL, name, request_shape, args.concurrency,
-                                                         args.duration)] * args.client_procs)
-            served = combine(outcomes, args.rows_per_request)
-            served["method"] = (f"{args.client_procs} processes x {args.concurrency} gRPC ModelInfer calls in "
-                                f"flight, {args.rows_per_request} images each (raw_input_contents, FP32), closed "
-                                f"loop for {args.duration:g} s; images/s = 200s x rows / the longest wall time")
-            results["served"] = served
-            results["clients"] = outcomes
-            pa = None
-            binary = shutil.which("perf_analyzer")
-            if binary:
-                run = subprocess.run([binary, "-m", MODEL, "-u", f"127.0.0.1:{grpc_port}", "-i", "grpc",
-                                      "-b", str(args.rows_per_request), "--concurrency-range",
-                                      str(args.client_procs * args.concurrency), "--shape",
-                                      f"{name}:{','.join(map(str, shape[1:]))}", "--measurement-interval",
-                                      "5000"], capture_output=True, text=True, timeout=600)
-                pa = {"returncode": run.returncode, "stdout_tail": run.stdout[-3000:],
-                      "images_per_s": perf_analyzer_images_per_s(run.stdout, args.rows_per_request)}
-            else:
-                pa = {"skipped": "perf_analyzer is not on PATH"}
-            results["perf_analyzer"] = pa
-        finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(10)
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
     results["result"] = verdict(offline["images_per_s"], results["served"]["images_per_s"])
     print(table(offline, results["served"], results["result"], results.get("perf_analyzer")))
     write_json(args.out, results, "benchmark results")

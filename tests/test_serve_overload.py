@@ -189,6 +189,9 @@ def test_cli_bad_input_is_one_line(tmp_path) -> None:
     result = run_cli("serve", "rtpick:digits", "-r", "ort-cpu:fp32", "--reject-status", "418", "--grpc-port", "0",
                      "--port", str(free_port()), timeout=120)
     assert result.returncode == 2 and "reject-status" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("serve", "rtpick:digits", "-r", "ort-cpu:fp32", "--option", "nonsense=1", "--grpc-port", "0",
+                     "--port", str(free_port()), timeout=120)
+    assert result.returncode == 2 and "nonsense" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_runtime_failure_is_a_500_and_the_server_goes_on() -> None:

@@ -34,8 +34,10 @@ def serve(
                                                                    "Retry-After)."),
     exit_timeout: float = typer.Option(30.0, "--exit-timeout", help="Seconds a SIGTERM drain may take."),
     name: str = typer.Option(None, "--name", help="Model name in URLs (default: from the model)."),
+    option: list[str] = typer.Option(None, "--option", help="Runtime option key=value for MODEL -r (repeatable)."),
 ) -> None:
     """Serve a configuration over HTTP and gRPC (KServe v2 / Triton protocol), batching across clients."""
+    from rtpick.options import parse_option_args
     from rtpick.serve.server import ServeOptions
     from rtpick.serve.server import serve as run_server
 
@@ -51,7 +53,8 @@ def serve(
     if exit_timeout <= 0 or max_request_bytes < 1:
         raise RtpickError("--exit-timeout and --max-request-bytes must be positive")
     options = ServeOptions(host, port, grpc_port or None, max_batch, max_queue_delay_ms, max_queue_size,
-                           timeout_ms, sizes, max_request_bytes, reject_status, exit_timeout, name)
+                           timeout_ms, sizes, max_request_bytes, reject_status, exit_timeout, name,
+                           parse_option_args(option or []))
     outcome = run_server(config, runtime, options)
     print(f"rtpick serve: drained in {outcome['drained_s']:.2f} s, {outcome['unfinished']} request(s) unfinished",
           file=sys.stderr)

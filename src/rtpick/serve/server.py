@@ -41,29 +41,35 @@ class ServeOptions:
     reject_status: int = 503
     exit_timeout_s: float = 30.0
     name: str | None = None
+    runtime_options: dict[str, str] | None = None  # --option items (MODEL -r only)
 
 
-def load_target(target: str, runtime: str | None, max_batch: int | None = None) -> tuple[Any, Any, Any]:
-    """(session, deploy, spec) for a deploy file, or for MODEL with ``-r rt:prec`` (an in-memory deploy)."""
+def load_target(target: str, runtime: str | None, max_batch: int | None = None,
+                runtime_options: dict[str, str] | None = None) -> tuple[Any, Any, Any]:
+    """(session, deploy, spec) for a deploy file, or for MODEL with ``-r rt:prec`` and ``--option``s (an
+    in-memory deploy at batch `max_batch`, default 8)."""
     from rtpick.deploy import DeployConfig, is_deploy_file
 
     if is_deploy_file(target):
-        if runtime:
-            raise RtpickError(f"{target} fixes the configuration; drop -r or edit the deploy file")
+        if runtime or runtime_options:
+            raise RtpickError(f"{target} fixes the configuration; drop -r/--option or edit the deploy file")
         deploy = DeployConfig.read(target)
         model = deploy.load_model()
         return deploy.build(model), deploy, model.spec
     from rtpick.model import resolve_shapes
+    from rtpick.options import resolve_options
     from rtpick.runtimes.registry import get_runtime
     from rtpick.sources import load_model
 
-    rt, _, precision = (runtime or "ort-cpu:fp32").partition(":")
+    config = runtime or "ort-cpu:fp32"
+    rt, _, precision = config.partition(":")
+    chosen = resolve_options(runtime_options or {}, [config]).get(rt, {})
     model = load_model(target)
-    shapes = resolve_shapes(model.spec.inputs, None, 1)
-    deploy = DeployConfig(target, model.spec.sha256, model.spec.name, rt, precision or "fp32",
-                          batch=max_batch or 8,
-                          shapes={k: list(v) for k, v in shapes.items()}, command="rtpick serve")
-    session = get_runtime(rt).build(model, deploy.precision, {k: tuple(v) for k, v in shapes.items()})
+    batch = max_batch or 8
+    shapes = resolve_shapes(model.spec.inputs, None, batch)
+    deploy = DeployConfig(target, model.spec.sha256, model.spec.name, rt, precision or "fp32", options=chosen,
+                          batch=batch, shapes={k: list(v) for k, v in shapes.items()}, command="rtpick serve")
+    session = get_runtime(rt).build(model, deploy.precision, {k: tuple(v) for k, v in shapes.items()}, **chosen)
     return session, deploy, model.spec
 
 
@@ -109,7 +115,7 @@ def served_names(config: dict[str, Any], spec: Any) -> dict[str, Any]:
 def build_served(target: str, runtime: str | None, options: ServeOptions) -> ServedModel:
     from rtpick.export.triton import model_config_json
 
-    session, deploy, spec = load_target(target, runtime, options.max_batch)
+    session, deploy, spec = load_target(target, runtime, options.max_batch, options.runtime_options)
     if options.max_batch and spec.inputs and isinstance(spec.inputs[0].shape[0], str):
         deploy.batch = max(deploy.batch, options.max_batch)
         deploy.options = {**deploy.options, "max_batch": options.max_batch}
