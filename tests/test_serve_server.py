@@ -218,3 +218,24 @@ def test_torch_runtime_serves_the_model_names() -> None:
     served = build_served("rtpick:digits", "torch-cpu:fp32", ServeOptions(max_batch=2))
     assert [t.name for t in served.signature.inputs] == ["image"]  # not libtorch's INPUT__0
     assert served.config["input"][0]["name"] == "image" and "image" in served.config["model_warmup"][0]["inputs"]
+
+
+def test_deploy_file_settings_and_flag_overrides(tmp_path) -> None:
+    from rtpick.deploy import DeployConfig
+    from rtpick.errors import RtpickError
+    from rtpick.serve.server import build_served
+    from rtpick.sources import load_model
+
+    spec = load_model("rtpick:digits").spec
+    path = tmp_path / "deploy.json"
+    DeployConfig("rtpick:digits", spec.sha256, spec.name, "ort-cpu", "fp32", batch=4,
+                 shapes={"image": [4, 1, 32, 32]},
+                 measured={"budget_p99_ms": 50.0, "max_queue_delay_us": 500}).write(path)
+    served = build_served(str(path), None, ServeOptions())
+    s = served.settings
+    assert (s.max_batch, s.max_queue_delay_s, s.timeout_s) == (4, 0.0005, 0.05)
+    assert served.config["max_batch_size"] == 4
+    over = build_served(str(path), None, ServeOptions(max_queue_delay_ms=1.0, timeout_ms=10, max_queue_size=3))
+    assert (over.settings.max_queue_delay_s, over.settings.timeout_s, over.settings.max_queue) == (0.001, 0.01, 3)
+    with pytest.raises(RtpickError, match="fixes the configuration"):
+        build_served(str(path), "ort-cpu:fp32", ServeOptions())
