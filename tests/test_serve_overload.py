@@ -141,10 +141,12 @@ def test_deadline_drops_late_requests_before_they_run() -> None:
 
 
 def test_drain_refuses_new_work_and_finishes_in_flight() -> None:
-    options = ServeOptions(port=free_port(), grpc_port=None, max_batch=1, max_queue_size=8, timeout_ms=0,
+    import tritonclient.grpc as grpcclient
+
+    options = ServeOptions(port=free_port(), grpc_port=free_port(), max_batch=1, max_queue_size=8, timeout_ms=0,
                            exit_timeout_s=10)
     body, headers = image_body()
-    with running_server(options, slow_s=0.2) as served, ThreadPoolExecutor(3) as pool:
+    with running_server(options, slow_s=0.3) as served, ThreadPoolExecutor(3) as pool:
         in_flight = [pool.submit(request, options.port, "POST", PATH, body, headers) for _ in range(2)]
         end = time.monotonic() + 10
         while served.inflight < 2 and time.monotonic() < end:
@@ -153,6 +155,13 @@ def test_drain_refuses_new_work_and_finishes_in_flight() -> None:
         assert request(options.port, "GET", "/v2/health/ready")[0] == 503
         status, _, answer = request(options.port, "POST", PATH, body, headers)
         assert status == 503 and "error" in json.loads(answer)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{options.grpc_port}")
+        given = grpcclient.InferInput("image", [1, 1, 32, 32], "FP32")
+        given.set_data_from_numpy(np.zeros((1, 1, 32, 32), np.float32))
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer(MODEL, [given])
+        assert "UNAVAILABLE" in str(refused.value.status())
+        client.close()
         assert [f.result(timeout=30)[0] for f in in_flight] == [200, 200]
 
 
