@@ -239,3 +239,30 @@ def test_deploy_file_settings_and_flag_overrides(tmp_path) -> None:
     assert (over.settings.max_queue_delay_s, over.settings.timeout_s, over.settings.max_queue) == (0.001, 0.01, 3)
     with pytest.raises(RtpickError, match="fixes the configuration"):
         build_served(str(path), "ort-cpu:fp32", ServeOptions())
+
+
+def test_a_model_without_batch_axis_is_served_one_request_per_run(tmp_path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    path = tmp_path / "double.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5)
+    with running_server(options, target=str(path)) as served:
+        assert served.config["max_batch_size"] == 0 and served.settings.max_batch == 1
+        client = http_client(options)
+        given = httpclient.InferInput("x", [3], "FP32")
+        given.set_data_from_numpy(np.array([1, 2, 3], np.float32))
+        result = client.infer(served.name, [given])
+        np.testing.assert_array_equal(result.as_numpy("y"), [2, 4, 6])
+        client.close()
+
+
+def test_max_batch_flag_below_the_deploy_batch_is_what_config_says() -> None:
+    from rtpick.serve.server import build_served
+
+    served = build_served("rtpick:digits", "ort-cpu:fp32", ServeOptions(max_batch=3))
+    assert served.config["max_batch_size"] == 3 == served.signature.max_batch_size

@@ -43,6 +43,21 @@ class ServerQueue(RequestQueue):
         super().complete(taken, done, {name: to_host(value) for name, value in outputs.items()})
 
 
+class UnbatchedSession:
+    """A session of a model without a batch axis (Triton's max_batch_size 0) seen by the scheduler as one of
+    batch 1: the request's tensor is row 0 of a one-row batch, and the outputs get that axis back."""
+
+    def __init__(self, session: Any) -> None:
+        self._session = session
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        outputs = self._session.run({name: value[0] for name, value in feeds.items()})
+        return {name: value[None] for name, value in outputs.items()}
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """The serving policy: each figure from the deploy file unless a flag overrides it."""
@@ -83,9 +98,14 @@ class ServedModel:
 
     def __init__(self, session: Any, config: Mapping[str, Any], settings: ServeSettings,
                  observe: Any = None) -> None:
-        self.session = session
         self.config = dict(config)
         self.signature = ModelSignature.from_config(self.config)
+        if self.signature.max_batch_size <= 0:
+            if settings.max_batch != 1:
+                raise RtpickError("this model has no batch axis, so requests cannot be merged; serve it with "
+                                  "--max-batch 1")
+            session = UnbatchedSession(session)
+        self.session = session
         self.settings = settings
         self.name = self.signature.name
         self.version = self.signature.version

@@ -78,6 +78,8 @@ def settings_for(deploy: Any, spec: Any, config: dict[str, Any], options: ServeO
     from rtpick.export.triton import serving_policy
 
     max_batch = options.max_batch or max(int(config.get("max_batch_size") or 0), 1)
+    if not config.get("max_batch_size"):
+        max_batch = 1  # no batch axis: one request per run
     if max_batch < 1:
         raise RtpickError(f"--max-batch must be at least 1, not {max_batch}")
     policy = serving_policy(deploy, max_batch)
@@ -116,15 +118,15 @@ def build_served(target: str, runtime: str | None, options: ServeOptions) -> Ser
     from rtpick.export.triton import model_config_json
 
     session, deploy, spec = load_target(target, runtime, options.max_batch, options.runtime_options)
-    if options.max_batch and spec.inputs and isinstance(spec.inputs[0].shape[0], str):
-        deploy.batch = max(deploy.batch, options.max_batch)
-        deploy.options = {**deploy.options, "max_batch": options.max_batch}
     config = served_names(model_config_json(deploy, spec, options.name), spec)
+    config.setdefault("max_batch_size", 0)  # proto3 JSON leaves out a zero; Triton's JSON and clients want it
     fixed = session.inputs[0].shape[0] if session.inputs else None
     if isinstance(fixed, int) and config.get("max_batch_size"):  # a fixed batch: every batch padded to it
         options = ServeOptions(**{**options.__dict__, "max_batch": fixed, "batch_sizes": (fixed,)})
-        config["max_batch_size"] = fixed
-    return ServedModel(session, config, settings_for(deploy, spec, config, options))
+    settings = settings_for(deploy, spec, config, options)
+    if config.get("max_batch_size"):  # what /config says and requests are checked against: the served max
+        config["max_batch_size"] = settings.max_batch
+    return ServedModel(session, config, settings)
 
 
 class _Uvicorn:
