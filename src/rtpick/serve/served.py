@@ -206,6 +206,8 @@ class ServedModel:
         except QueueFull:
             raise self.refuse("queue_full", s.reject_status,
                               f"the queue holds {s.max_queue} requests already; retry later") from None
+        except RtpickError as exc:  # rows outside 1..max_batch (the codec checks it first; kept as a 400)
+            raise self.refuse("invalid", 400, str(exc)) from None
         self.inflight += 1
         try:
             result = await future
