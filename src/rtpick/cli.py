@@ -18,7 +18,7 @@ from rtpick.commands.app import Terminated, app, on_sigterm
 
 def register_commands() -> None:
     """Import every command module; importing one registers its commands on `app`."""
-    from rtpick.commands import bench, compare, core, demo, export, recommend, streams  # noqa: F401
+    from rtpick.commands import bench, compare, core, demo, export, recommend, serve, streams  # noqa: F401
 
 
 def main() -> None:

@@ -1,0 +1,107 @@
+"""The gRPC front end (Triton's ``inference.GRPCInferenceService``), on the same `ServedModel` as HTTP.
+
+Why grpc.aio on the server's event loop: infer awaits the same future as the HTTP route, so both protocols share
+one queue, one scheduler and one set of counters; the servicer class comes from the stubs tritonclient[grpc]
+ships, so the wire format is Triton's own. Errors carry the status the HTTP side would give, as a gRPC code.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rtpick.serve.errors import ProtocolError
+from rtpick.serve.protocol import from_grpc_request, to_grpc_response, unknown_model
+
+
+def make_servicer(served: Any) -> Any:
+    """A ``GRPCInferenceServiceServicer`` for one `ServedModel`."""
+    import grpc
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
+
+    from rtpick.serve.http import server_metadata
+
+    config_message = json_format.ParseDict(json.loads(json.dumps(served.config)), model_config_pb2.ModelConfig())
+
+    async def abort(context: Any, exc: ProtocolError) -> None:
+        await context.abort(getattr(grpc.StatusCode, exc.grpc_code()), exc.message)
+
+    def check(name: str, version: str) -> None:
+        if name != served.name or version not in ("", served.version):
+            raise unknown_model(name, version or None)
+
+    def is_ready() -> bool:
+        return bool(served.ready and not served.draining)
+
+    class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
+        async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the protocol's names
+            return service_pb2.ServerLiveResponse(live=True)
+
+        async def ServerReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return service_pb2.ServerReadyResponse(ready=is_ready())
+
+        async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                check(request.name, request.version)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            return service_pb2.ModelReadyResponse(ready=is_ready())
+
+        async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+            meta = server_metadata()
+            return service_pb2.ServerMetadataResponse(name=meta["name"], version=meta["version"],
+                                                      extensions=meta["extensions"])
+
+        async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                check(request.name, request.version)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            meta = served.signature.metadata()
+            return service_pb2.ModelMetadataResponse(
+                name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+                inputs=[service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in meta["inputs"]],
+                outputs=[service_pb2.ModelMetadataResponse.TensorMetadata(**t) for t in meta["outputs"]])
+
+        async def ModelConfig(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                check(request.name, request.version)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            return service_pb2.ModelConfigResponse(config=config_message)
+
+        async def ModelStatistics(self, request: Any, context: Any) -> Any:  # noqa: N802
+            if request.name:
+                try:
+                    check(request.name, request.version)
+                except ProtocolError as exc:
+                    await abort(context, exc)
+            return json_format.ParseDict(served.statistics(), service_pb2.ModelStatisticsResponse())
+
+        async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                check(request.model_name, request.model_version)
+                served.admit()
+                try:
+                    try:
+                        parsed = from_grpc_request(request, served.signature)
+                    except ProtocolError:
+                        served.counters.fail("invalid")
+                        raise
+                    outputs = await served.infer(parsed)
+                    return to_grpc_response(served.signature, parsed, outputs)
+                finally:
+                    served.release()
+            except ProtocolError as exc:
+                await abort(context, exc)
+            except Exception as exc:  # noqa: BLE001 - a message, never a traceback; the server goes on
+                await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+    return Servicer()
+
+
+def add_to_server(server: Any, served: Any) -> None:
+    from tritonclient.grpc import service_pb2_grpc
+
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(make_servicer(served), server)

@@ -1,0 +1,268 @@
+"""`rtpick serve` against tritonclient (HTTP and gRPC): every endpoint, outputs equal Session.run, errors as JSON.
+
+One in-process server (uvicorn and grpc.aio on a thread) on free loopback ports serves the module; every test
+bounds its loops, and the fixture always drains and joins the server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+pytest.importorskip("tritonclient.http")
+pytest.importorskip("tritonclient.grpc")
+
+import tritonclient.grpc as grpcclient  # noqa: E402
+import tritonclient.http as httpclient  # noqa: E402
+from serve_fixtures import free_port, running_server  # noqa: E402
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+import rtpick  # noqa: E402
+from rtpick.serve.server import ServeOptions  # noqa: E402
+
+MODEL = "rtpick_digits"
+
+
+@pytest.fixture(scope="module")
+def server():
+    options = ServeOptions(port=free_port(), grpc_port=free_port(), max_batch=8, max_queue_delay_ms=2.0,
+                           max_queue_size=64, timeout_ms=0, max_request_bytes=1 << 20, exit_timeout_s=5)
+    with running_server(options) as served:
+        yield served, options
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return rtpick.load("rtpick:digits", "ort-cpu", "fp32")
+
+
+def http_client(options: ServeOptions, concurrency: int = 1) -> httpclient.InferenceServerClient:
+    return httpclient.InferenceServerClient(f"127.0.0.1:{options.port}", concurrency=concurrency,
+                                            network_timeout=30)
+
+
+def grpc_client(options: ServeOptions) -> grpcclient.InferenceServerClient:
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{options.grpc_port}")
+
+
+def images(rows: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((rows, 1, 32, 32)).astype(np.float32)
+
+
+def raw_post(options: ServeOptions, path: str, body: bytes, headers: dict | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", options.port, timeout=30)
+    try:
+        conn.request("POST", path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_health_and_metadata_over_http(server) -> None:
+    _, options = server
+    client = http_client(options)
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(MODEL) and client.is_model_ready(MODEL, "1")
+    assert not client.is_model_ready(MODEL, "7")
+    meta = client.get_server_metadata()
+    assert meta["name"] == "rtpick" and "binary_tensor_data" in meta["extensions"]
+    model = client.get_model_metadata(MODEL)
+    assert model["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 1, 32, 32]}]
+    assert client.get_model_metadata(MODEL, "1")["versions"] == ["1"]
+    config = client.get_model_config(MODEL)
+    assert config["max_batch_size"] == 8 and config["input"][0]["dims"] == [1, 32, 32]
+    stats = client.get_inference_statistics(MODEL)
+    assert stats["model_stats"][0]["name"] == MODEL
+    client.close()
+
+
+@pytest.mark.parametrize("binary_in,binary_out", [(True, True), (False, False), (True, False), (False, True)])
+def test_http_infer_equals_session_run(server, reference, binary_in, binary_out) -> None:
+    _, options = server
+    client = http_client(options)
+    for rows, seed in ((1, 1), (3, 2)):
+        x = images(rows, seed)
+        given = httpclient.InferInput("image", list(x.shape), "FP32")
+        given.set_data_from_numpy(x, binary_data=binary_in)
+        wanted = httpclient.InferRequestedOutput("logits", binary_data=binary_out)
+        result = client.infer(MODEL, [given], outputs=[wanted], request_id=f"r{rows}")
+        expected = reference.run({"image": x})["logits"]
+        got = result.as_numpy("logits")
+        assert result.get_response()["id"] == f"r{rows}"
+        if rows == 1:
+            np.testing.assert_array_equal(got, expected)  # bit-exact at batch 1
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    client.close()
+
+
+def test_grpc_endpoints_and_infer(server, reference) -> None:
+    _, options = server
+    client = grpc_client(options)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready(MODEL)
+    assert client.get_server_metadata().name == "rtpick"
+    assert client.get_model_metadata(MODEL).inputs[0].name == "image"
+    assert client.get_model_config(MODEL).config.max_batch_size == 8
+    assert client.get_inference_statistics(MODEL).model_stats[0].name == MODEL
+    x = images(2, 5)
+    given = grpcclient.InferInput("image", list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    result = client.infer(MODEL, [given], request_id="g1")
+    np.testing.assert_allclose(result.as_numpy("logits"), reference.run({"image": x})["logits"], rtol=1e-5,
+                               atol=1e-5)
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [given])
+    assert "NOT_FOUND" in str(unknown.value.status())
+    bad = grpcclient.InferInput("image", [1, 1, 31, 32], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 1, 31, 32), np.float32))
+    with pytest.raises(InferenceServerException) as shape:
+        client.infer(MODEL, [bad])
+    assert "INVALID_ARGUMENT" in str(shape.value.status())
+    client.close()
+
+
+def test_concurrent_requests_are_batched_and_equal_session_run(server, reference) -> None:
+    served, options = server
+    client = http_client(options, concurrency=8)
+    xs = [images(1 + i % 3, 100 + i) for i in range(24)]
+    before = served.counters.executions
+    pending = []
+    for x in xs:
+        given = httpclient.InferInput("image", list(x.shape), "FP32")
+        given.set_data_from_numpy(x)
+        pending.append(client.async_infer(MODEL, [given]))
+    for x, job in zip(xs, pending):
+        got = job.get_result(timeout=30).as_numpy("logits")
+        np.testing.assert_allclose(got, reference.run({"image": x})["logits"], rtol=1e-5, atol=1e-5)
+    assert served.counters.executions - before <= len(xs)
+    client.close()
+
+
+def test_http_negative_statuses(server) -> None:
+    _, options = server
+    client = http_client(options)
+    x = images(1, 0)
+    given = httpclient.InferInput("image", list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("nope", [given])
+    assert unknown.value.status() == "404"
+    with pytest.raises(InferenceServerException) as version:
+        client.infer(MODEL, [given], model_version="3")
+    assert version.value.status() == "404"
+    wrong = httpclient.InferInput("pixels", list(x.shape), "FP32")
+    wrong.set_data_from_numpy(x)
+    with pytest.raises(InferenceServerException) as name:
+        client.infer(MODEL, [wrong])
+    assert name.value.status() == "400"
+    half = httpclient.InferInput("image", list(x.shape), "FP16")
+    half.set_data_from_numpy(x.astype(np.float16))
+    with pytest.raises(InferenceServerException) as dtype:
+        client.infer(MODEL, [half])
+    assert dtype.value.status() == "400"
+    big = images(9, 0)  # over the max batch of 8
+    over = httpclient.InferInput("image", list(big.shape), "FP32")
+    over.set_data_from_numpy(big)
+    with pytest.raises(InferenceServerException) as batch:
+        client.infer(MODEL, [over])
+    assert batch.value.status() == "400"
+    client.close()
+
+
+def test_unknown_parameters_ignored_and_timeout_parameter(server) -> None:
+    _, options = server
+    body = json.dumps({"id": "p", "parameters": {"whatever": 3, "timeout": 5_000_000},
+                       "inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 32, 32],
+                                   "data": [0.0] * 1024}]}).encode()
+    status, answer = raw_post(options, f"/v2/models/{MODEL}/infer", body)
+    assert status == 200 and json.loads(answer)["id"] == "p"
+
+
+def test_metrics_names(server) -> None:
+    _, options = server
+    conn = http.client.HTTPConnection("127.0.0.1", options.port, timeout=30)
+    conn.request("GET", "/metrics")
+    text = conn.getresponse().read().decode()
+    conn.close()
+    for name in ("nv_inference_request_success{", "nv_inference_request_failure{", "nv_inference_count{",
+                 "nv_inference_exec_count{", "nv_inference_pending_request_count{",
+                 "nv_inference_queue_duration_us{", "nv_inference_compute_infer_duration_us{",
+                 "rtpick_request_latency_seconds_bucket{", "rtpick_batch_size_bucket{"):
+        assert name in text
+    assert "# TYPE nv_inference_request_success counter" in text
+    assert 'reason="invalid"' in text
+
+
+def test_unknown_route_and_method_are_json(server) -> None:
+    _, options = server
+    conn = http.client.HTTPConnection("127.0.0.1", options.port, timeout=30)
+    conn.request("GET", "/v2/nothing/here")
+    response = conn.getresponse()
+    assert response.status == 404 and "error" in json.loads(response.read())
+    conn.request("GET", f"/v2/models/{MODEL}/infer")
+    response = conn.getresponse()
+    assert response.status == 405 and "error" in json.loads(response.read())
+    conn.close()
+
+
+def test_torch_runtime_serves_the_model_names() -> None:
+    pytest.importorskip("torch")
+    from rtpick.serve.server import build_served
+
+    served = build_served("rtpick:digits", "torch-cpu:fp32", ServeOptions(max_batch=2))
+    assert [t.name for t in served.signature.inputs] == ["image"]  # not libtorch's INPUT__0
+    assert served.config["input"][0]["name"] == "image" and "image" in served.config["model_warmup"][0]["inputs"]
+
+
+def test_deploy_file_settings_and_flag_overrides(tmp_path) -> None:
+    from rtpick.deploy import DeployConfig
+    from rtpick.errors import RtpickError
+    from rtpick.serve.server import build_served
+    from rtpick.sources import load_model
+
+    spec = load_model("rtpick:digits").spec
+    path = tmp_path / "deploy.json"
+    DeployConfig("rtpick:digits", spec.sha256, spec.name, "ort-cpu", "fp32", batch=4,
+                 shapes={"image": [4, 1, 32, 32]},
+                 measured={"budget_p99_ms": 50.0, "max_queue_delay_us": 500}).write(path)
+    served = build_served(str(path), None, ServeOptions())
+    s = served.settings
+    assert (s.max_batch, s.max_queue_delay_s, s.timeout_s) == (4, 0.0005, 0.05)
+    assert served.config["max_batch_size"] == 4
+    over = build_served(str(path), None, ServeOptions(max_queue_delay_ms=1.0, timeout_ms=10, max_queue_size=3))
+    assert (over.settings.max_queue_delay_s, over.settings.timeout_s, over.settings.max_queue) == (0.001, 0.01, 3)
+    with pytest.raises(RtpickError, match="fixes the configuration"):
+        build_served(str(path), "ort-cpu:fp32", ServeOptions())
+
+
+def test_a_model_without_batch_axis_is_served_one_request_per_run(tmp_path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "double",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    path = tmp_path / "double.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5)
+    with running_server(options, target=str(path)) as served:
+        assert served.config["max_batch_size"] == 0 and served.settings.max_batch == 1
+        client = http_client(options)
+        given = httpclient.InferInput("x", [3], "FP32")
+        given.set_data_from_numpy(np.array([1, 2, 3], np.float32))
+        result = client.infer(served.name, [given])
+        np.testing.assert_array_equal(result.as_numpy("y"), [2, 4, 6])
+        client.close()
+
+
+def test_max_batch_flag_below_the_deploy_batch_is_what_config_says() -> None:
+    from rtpick.serve.server import build_served
+
+    served = build_served("rtpick:digits", "ort-cpu:fp32", ServeOptions(max_batch=3))
+    assert served.config["max_batch_size"] == 3 == served.signature.max_batch_size
