@@ -117,11 +117,13 @@ def multistream(
     frames_each = max(1, int(duration_s * fps))
     if not predictor.table_ms():
         measure_batches(session, predictor, sorted({1, max_batch}), lambda n: slice_feeds(feeds, n))
-    cameras = SyntheticCameras(streams, fps, frames_each, deadline_s, start=time.perf_counter() + 0.005,
-                               queue_frames=queue_frames, seed=seed, feeds=feeds)
-    scheduler = Scheduler(session, cameras, max_batch=max_batch, max_queue_delay_s=max_queue_delay_s,
-                          staging=staging, batch_sizes=batch_sizes, predictor=predictor)
     with EnergyTracker.for_session(session) as energy:
+        # the cameras' clock starts inside the window: entering it waits for an NVML counter update, and frames
+        # scheduled before that wait would all start late
+        cameras = SyntheticCameras(streams, fps, frames_each, deadline_s, start=time.perf_counter() + 0.005,
+                                   queue_frames=queue_frames, seed=seed, feeds=feeds)
+        scheduler = Scheduler(session, cameras, max_batch=max_batch, max_queue_delay_s=max_queue_delay_s,
+                              staging=staging, batch_sizes=batch_sizes, predictor=predictor)
         pipeline = scheduler.run().to_dict()
     cameras.close_counts()
     total = _frame_counts(cameras.stats)
