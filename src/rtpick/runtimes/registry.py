@@ -12,9 +12,9 @@ from rtpick.runtimes.base import PRECISIONS, Availability, Runtime
 RUNTIMES: dict[str, str] = {
     "ort-cpu": "rtpick.runtimes.ort:OrtCpu",
     "torch-cpu": "rtpick.runtimes.torch:TorchCpu",
-    "torch-compile-cpu": "rtpick.runtimes.torch:TorchCompileCpu",
+    "torch-compile-cpu": "rtpick.runtimes.torch_compile:TorchCompileCpu",
     "torch-cuda": "rtpick.runtimes.torch:TorchCuda",
-    "torch-compile-cuda": "rtpick.runtimes.torch:TorchCompileCuda",
+    "torch-compile-cuda": "rtpick.runtimes.torch_compile:TorchCompileCuda",
     "ort-cuda": "rtpick.runtimes.ort:OrtCuda",
     "tensorrt": "rtpick.runtimes.tensorrt:TensorRT",
     "ort-tensorrt": "rtpick.runtimes.ort:OrtTensorRT",
