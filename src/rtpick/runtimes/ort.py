@@ -19,7 +19,16 @@ from rtpick.errors import BuildError
 from rtpick.files import atomic_write_bytes
 from rtpick.model import Model
 from rtpick.runtimes._gpu import gpu_availability, nvinfer_availability, nvinfer_version
-from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
+from rtpick.runtimes.base import (
+    COST_MINUTES,
+    COST_SECONDS,
+    Availability,
+    Option,
+    Runtime,
+    Session,
+    Variant,
+    is_torch,
+)
 from rtpick.settings import cache_dir
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
@@ -217,6 +226,12 @@ class OrtCpu(OrtRuntime):
         "calibration": Option("", "int8: an .npz of calibration inputs (default: synthetic inputs, said so)"),
         "calibration_samples": Option(32, "int8: how many synthetic calibration samples when none are given"),
     }
+    # One intra-op thread can beat one per core for a small model (no fork/join per operator) and leaves the
+    # other cores to the rest of the process; which one wins depends on the model and the machine.
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(),
+        Variant({"threads": 1}, COST_SECONDS, why="no thread pool fork/join per operator (small models)"),
+    )
 
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:
@@ -269,6 +284,12 @@ class OrtCuda(OrtRuntime):
                                      "provider inserts the transposes)"),
         "device_id": Option(0, "which GPU"),
     }
+    # cuda_graph is not a search variant: it needs torch tensors already on the GPU, and the search measures
+    # with host feeds (bench's default io).
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(),
+        Variant({"prefer_nhwc": True}, COST_SECONDS, ("fp16", "tf32"), "NHWC convolutions on tensor cores"),
+    )
 
     def _device_availability(self) -> Availability:
         return gpu_availability()
@@ -311,6 +332,8 @@ class OrtTensorRT(OrtRuntime):
     precisions = ("tf32", "fp16", "int8")
     verified = False
     compiled = True  # TensorRT builds an engine for each subgraph it takes
+    # cuda_graph needs torch tensors on the GPU (see OrtCuda), so the defaults are the only search variant
+    variants: ClassVar[tuple[Variant, ...]] = (Variant(cost=COST_MINUTES),)
     install_hint = "pip install 'rtpick[gpu]' and TensorRT 10 (pip install 'tensorrt>=10,<11')"
     options: ClassVar[dict[str, Option]] = {
         **OrtRuntime.options,
