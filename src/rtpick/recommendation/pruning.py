@@ -24,6 +24,7 @@ from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import Constraints
 
 INF = math.inf
+DOMINATED = "dominated by"  # the words a dominance reason carries (the search re-admits these if need be)
 
 
 @dataclass
@@ -90,6 +91,24 @@ def bounds(key: str, records: Sequence[Record], c: Constraints) -> Bounds:
     return out
 
 
+def meets(record: Record, c: Constraints) -> bool:
+    """Whether a record's point figures meet the budget (closed-loop budgets; NaN or missing never meets)."""
+    if not record.ok:
+        return False
+    h = record.headline()
+    if c.p99_ms is not None and not (h.p99 is not None and h.p99 <= c.p99_ms):
+        return False
+    if c.mode == "throughput":
+        return h.throughput is not None and h.throughput >= float(c.min_throughput or 0)
+    return True
+
+
+def could_meet(record: Record, c: Constraints) -> bool:
+    """Whether the optimistic end of a probe record's intervals meets the budget (used to pick the batches
+    worth measuring in full)."""
+    return bounds("", [record], c).low < INF
+
+
 def prune(probes: Mapping[str, Sequence[Record]], c: Constraints, *, dominance: bool = True,
           what: str = "first pass") -> tuple[list[str], dict[str, str]]:
     """(survivors in probe order, {dropped key: reason}) from each candidate's probe records."""
@@ -104,7 +123,7 @@ def prune(probes: Mapping[str, Sequence[Record]], c: Constraints, *, dominance: 
     if dominance and best is not None:
         for key, b in judged.items():
             if key not in dropped and b.low > best.high:
-                dropped[key] = (f"{what}: dominated by {best.key} (cost at least {b.low:.4g} ms per inference "
+                dropped[key] = (f"{what}: {DOMINATED} {best.key} (cost at least {b.low:.4g} ms per inference "
                                 f"vs at most {best.high:.4g} ms, 95% intervals)")
     leader = min(judged.values(), key=lambda b: b.nearest, default=None)
     if leader is not None and leader.nearest < INF and all(k in dropped for k in judged):

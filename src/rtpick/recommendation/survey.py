@@ -18,11 +18,12 @@ from typing import Any
 from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
-from rtpick.recommendation.pruning import prune
+from rtpick.recommendation.pruning import DOMINATED, could_meet, meets, prune
 from rtpick.recommendation.ranking import Candidate, candidate_from_record
 
 PROBE_SECONDS = {True: (0.25, 0.75), False: (0.5, 2.0)}  # by --quick: round 1, round 2
 PROBE_BLOCKS = 5
+PROBE_WARMUP = 10  # calls: a probe's session is already warm from its build (and a compile warmed it)
 
 
 class Survey:
@@ -58,8 +59,10 @@ class Survey:
 
         return plan_batches(self.request, self.loaded)
 
-    def _sweep(self, choice: Any, request: Any, batches: Sequence[int]) -> list[Record]:
-        """One candidate at each batch in process; a batch sweep stops where throughput stops growing."""
+    def _sweep(self, choice: Any, request: Any, batches: Sequence[int], probe: bool = False) -> list[Record]:
+        """One candidate at each batch in process; a batch sweep stops where throughput stops growing, and a
+        probe's sweep also after two batches in a row whose p99 is surely over the budget (one could be a
+        scheduling spike on a shared machine; two in a row, and a larger batch only takes longer)."""
         from rtpick.perf.scenarios.registry import get_scenario
 
         sweeps = get_scenario(self.c.scenario).sweeps_batches
@@ -72,6 +75,9 @@ class Survey:
                 continue
             if not record.ok:
                 break
+            if probe and self.c.p99_ms is not None and len(out) >= 2 and all(
+                    (r.headline().ci_p99 or (0.0, 0.0))[0] > self.c.p99_ms for r in out[-2:]):
+                break  # two batches in a row surely over the p99 budget: a larger batch takes longer still
             tps = [r.headline().throughput or 0.0 for r in out]
             if len(tps) >= 3 and tps[-2] < 1.05 * tps[-3] and tps[-1] < 1.05 * tps[-3]:
                 break
@@ -89,6 +95,7 @@ class Survey:
         alive = list(choices)
         dropped_rows: list[Candidate] = []
         probes: dict[str, list[Record]] = {}
+        dominated: list[Any] = []
         if not exhaustive and scenario.closed_loop and len(alive) > 1:
             dominance = not self.isolated
             if not dominance:
@@ -98,12 +105,13 @@ class Survey:
                 if number > 1 and len(alive) <= 2:
                     break
                 request = BenchRequest.create(self.c.scenario, quick=True, shapes=dict(self.request.shapes),
-                                              duration_s=seconds, blocks=PROBE_BLOCKS, min_queries=PROBE_BLOCKS * 4)
+                                              duration_s=seconds, blocks=PROBE_BLOCKS, min_queries=PROBE_BLOCKS * 4,
+                                              warmup=PROBE_WARMUP)
                 what = f"probe round {number} ({seconds:g} s per batch)"
                 self.phases.phase(what, len(alive))
                 for choice in alive:
                     self.phases.step(f"{choice.key}" + (f" (build: {choice.cost})" if choice.cost else ""))
-                    probes[choice.key] = self._sweep(choice, request, batches)
+                    probes[choice.key] = self._sweep(choice, request, batches, probe=True)
                 survivors, dropped = prune({ch.key: probes[ch.key] for ch in alive}, self.c, dominance=dominance,
                                            what=f"probe round {number}")
                 for choice in alive:
@@ -111,6 +119,8 @@ class Survey:
                         row = self._dropped_row(probes[choice.key], dropped[choice.key],
                                                 self.checks.get(choice.key))
                         dropped_rows.append(row)
+                        if DOMINATED in dropped[choice.key]:
+                            dominated.append(choice)
                         self.phases.note(f"dropped {choice.key}: {dropped[choice.key]}")
                 alive = [choice for choice in alive if choice.key in survivors]
             self.notes.append(
@@ -119,19 +129,41 @@ class Survey:
                 f"reason; {len(alive)} measured in full; {self.cache.builds} builds")
         elif exhaustive:
             self.notes.append(f"search: exhaustive, all {len(choices)} candidates measured in full")
-        self.phases.phase(f"full measurement ({self.c.scenario}{', quick' if self.quick else ''})", len(alive))
-        measured: list[Record] = []
-        for choice in alive:
-            self.phases.step(choice.key)
-            if self.isolated:
-                measured.extend(self._isolated(choice))
-                continue
-            full_batches = _near_best(probes.get(choice.key), batches)
-            measured.extend(self._sweep(choice, self.request, full_batches))
+        what = f"full measurement ({self.c.scenario}{', quick' if self.quick else ''})"
+        measured = self._full(what, alive, probes, batches)
+        pool = list(dominated)
+        while pool and not any(meets(r, self.c) for r in measured):
+            # the candidates that dominated these missed the budget in full (noise, or a load that changed since
+            # the probe): their claim is refuted, so the dominated ones are judged again among themselves
+            again, reasons = prune({ch.key: probes[ch.key] for ch in pool}, self.c, what="probe (again)")
+            self.notes.append(f"search: no candidate measured in full met the budget, so {len(again)} of the "
+                              f"{len(pool)} dropped as dominated were measured in full after all")
+            readmitted = {choice.key for choice in pool}
+            dropped_rows = [row for row in dropped_rows if row.name not in readmitted]
+            for choice in pool:
+                if choice.key in reasons:
+                    dropped_rows.append(self._dropped_row(probes[choice.key], reasons[choice.key],
+                                                          self.checks.get(choice.key)))
+            measured += self._full(f"{what}, dominated before", [ch for ch in pool if ch.key in again], probes,
+                                   batches)
+            pool = [ch for ch in pool if ch.key in reasons and DOMINATED in reasons[ch.key]]
         if not self.isolated and measured:
             self.notes.append(f"full measurements ran in this process on the probe's session ({self.cache.builds} "
                               "builds in all: each runtime/precision/options built once)")
         return measured, dropped_rows
+
+    def _full(self, what: str, choices: Sequence[Any], probes: Mapping[str, list[Record]], batches: list[int]
+              ) -> list[Record]:
+        self.phases.phase(what, len(choices))
+        measured: list[Record] = []
+        for choice in choices:
+            self.phases.step(choice.key)
+            if self.isolated:
+                measured.extend(self._isolated(choice))
+                continue
+            measured.extend(self._sweep(choice, self.request, _full_batches(probes.get(choice.key), batches,
+                                                                            self.c)))
+        return measured
 
     def _isolated(self, choice: Any) -> list[Record]:
         from rtpick.perf.run import run_bench
@@ -151,14 +183,17 @@ class Survey:
         return row
 
 
-def _near_best(probe: Sequence[Record] | None, batches: list[int]) -> list[int]:
+def _full_batches(probe: Sequence[Record] | None, batches: list[int], c: Constraints) -> list[int]:
     """The batches worth measuring in full: all of them without a probe or with one batch; after a sweep
-    probe, those whose throughput interval reaches the best batch's (noise cannot move the best outside)."""
+    probe, those whose optimistic figures could meet the budget and whose throughput interval reaches the best
+    such batch's (noise cannot move the best outside them)."""
     if not probe or len(batches) <= 1:
         return batches
-    ok = [r for r in probe if r.ok and r.headline().throughput]
+    ok = [r for r in probe if r.ok and r.headline().throughput and could_meet(r, c)]
     if not ok:
-        return batches
+        probed = sorted({int(r.batch) for r in probe if r.batch is not None})
+        return probed or batches  # a kept nearest miss: the batches its probe reached
+
     def spread(record: Record) -> float:
         h = record.headline()
         if not h.p50 or h.ci_p50 is None:
