@@ -60,6 +60,7 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
         ax.plot([], [], color="grey", lw=1, label="p99 95% CI")
         ax.set_yticks(range(len(with_pct)), [n for n, _ in with_pct])
         ax.set_xscale("log")  # runtimes differ by decades: on a linear axis every fast row sits at 0
+        _plain_log_ticks(ax.xaxis)
         ax.set_xlabel("latency (ms, host clock, log scale)")
         ax.grid(axis="x", which="both", alpha=0.3)
         _legend_outside(ax)
@@ -91,6 +92,7 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
         ax.set_xlabel("throughput (samples/s or achieved q/s)")
         ax.set_ylabel("p99 latency (ms, log scale)")
         ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
         _legend_outside(ax)
         out.append(Figure("Latency against throughput", _png(fig, plt),
                           "p99 latency against throughput for each configuration"))
@@ -114,6 +116,16 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
                           f"top-1 accuracy of each configuration's own session on {sets}, against its p50 "
                           f"latency; grey bar: p50's {ci_text}"))
     return out
+
+
+def _plain_log_ticks(axis: Any) -> None:
+    """Log-axis ticks at 1, 2 and 5 of each decade, written as plain numbers (0.5, 2, 20), no minor labels:
+    matplotlib's default labels every minor tick of a short range in overlapping powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _legend_outside(ax: Any) -> None:
