@@ -181,3 +181,31 @@ def test_a_build_that_refuses_is_a_row_with_its_reason(monkeypatch: pytest.Monke
     assert int8.verdict == BUILD_FAILED and "not faster than fp32" in int8.reason
     assert outcome.chosen is not None and outcome.chosen.config == "ort-cpu:fp32"
     assert "ort-cpu:fp32" in repr(outcome) and "build failed" in repr(outcome)
+
+
+def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_full(monkeypatch) -> None:
+    """A probe said A surely beats B; in full A misses the budget (the load changed): B is measured and wins."""
+    from dataclasses import replace
+
+    from rtpick.perf.progress import Phases
+    from rtpick.recommendation import survey as survey_module
+    from rtpick.recommendation.search import Choice
+    from rtpick.sources import load_model
+
+    def fake_measure(cache, job):  # type: ignore[no-untyped-def]
+        full = float(job.params.duration_s) >= 2.0
+        figures = {("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
+                   ("a", True): (9.0, (8.5, 9.5)), ("b", True): (2.0, (1.9, 2.1))}
+        name = "b" if job.options else "a"
+        p99, ci = figures[(name, full)]
+        return replace(record(p99, ci, options=job.options), batch=job.batch)
+
+    monkeypatch.setattr(survey_module, "measure", fake_measure)
+    c = Constraints(p99_ms=5.0)
+    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), c, quick=True, repeats=1,
+                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
+    a, b = Choice("ort-cpu", "fp32", {}), Choice("ort-cpu", "fp32", {"threads": 1}, index=1)
+    measured, dropped = survey.run([a, b], exhaustive=False)
+    assert {r.headline().p99 for r in measured} == {9.0, 2.0}  # both measured in full in the end
+    assert not dropped
+    assert any("dropped as dominated were measured in full" in note for note in survey.notes)
