@@ -209,3 +209,17 @@ def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_ful
     assert {r.headline().p99 for r in measured} == {9.0, 2.0}  # both measured in full in the end
     assert not dropped
     assert any("dropped as dominated were measured in full" in note for note in survey.notes)
+
+
+def test_unavailable_runtimes_are_one_summary_line_unless_verbose() -> None:
+    from rtpick.commands.recommend import hidden_summary, render
+    from rtpick.recommendation import UNAVAILABLE, Candidate, rank
+
+    gpu = [Candidate(f"torch-cuda:{p}", "torch-cuda", p, "cuda", verdict=UNAVAILABLE, reason="no NVIDIA GPU")
+           for p in ("fp32", "fp16", "bf16")]
+    outcome = rank([record(1.0, (0.9, 1.1))], Constraints(p99_ms=5.0), gpu)
+    lines = hidden_summary(outcome, verbose=False)
+    assert lines == ["3 configurations unavailable here (torch-cuda): no NVIDIA GPU; -v lists them"]
+    assert hidden_summary(outcome, verbose=True) == []
+    assert render(outcome, verbose=False).row_count == 1  # the "not measured" row (no correctness entry)
+    assert render(outcome, verbose=True).row_count == 4
