@@ -220,6 +220,10 @@ def recommend(
     runnable, skipped = plan(configs, cpu_only)
     options = {k: dict(v) for k, v in (options or {}).items()}
     choices = expand(runnable, options, variants=variants and stored is None)
+    for record in stored.configurations if stored is not None else []:
+        if record.config in runnable and record.runtime not in options:  # the variants the file measured
+            choice = Choice(record.runtime, record.precision, dict(record.options))
+            choices.setdefault(choice.key, choice)
     shape_map = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     batches = None if batch is None else [batch] if isinstance(batch, int) else list(batch)
     resolve_shapes(loaded.spec.inputs, shape_map or None, batches[0] if batches else None)  # fail early
@@ -277,6 +281,11 @@ def recommend(
         record.correctness = checks.get(_key(record))
         records.append(record)
         results.configurations.append(record)
+    for row in dropped:  # in the file too, so that it says what happened to every candidate (and --from reads it)
+        results.configurations.append(Record(
+            runtime=row.runtime, precision=row.precision, batch=row.batch, scenario=c.scenario,
+            status="not measured", options=dict(row.options), error=f"{row.verdict}: {row.reason}",
+            correctness=checks.get(row.name)))
     if json is not None:
         results.write(json)
 
