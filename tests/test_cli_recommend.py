@@ -39,8 +39,11 @@ def test_real_quick_recommendation_and_deploy_file(measured):
     assert chosen in CONFIGS.split(",") and f"recommended: {chosen}" in done.stdout
     assert saved["measured"]["p99_ms"] > 0 and saved["model"]["source"] == "rtpick:digits"
     records = json.loads(out.read_text())["configurations"]
-    assert {r["config"] for r in records} == set(CONFIGS.split(","))
-    assert all(r["status"] == "ok" and r["correctness"]["passed"] for r in records)
+    assert {r["config"] for r in records} == set(CONFIGS.split(","))  # every candidate, measured or dropped
+    assert all(r["correctness"]["passed"] for r in records)
+    assert all(r["status"] == "ok" or (r["status"] == "not measured" and "probe round" in r["error"])
+               for r in records)
+    assert any(r["options"] == {"threads": 1} for r in records)  # ort-cpu's declared variant was searched
     # rtpick.load("deploy.json") builds exactly what the file says
     check = (
         "import json, sys, numpy as np, rtpick\n"

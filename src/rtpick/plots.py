@@ -46,16 +46,24 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
     rows = [(r.label, r.headline(), r) for r in results.ok()]
     with_pct = [(name, h) for name, h, _ in rows if h.p50 is not None and h.p99 is not None]
     if with_pct:
-        fig, ax = plt.subplots(figsize=(7, 0.5 + 0.45 * len(with_pct)))
+        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * len(with_pct)))
+        # one colour and marker per percentile, set explicitly: the legend's marker is each row's marker
+        styles = (("p50", "o", "tab:blue"), ("p90", "s", "tab:orange"), ("p99", "^", "tab:red"))
+        for key, marker, colour in styles:
+            points = [(getattr(h, key), i) for i, (_name, h) in enumerate(with_pct) if getattr(h, key) is not None]
+            if points:
+                ax.scatter([x for x, _ in points], [y for _, y in points], marker=marker, color=colour, label=key,
+                           zorder=3)
         for i, (_name, h) in enumerate(with_pct):
-            for value, key, marker in ((h.p50, "p50", "o"), (h.p90, "p90", "s"), (h.p99, "p99", "^")):
-                if value is not None:
-                    ax.scatter(value, i, marker=marker, label=key if i == 0 else None)
             if h.ci_p99 is not None:
-                ax.plot(h.ci_p99, [i, i], color="grey", lw=1)
+                ax.plot(h.ci_p99, [i, i], color="grey", lw=1, zorder=2)
+        ax.plot([], [], color="grey", lw=1, label="p99 95% CI")
         ax.set_yticks(range(len(with_pct)), [n for n, _ in with_pct])
-        ax.set_xlabel("latency (ms, host clock)")
-        ax.legend(loc="best")
+        ax.set_xscale("log")  # runtimes differ by decades: on a linear axis every fast row sits at 0
+        _plain_log_ticks(ax.xaxis)
+        ax.set_xlabel("latency (ms, host clock, log scale)")
+        ax.grid(axis="x", which="both", alpha=0.3)
+        _legend_outside(ax)
         out.append(Figure("Latency percentiles per configuration", _png(fig, plt),
                           f"p50/p90/p99 per configuration; grey bar: p99's {ci_text}"))
     if results.sweeps:
@@ -67,7 +75,7 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("throughput (samples/s)")
-        ax.legend(loc="best")
+        _legend_outside(ax)
         out.append(Figure("Throughput against batch size", _png(fig, plt),
                           "offline sweep; closed loop of back-to-back batches"))
     merged: dict[str, list[tuple[float, float]]] = {}
@@ -82,8 +90,10 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
         ax.set_xlabel("throughput (samples/s or achieved q/s)")
-        ax.set_ylabel("p99 latency (ms)")
-        ax.legend(loc="best")
+        ax.set_ylabel("p99 latency (ms, log scale)")
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+        _legend_outside(ax)
         out.append(Figure("Latency against throughput", _png(fig, plt),
                           "p99 latency against throughput for each configuration"))
     acc = [(name, h, r) for name, h, r in rows if r.accuracy is not None and h.p50 is not None]
@@ -98,7 +108,7 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
             ax.set_xscale("log")  # runtimes differ by decades: a linear axis would crush the fast ones
         ax.set_xlabel("p50 latency (ms, host clock)")
         ax.set_ylabel("top-1 accuracy (%)")
-        ax.legend(loc="best")
+        _legend_outside(ax)
         details = {(str((r.accuracy_detail or {}).get("eval_set")), str((r.accuracy_detail or {}).get("n")))
                    for _, _, r in acc}
         sets = "; ".join(f"{name} ({n} rows)" for name, n in sorted(details))
@@ -108,9 +118,24 @@ def figures(results: Results, ci_text: str) -> list[Figure]:
     return out
 
 
+def _plain_log_ticks(axis: Any) -> None:
+    """Log-axis ticks at 1, 2 and 5 of each decade, written as plain numbers (0.5, 2, 20), no minor labels:
+    matplotlib's default labels every minor tick of a short range in overlapping powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _legend_outside(ax: Any) -> None:
+    """The legend to the right of the axes, never over the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+
+
 def _png(fig: Any, plt: Any) -> bytes:
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")  # "tight" keeps the outside legend
     plt.close(fig)
     return buffer.getvalue()

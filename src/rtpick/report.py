@@ -88,24 +88,76 @@ def failures(results: Results) -> list[str]:
     return [f"{r.label}: {r.status}: {r.error or ''}" for r in results.failed()]
 
 
+def _answers(results: Results) -> tuple[bool, bool]:
+    """Whether any row has a search answer (`Headline.result`) and frames-on-time (the extra columns)."""
+    heads = [r.headline() for r in results.ok()]
+    return any(h.result for h in heads), any(h.on_time_fraction is not None for h in heads)
+
+
+def _on_time(h: Headline) -> str:
+    return "-" if h.on_time_fraction is None else f"{h.on_time_fraction:.1%}"
+
+
+def _method_refs(results: Results) -> tuple[dict[int, int], list[tuple[str, str]]]:
+    """Each row's note number, and the notes: how each scenario measured, written once (the per-row parts,
+    calls and duration, are in the row's n column)."""
+    notes: list[tuple[str, str]] = []
+    refs: dict[int, int] = {}
+    for index, record in enumerate(results.configurations):
+        if not record.ok:
+            continue
+        text = _method_text(record)
+        shape = _generic(text)
+        for number, (scenario, seen) in enumerate(notes, 1):
+            if scenario == record.scenario and _generic(seen) == shape:
+                refs[index] = number
+                break
+        else:
+            notes.append((record.scenario, text))
+            refs[index] = len(notes)
+    return refs, notes
+
+
+def _generic(text: str) -> str:
+    """A method text with its numbers taken out: two rows measured the same way give the same text."""
+    import re
+
+    return re.sub(r"[0-9][0-9,.]*", "#", text)
+
+
 def _rows_md(results: Results) -> list[str]:
-    lines = ["| configuration | status | p50 ms [95% CI] | p99 ms [95% CI] | throughput /s | top-1 | build s | "
-             "first inference ms | how measured |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in results.configurations:
+    answers, on_time = _answers(results)
+    refs, _ = _method_refs(results)
+    head = ["configuration", "status", "p50 ms [95% CI]", "p99 ms [95% CI]", "throughput /s",
+            *(["search answer"] if answers else []), *(["frames on time"] if on_time else []), "top-1", "build s",
+            "first inference ms", "n (calls)", "how measured"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for index, r in enumerate(results.configurations):
         if not r.ok:
-            lines.append(f"| {_md(r.label)} | {_md(r.status)} | | | | | | | {_md(r.error or '')} |")
+            cells = [_md(r.label), _md(r.status)] + [""] * (len(head) - 3) + [_md(r.error or "")]
+            lines.append("| " + " | ".join(cells) + " |")
             continue
         h = r.headline()
-        lines.append(
-            f"| {_md(r.label)} | ok | {_with_ci(h, 'p50')} | {_with_ci(h, 'p99')} | "
-            f"{_fmt(h.throughput)}{energy_cell(_metrics(r), '<br>')} | {_accuracy_text(r)} | {_fmt(r.build_time_s)} | "
-            f"{_fmt(r.first_inference_ms)} | {_md(_method_text(r))} |"
-        )
+        cells = [_md(r.label), "ok", _with_ci(h, "p50"), _with_ci(h, "p99"),
+                 _fmt(h.throughput) + energy_cell(_metrics(r), "<br>"),
+                 *([_md(h.result or "-")] if answers else []), *([_on_time(h)] if on_time else []),
+                 _accuracy_text(r), _fmt(r.build_time_s), _fmt(r.first_inference_ms), _fmt(h.n),
+                 f"note {refs[index]}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def _metrics(record: Record) -> dict[str, Any] | None:
     return record.measurement.data if record.measurement is not None else None
+
+
+def _method_md(results: Results) -> list[str]:
+    _, notes = _method_refs(results)
+    if not notes:
+        return []
+    out = ["", "How measured (each note once; the rows that cite it differ only in their figures):", ""]
+    out += [f"{number}. {_md(scenario)}: {_md(text)}" for number, (scenario, text) in enumerate(notes, 1)]
+    return out
 
 
 def _md(text: str) -> str:
@@ -147,7 +199,7 @@ def markdown(results: Results, image_names: list[str] | None = None, figs: list[
         f" GPU: {_gpu_text(env)}; python {env.get('python', '?')}.", "",
         f"Model sha256 `{results.model_sha256}`.", "",
         "Reproduce every figure below with:", "", "```", results.command, "```", "",
-        *_rows_md(results), "",
+        *_rows_md(results), *_method_md(results), "",
     ]
     lines += [f"- {line}" for line in _sweep_lines(results)]
     if not have_matplotlib():
@@ -188,21 +240,29 @@ def html_page(results: Results, figs: list[Figure] | None = None) -> str:
         f"<h1>rtpick bench: {name} ({esc(results.scenario.get('scenario'))})</h1>",
         f"<p>Measured {esc(results.created)} on {esc(results.environment.get('cpu', '?'))}; "
         f"GPU: {esc(_gpu_text(results.environment))}. Model sha256 <code>{esc(results.model_sha256)}</code>.</p>",
-        "<table><tr><th>configuration</th><th>status</th><th>p50 ms [95% CI]</th><th>p99 ms [95% CI]</th>"
-        "<th>throughput /s</th><th>top-1</th><th>how measured</th></tr>",
     ]
-    for r in results.configurations:
+    answers, on_time = _answers(results)
+    refs, notes = _method_refs(results)
+    head = ["configuration", "status", "p50 ms [95% CI]", "p99 ms [95% CI]", "throughput /s",
+            *(["search answer"] if answers else []), *(["frames on time"] if on_time else []), "top-1",
+            "build s", "first inference ms", "n (calls)", "how measured"]
+    parts.append("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in head) + "</tr>")
+    for index, r in enumerate(results.configurations):
         if not r.ok:
-            parts.append(f"<tr><td>{esc(r.label)}</td><td>{esc(r.status)}</td><td colspan=5>"
+            parts.append(f"<tr><td>{esc(r.label)}</td><td>{esc(r.status)}</td><td colspan={len(head) - 2}>"
                          f"{esc(r.error or '')}</td></tr>")
             continue
         h = r.headline()
-        parts.append(
-            f"<tr><td>{esc(r.label)}</td><td>ok</td><td>{esc(_with_ci(h, 'p50'))}</td>"
-            f"<td>{esc(_with_ci(h, 'p99'))}</td><td>{esc(_fmt(h.throughput))}</td>"
-            f"<td>{esc(_accuracy_text(r))}</td><td>{esc(_method_text(r))}</td></tr>"
-        )
+        cells = [r.label, "ok", _with_ci(h, "p50"), _with_ci(h, "p99"), _fmt(h.throughput),
+                 *([h.result or "-"] if answers else []), *([_on_time(h)] if on_time else []),
+                 _accuracy_text(r), _fmt(r.build_time_s), _fmt(r.first_inference_ms), _fmt(h.n),
+                 f"note {refs[index]}"]
+        parts.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     parts.append("</table>")
+    if notes:
+        parts.append("<p>How measured (each note once; the rows that cite it differ only in their figures):</p><ol>")
+        parts += [f"<li>{esc(scenario)}: {esc(text)}</li>" for scenario, text in notes]
+        parts.append("</ol>")
     parts += [f"<p>{esc(line)}</p>" for line in _sweep_lines(results)]
     if not have_matplotlib():
         parts.append(f"<p>No plots: {esc(NO_PLOTS)}.</p>")

@@ -48,6 +48,27 @@ class Results:
     def model_name(self) -> str:
         return str(self.model["spec"]["name"])
 
+    def __repr__(self) -> str:
+        """A short summary (the full document is `to_dict()`): model, scenario and one line per record."""
+        try:
+            name = self.model_name
+        except (KeyError, TypeError):
+            name = "?"
+        lines = [f"<Results {name}, {self.scenario.get('scenario', '?')}: {len(self.ok())} ok, "
+                 f"{len(self.failed())} failed>"]
+        for record in self.configurations[:20]:
+            if not record.ok:
+                lines.append(f"  {record.label}: {record.status}: {record.error or ''}")
+                continue
+            h = record.headline()
+            figures = [f"p50 {h.p50:.3g} ms" if h.p50 is not None else "",
+                       f"p99 {h.p99:.3g} ms" if h.p99 is not None else "",
+                       f"{h.throughput:,.0f}/s" if h.throughput is not None else "", h.result]
+            lines.append(f"  {record.label}: " + ", ".join(f for f in figures if f))
+        if len(self.configurations) > 20:
+            lines.append(f"  ... {len(self.configurations) - 20} more")
+        return "\n".join(lines)
+
     @property
     def model_sha256(self) -> str:
         return str(self.model["sha256"])

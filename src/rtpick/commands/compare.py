@@ -162,11 +162,14 @@ def compare(
             description = f"from {input_path} (without {label_key!r}, the labels)"
             input_path = None
 
-    result = compare_configs(
-        loaded, configs, feeds=feeds, input_path=input_path, shapes=shapes, batch=batch, seed=seed,
-        reference=reference, atol=atol, rtol=rtol, input_ranges=ranges, options=options, labels=label_array,
-        feeds_description=description,
-    )
+    from rtpick.perf.progress import phases_for
+
+    with phases_for(console, prefix="compare") as phases:  # a cold torch.compile is minutes: say what runs
+        result = compare_configs(
+            loaded, configs, feeds=feeds, input_path=input_path, shapes=shapes, batch=batch, seed=seed,
+            reference=reference, atol=atol, rtol=rtol, input_ranges=ranges, options=options, labels=label_array,
+            feeds_description=description, progress=phases,
+        )
     _print(result, with_accuracy=label_array is not None)
     if json_path:
         _write_json(json_path, {**result.to_dict(), "command": _command_line()})

@@ -52,7 +52,26 @@ def _p99(row: Any, how: str) -> str:
     return text
 
 
-def render(rec: Any) -> Table:
+HIDDEN = ("unavailable here", "excluded by --cpu-only")  # one summary line each unless -v
+
+
+def hidden_summary(rec: Any, verbose: bool) -> list[str]:
+    """One line per kind of row left out of the table (runtimes that cannot run here), unless `verbose`."""
+    if verbose:
+        return []
+    out = []
+    for verdict in HIDDEN:
+        rows = [row for row in rec.rows() if row.verdict == verdict]
+        if not rows:
+            continue
+        runtimes = list(dict.fromkeys(row.runtime for row in rows))
+        reasons = list(dict.fromkeys(row.reason for row in rows))
+        reason = reasons[0] if len(reasons) == 1 else f"{len(reasons)} reasons"
+        out.append(f"{len(rows)} configurations {verdict} ({', '.join(runtimes)}): {reason}; -v lists them")
+    return out
+
+
+def render(rec: Any, verbose: bool = True) -> Table:
     """The ranking as a rich table: every figure with its unit; the chosen one first."""
     c = rec.constraints
     caption = ("p99: host clock after synchronize, per query; throughput: samples/s; build: s; memory: peak "
@@ -63,12 +82,14 @@ def render(rec: Any) -> Table:
     for column in ("rank", "configuration", "p99", "throughput", "accuracy", "build", "memory", "verdict / reason"):
         t.add_column(column, no_wrap=column in ("rank", "configuration"))
     for row in rec.rows():
+        if not verbose and row.verdict in HIDDEN:
+            continue
         verdict = row.verdict
         style = {"chosen": "bold green", "meets": "green", "over budget": "yellow"}.get(verdict, "red")
         if verdict in ("unavailable here", "excluded by --cpu-only", "not measured"):
             style = "dim"
         t.add_row(
-            str(row.rank) if row.rank else "-", row.config, _p99(row, c.scenario),
+            str(row.rank) if row.rank else "-", escape(row.name), _p99(row, c.scenario),
             _fmt(row.throughput, ",.0f", "/s"), _accuracy(row), _fmt(row.build_time_s, ".3g", " s"),
             _memory(row), f"[{style}]{verdict}[/]: {escape(row.reason)}",
         )
@@ -116,6 +137,11 @@ def recommend(
     save: str = typer.Option(None, "--save", help="Write the chosen configuration here (deploy.json)."),
     json_out: str = typer.Option(None, "--json", help="Write the records used (results schema) here."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
+    exhaustive: bool = typer.Option(False, "--exhaustive", help="Measure every candidate in full (no early "
+                                    "dropping after the first pass; slower, the same answer)."),
+    no_variants: bool = typer.Option(False, "--no-variants", help="Only each runtime's default options (not the "
+                                     "option variants each runtime declares)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="List every row, unavailable runtimes too."),
 ) -> None:
     """Recommend the configuration that meets a budget, gated on correctness, with reasons for the rest."""
     from rtpick.data import parse_shape
@@ -132,37 +158,43 @@ def recommend(
     batches: Any = batch
     if min_throughput is not None and batch is not None:
         batches = [b for b in DEFAULT_SWEEP if b < batch] + [batch]
-    with console.status("recommend") as status:
+    from rtpick.perf.progress import phases_for
+
+    with phases_for(console, prefix="recommend") as phases:
         rec = run_recommend(
             model, configs=runtimes, p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
             max_accuracy_drop=max_accuracy_drop, labels=labels, expected_inferences=expected_inferences,
             max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, cpu_only=cpu_only, quick=quick,
             repeats=repeats, from_results=from_results, batch=batches, shapes=shapes, options=options, json=json_out,
-            timeout_s=timeout,
-            command=command, progress=lambda text: status.update(escape(text)),
+            timeout_s=timeout, command=command, progress=phases, exhaustive=exhaustive, variants=not no_variants,
         )
-    console.print(render(rec))
-    for note in rec.notes:
-        console.print(f"[dim]note: {escape(note)}[/]")
-    if json_out:
-        console.print(f"records written to {json_out} (reuse them with --from {json_out})")
     chosen = rec.chosen
-    if chosen is None:
+    # the answer first, then the table that backs it
+    if chosen is not None:
+        figure = (f"p99 {chosen.p99_ms:.3g} ms" if chosen.p99_ms is not None else "")
+        if chosen.throughput is not None:
+            figure += f", {chosen.throughput:,.0f} samples/s"
+        console.print(f"[bold green]recommended: {escape(chosen.name)}[/] at batch {chosen.batch} ({figure}; "
+                      f"{escape(chosen.reason)})")
+    else:
         console.print(f"[red]no configuration meets {escape(rec.constraints.describe())}.[/]")
         if rec.closest:
             console.print("closest:")
             for row in rec.closest[:3]:
-                console.print(f"  {row.config} b{row.batch}: {escape(row.reason)}")
+                console.print(f"  {escape(row.name)} b{row.batch}: {escape(row.reason)}")
         else:
-            console.print("none passed the correctness check and ran; see the reasons above")
+            console.print("none passed the correctness check and ran; see the reasons below")
+    console.print(render(rec, verbose))
+    for line in hidden_summary(rec, verbose):
+        console.print(f"[dim]{escape(line)}[/]")
+    for note in rec.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")
+    if json_out:
+        console.print(f"records written to {json_out} (reuse them with --from {json_out})")
+    if chosen is None:
         if save:
             console.print(f"nothing saved to {save}")
         raise typer.Exit(1)
-    figure = (f"p99 {chosen.p99_ms:.3g} ms" if chosen.p99_ms is not None else "")
-    if chosen.throughput is not None:
-        figure += f", {chosen.throughput:,.0f} samples/s"
-    console.print(f"[bold green]recommended: {chosen.config}[/] at batch {chosen.batch} ({figure}; "
-                  f"{escape(chosen.reason)})")
     if save:
         deploy = deploy_config(rec, model, shapes=shapes, options=options, command=command)
         deploy.write(save)

@@ -126,6 +126,14 @@ class Comparison:
             row.status == STATUS_REFERENCE for row in self.rows
         )
 
+    def __repr__(self) -> str:
+        """A short summary (the full document is `to_dict()`): the verdict and one line per configuration."""
+        lines = [f"<Comparison {self.model.name} against {self.reference}: "
+                 f"{'all within tolerance' if self.passed else 'NOT all within tolerance'}>"]
+        for row in self.rows:
+            lines.append(f"  {row.label}: {row.status}" + (f": {row.reason}" if row.reason else ""))
+        return "\n".join(lines)
+
     def row(self, config: str) -> ComparisonRow:
         for row in self.rows:
             if row.config == config:

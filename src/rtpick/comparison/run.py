@@ -108,13 +108,16 @@ def compare_configs(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     labels: Any = None,
     feeds_description: str | None = None,
+    progress: Any = None,
 ) -> Comparison:
     """Run the same feeds through every ``runtime:precision`` in `configs` and judge each against a reference.
 
     `reference` defaults to the first fp32 configuration; one not in `configs` is run too. `options` maps a
     runtime name to its build options (``{"ort-cpu": {"threads": 2}}``). `labels` (ints, one per row of a
     classifier-like output) add each configuration's top-1 accuracy. A configuration that fails to build or run
-    is a row with status ``error`` and its reason; the others still run. User mistakes (unknown runtime,
+    is a row with status ``error`` and its reason; the others still run. `progress` (a
+    `rtpick.perf.progress.Phases`) hears one step per configuration before it is built (a cold torch.compile
+    takes minutes: a log must say so). User mistakes (unknown runtime,
     feeds that do not fit the model, bad labels) raise `RtpickError` before anything is built.
     """
     from rtpick.sources import load_model
@@ -161,7 +164,11 @@ def compare_configs(
 
     results: dict[str, dict[str, np.ndarray]] = {}
     rows: dict[str, ComparisonRow] = {}
+    if progress is not None:
+        progress.phase("compare", len(names))
     for name, (runtime, precision, problem) in zip(names, parsed):
+        if progress is not None:
+            progress.step(f"building and running {name}")
         row = ComparisonRow(config=name, runtime=runtime, precision=precision, status=STATUS_ERROR,
                             options=dict(options.get(runtime, {})))
         rows[name] = row

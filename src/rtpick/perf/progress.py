@@ -93,3 +93,83 @@ def for_console(console: Any) -> Iterator[Progress]:
     progress = BarProgress(console)
     with progress.bar:
         yield progress
+
+
+# ------------------------------------------------------------------------------------------------- phases
+
+
+class Phases:
+    """Progress of a run in phases (check, probe, measure...): one line per event to a log, or a live bar.
+
+    `phase(name, total)` starts a phase of `total` steps; `step(text)` says what starts now (the bar advances
+    when the next step or phase begins); `note(text)` is a line on its own. Off a terminal every call is one
+    line on `stream` (stderr), stamped with the seconds since the start, so a CI log shows a silent minute as
+    the compile it is. `callback` (the API's ``progress=``) hears every line too.
+    """
+
+    def __init__(self, stream: Any = None, console: Any = None, callback: Any = None, prefix: str = "") -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self.start_s = self._clock()
+        self.stream = stream
+        self.callback = callback
+        self.prefix = prefix
+        self.name = ""
+        self.total = 0
+        self.done = 0
+        self.bar: Any = None
+        self.task: Any = None
+        if console is not None and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                    MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+
+    def __enter__(self) -> Phases:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _line(self, text: str) -> None:
+        stamp = f"[{self.prefix}{' ' if self.prefix else ''}{self._clock() - self.start_s:6.1f} s] {text}"
+        if self.callback is not None:
+            self.callback(text)
+        if self.bar is None and self.stream is not None:
+            print(stamp, file=self.stream, flush=True)
+
+    def phase(self, name: str, total: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=self.total)
+        self.name, self.total, self.done = name, total, 0
+        if self.bar is not None:
+            self.task = self.bar.add_task(name, total=max(total, 1))
+        self._line(f"{name}: {total} step{'s' if total != 1 else ''}")
+
+    def step(self, text: str) -> None:
+        self.done += 1
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=self.done - 1, description=f"{self.name}: {text}")
+        self._line(f"{self.name} {self.done}/{self.total}: {text}")
+
+    def note(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(f"[dim]{text}[/]", highlight=False)
+        self._line(text)
+
+    def finish(self, text: str) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.update(self.task, completed=self.total)
+        self._line(text)
+
+
+def phases_for(console: Any, callback: Any = None, prefix: str = "") -> Phases:
+    """A live bar on a terminal; plain stamped lines on stderr otherwise (a pipe, a CI log)."""
+    import sys
+
+    return Phases(stream=sys.stderr, console=console, callback=callback, prefix=prefix)

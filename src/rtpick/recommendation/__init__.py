@@ -18,6 +18,7 @@ from rtpick.recommendation.constraints import (
     BUILD_FAILED,
     CHECK_BATCH,
     CHOSEN,
+    DROPPED,
     FAILED,
     FAILED_ACCURACY,
     MEETS,
@@ -41,8 +42,8 @@ from rtpick.recommendation.ranking import (
 from rtpick.recommendation.search import all_configs, deploy_config, plan, recommend
 
 __all__ = [
-    "BUILD_FAILED", "CHECK_BATCH", "CHOSEN", "FAILED", "FAILED_ACCURACY", "MEETS", "NOT_ALLOWED", "NOT_MEASURED",
-    "OOM", "ON_TIME_NEEDED", "OVER_BUDGET", "OVER_MEMORY", "UNAVAILABLE", "VERDICT_ORDER", "Candidate",
+    "BUILD_FAILED", "CHECK_BATCH", "CHOSEN", "DROPPED", "FAILED", "FAILED_ACCURACY", "MEETS", "NOT_ALLOWED",
+    "NOT_MEASURED", "OOM", "ON_TIME_NEEDED", "OVER_BUDGET", "OVER_MEMORY", "UNAVAILABLE", "VERDICT_ORDER", "Candidate",
     "Constraints", "Recommendation", "all_configs", "candidate_from_record", "correctness_records", "deploy_config",
     "plan", "rank", "recommend",
 ]

@@ -18,6 +18,7 @@ ON_TIME_NEEDED = 0.99  # multistream: the fraction of frames on time a configura
 CHOSEN = "chosen"
 MEETS = "meets"
 OVER_BUDGET = "over budget"
+DROPPED = "dropped after the first pass"  # a short probe already showed it cannot win (rtpick.recommendation.pruning)
 OVER_MEMORY = "over memory limit"
 FAILED_ACCURACY = "failed accuracy check"
 OOM = "out of memory"
@@ -26,7 +27,7 @@ FAILED = "failed"
 UNAVAILABLE = "unavailable here"
 NOT_ALLOWED = "excluded by --cpu-only"
 NOT_MEASURED = "not measured"
-VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, OVER_MEMORY, FAILED_ACCURACY, OOM, BUILD_FAILED, FAILED,
+VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, DROPPED, OVER_MEMORY, FAILED_ACCURACY, OOM, BUILD_FAILED, FAILED,
                  NOT_MEASURED, UNAVAILABLE, NOT_ALLOWED)
 
 

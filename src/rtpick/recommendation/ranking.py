@@ -41,6 +41,8 @@ class Candidate:
     runtime: str
     precision: str
     device: str = ""
+    variant: str = ""  # the build options in words ("fuse_conv, cuda_graph"; "" for the runtime's defaults)
+    options: dict[str, Any] = field(default_factory=dict)
     batch: int | None = None
     verdict: str = NOT_MEASURED
     reason: str = ""
@@ -60,8 +62,30 @@ class Candidate:
     cost_ms: float | None = None  # ranking cost per inference
     miss: float | None = None  # how far from the budget, relative (0.25 = 25% short/over); None when it meets
 
+    @property
+    def name(self) -> str:
+        """The configuration with its options: what a row is called and what a search candidate is keyed by."""
+        return candidate_name(self.config, self.variant)
+
     def to_dict(self) -> dict[str, Any]:
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        out["name"] = self.name
+        return out
+
+    def __repr__(self) -> str:
+        figures = [f"p99 {self.p99_ms:.3g} ms" if self.p99_ms is not None else "",
+                   f"{self.throughput:,.0f}/s" if self.throughput is not None else ""]
+        shown = ", ".join(f for f in figures if f)
+        return f"<Candidate {self.name} b{self.batch}: {self.verdict}{' (' + shown + ')' if shown else ''}>"
+
+
+def variant_label(options: dict[str, Any]) -> str:
+    """Build options in words, the same words a runtime's declared `Variant.label` uses."""
+    return ", ".join(k if v is True else f"{k}={v}" for k, v in sorted(options.items()))
+
+
+def candidate_name(config: str, variant: str) -> str:
+    return f"{config} [{variant}]" if variant else config
 
 
 @dataclass
@@ -84,6 +108,24 @@ class Recommendation:
     @property
     def ok(self) -> bool:
         return self.chosen is not None
+
+    def __repr__(self) -> str:
+        """The answer in one short block: what was chosen (or the closest miss) and how many were left out."""
+        head = f"<Recommendation {self.model.get('name', '')}: {self.constraints.describe()}"
+        if self.chosen is not None:
+            c = self.chosen
+            figure = f"p99 {c.p99_ms:.3g} ms" if c.p99_ms is not None else ""
+            if c.throughput is not None:
+                figure += f"{', ' if figure else ''}{c.throughput:,.0f} samples/s"
+            head += f" -> {c.name} at batch {c.batch} ({figure})"
+        elif self.closest:
+            head += f" -> none meets it; closest {self.closest[0].name}: {self.closest[0].reason}"
+        else:
+            head += " -> none meets it"
+        counts: dict[str, int] = {}
+        for row in self.rows():
+            counts[row.verdict] = counts.get(row.verdict, 0) + 1
+        return head + "; " + ", ".join(f"{n} {v}" for v, n in counts.items()) + ">"
 
     def rows(self) -> list[Candidate]:
         """Every row in display order: ranked, then the closest misses, then the rest by verdict."""
@@ -109,7 +151,8 @@ class Recommendation:
 def candidate_from_record(record: Record) -> Candidate:
     """A row from one bench record (any scenario), figures copied from its headline; no verdict yet."""
     row = Candidate(config=record.config, runtime=record.runtime, precision=record.precision,
-                    device=str(record.device or _device_of(record.runtime)), batch=record.batch)
+                    device=str(record.device or _device_of(record.runtime)), batch=record.batch,
+                    variant=variant_label(record.options), options=dict(record.options))
     row.build_time_s = _number(record.build_time_s)
     row.host_mem_mb = record.memory_figure("host_rss_peak_mb")
     row.gpu_mem_mb = record.memory_figure("gpu_memory_peak_mb")
@@ -140,17 +183,17 @@ def rank(records: Sequence[Record], constraints: Constraints,
     for record in records:
         row = candidate_from_record(record)
         _judge(row, record, constraints)
-        by_config.setdefault(row.config, []).append(row)
+        by_config.setdefault(row.name, []).append(row)
     rows = [_best_of(group) for group in by_config.values()] + list(unavailable)
     ranked = sorted((r for r in rows if r.verdict == MEETS),
-                    key=lambda r: (r.cost_ms, -(r.accuracy or 0.0), r.build_time_s or 0.0, r.config))
+                    key=lambda r: (r.cost_ms, -(r.accuracy or 0.0), r.build_time_s or 0.0, r.name))
     for number, row in enumerate(ranked, 1):
         row.rank = number
     if ranked:
         ranked[0].verdict = CHOSEN
-    closest = sorted((r for r in rows if r.verdict == OVER_BUDGET), key=lambda r: (r.miss, r.config))
+    closest = sorted((r for r in rows if r.verdict == OVER_BUDGET), key=lambda r: (r.miss, r.name))
     excluded = sorted((r for r in rows if r.verdict not in (MEETS, CHOSEN, OVER_BUDGET)),
-                      key=lambda r: (VERDICT_ORDER.index(r.verdict), r.config))
+                      key=lambda r: (VERDICT_ORDER.index(r.verdict), r.name))
     return Recommendation(constraints=constraints, model={}, ranked=ranked, closest=closest, excluded=excluded)
 
 

@@ -9,15 +9,41 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import CHECK_BATCH, NOT_ALLOWED, UNAVAILABLE, Constraints
-from rtpick.recommendation.ranking import Candidate, Recommendation, correctness_records, rank
+from rtpick.recommendation.ranking import (
+    Candidate,
+    Recommendation,
+    candidate_name,
+    correctness_records,
+    rank,
+    variant_label,
+)
 
 # ---------------------------------------------------------------------------------------------- measuring
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One search candidate: a configuration with one set of build options (`index`: its variant position)."""
+
+    runtime: str
+    precision: str
+    options: dict[str, Any]
+    cost: str = ""
+    index: int = 0
+
+    @property
+    def config(self) -> str:
+        return f"{self.runtime}:{self.precision}"
+
+    @property
+    def key(self) -> str:
+        return candidate_name(self.config, variant_label(self.options))
 
 
 def all_configs() -> list[str]:
@@ -142,22 +168,29 @@ def recommend(
     timeout_s: float | None = None,
     command: str = "",
     progress: Any = None,
+    variants: bool = True,
+    exhaustive: bool = False,
 ) -> Recommendation:
     """Rank the configurations of `model` that pass the correctness check and meet the budget.
 
-    `configs` defaults to every runtime x precision available here. `labels` is an .npz with the model's inputs
-    and a ``label`` array (or give `feeds` and `label_array`); a bundled model uses its own labelled set.
-    `from_results` reuses a results file (its model must be this model: same sha256); what it lacks is
-    measured. `repeats` > 1 measures each configuration in that many fresh processes, so its p99 interval
-    covers the process-to-process spread too (see `rtpick.perf.stats`). `options` maps a runtime name to its
-    build options. `json` writes the records used (bench's
-    schema, each with its ``correctness``), so a later call can read them back with `from_results`.
+    `configs` defaults to every runtime x precision available here, each with the option variants its runtime
+    declares (`Runtime.variants`; `variants=False` tries the defaults only; a runtime given `options` is tried
+    with those only). `labels` is an .npz with the model's inputs and a ``label`` array (or give `feeds` and
+    `label_array`); a bundled model uses its own labelled set. `from_results` reuses a results file (its model
+    must be this model: same sha256); what it lacks is measured. `repeats` > 1 measures each configuration in
+    that many fresh processes, so its p99 interval covers the process-to-process spread too (see
+    `rtpick.perf.stats`). `json` writes the records used (bench's schema, each with its ``correctness``), so a
+    later call can read them back with `from_results`.
+
+    The search (`rtpick.recommendation.pruning`): every candidate that passed the correctness check gets a short
+    probe on a session built once (`rtpick.recommendation.measure`); those whose interval already misses the
+    budget or loses to another are dropped with the reason; the survivors get the full measurement on the same
+    session. `exhaustive=True` measures every candidate in full (the reference the pruned search is tested
+    against). `progress` is a callable that hears one line per step, or a `rtpick.perf.progress.Phases`.
     """
-    from rtpick.comparison.run import compare_configs
     from rtpick.files import check_writable
     from rtpick.model import resolve_shapes
-    from rtpick.perf.request import BenchRequest
-    from rtpick.perf.run import run_bench
+    from rtpick.perf.progress import Phases
     from rtpick.results import Results, environment, model_record
     from rtpick.sources import load_model
 
@@ -170,7 +203,7 @@ def recommend(
         raise RtpickError("give labels as an .npz file or as feeds with label_array, not both")
     if json is not None:
         check_writable(json)
-    say = progress or (lambda _text: None)
+    phases = progress if isinstance(progress, Phases) else Phases(callback=progress)
     if configs is not None:
         plan(configs, cpu_only)  # a contradiction (--cpu-only with a GPU configuration) costs nothing
     loaded = load_model(model)
@@ -186,81 +219,145 @@ def recommend(
             configs = list(dict.fromkeys(r.config for r in stored.configurations))
     runnable, skipped = plan(configs, cpu_only)
     options = {k: dict(v) for k, v in (options or {}).items()}
+    choices = expand(runnable, options, variants=variants and stored is None)
+    for record in stored.configurations if stored is not None else []:
+        if record.config in runnable and record.runtime not in options:  # the variants the file measured
+            choice = Choice(record.runtime, record.precision, dict(record.options))
+            choices.setdefault(choice.key, choice)
     shape_map = {k: tuple(int(d) for d in v) for k, v in (shapes or {}).items()}
     batches = None if batch is None else [batch] if isinstance(batch, int) else list(batch)
     resolve_shapes(loaded.spec.inputs, shape_map or None, batches[0] if batches else None)  # fail early
     notes: list[str] = []
 
     # 1. correctness: stored verdicts where the file has them, compare for the rest
-    stored_records = [r for r in (stored.configurations if stored else []) if r.config in runnable]
+    stored_records = [r for r in (stored.configurations if stored else []) if _key(r) in choices]
     checks: dict[str, dict[str, Any]] = {
-        r.config: r.correctness for r in stored_records if r.correctness is not None
+        _key(r): r.correctness for r in stored_records if r.correctness is not None
         and (max_accuracy_drop is None) == (r.correctness.get("gate") == "tolerance")
     }
-    to_check = [name for name in runnable if name not in checks]
+    to_check = [choice for key, choice in choices.items() if key not in checks]
     if to_check:
         eval_feeds, eval_labels, how = _eval_data(loaded, labels, feeds, label_array)
-        reference = next((n for n in runnable if n.endswith(":fp32")), "ort-cpu:fp32")
-        say(f"checking {', '.join(to_check)} against the fp32 reference {reference}")
-        comparison = compare_configs(
-            loaded, to_check, feeds=eval_feeds, labels=eval_labels, reference=reference,
-            shapes=shape_map or None, batch=None if eval_feeds is not None else CHECK_BATCH,
-            options={k: v for k, v in options.items() if any(n.startswith(k + ":") for n in to_check)},
-            feeds_description=how,
-        )
-        notes.extend(comparison.notes)
-        notes.append(f"correctness: each configuration against {comparison.reference} on "
-                     f"{comparison.feeds_description}")
-        checks.update(correctness_records(comparison, to_check, max_accuracy_drop))
+        checks.update(check_choices(loaded, to_check, runnable, eval_feeds, eval_labels, how, shape_map,
+                                    max_accuracy_drop, notes, phases))
 
-    # 2. performance: stored records that answer this question, bench for the passing rest
+    # 2. performance: stored records that answer this question, then probe, prune, measure the survivors
     records: list[Record] = []
     have = set()
     for record in stored_records:
         if _usable(record, c):
-            records.append(replace(record, correctness=checks.get(record.config)))
-            have.add(record.config)
+            records.append(replace(record, correctness=checks.get(_key(record))))
+            have.add(_key(record))
     if stored is not None and have:
         notes.append(f"performance of {', '.join(sorted(have))} read from {from_results} ({stored.command})")
-    request_fields: dict[str, Any] = {"quick": quick, "shapes": shape_map, "timeout_s": timeout_s,
-                                      "repeats": repeats}
-    if c.mode == "streams":
-        request_fields.update(streams=c.streams, fps=c.fps, deadline_ms=c.p99_ms)
     results = Results(command=command or f"rtpick recommend {model}",
-                      scenario={"scenario": c.scenario, "recommend": c.describe(), "quick": quick},
+                      scenario={"scenario": c.scenario, "recommend": c.describe(), "quick": quick,
+                                "search": "exhaustive" if exhaustive else "pruned"},
                       model=model_record(loaded, str(model) if isinstance(model, str | os.PathLike)
                                          else f"in-memory {type(model).__name__}"),
                       environment=environment())
     results.configurations.extend(records)
-    for name in runnable:
-        if name in have:
+    passing: list[Choice] = []
+    for key, choice in choices.items():
+        if key in have:
             continue
-        check = checks.get(name) or {}
-        runtime, precision = name.split(":")
+        check = checks.get(key) or {}
         if not check.get("passed"):
-            records.append(Record(runtime=runtime, precision=precision, batch=None, scenario=c.scenario,
-                                  status="not measured", error="failed the correctness check", correctness=check))
+            records.append(Record(runtime=choice.runtime, precision=choice.precision, batch=None,
+                                  scenario=c.scenario, status="not measured", options=dict(choice.options),
+                                  error="failed the correctness check", correctness=check))
             continue
-        say(f"measuring {name} ({c.scenario}{', quick' if quick else ''})")
-        request = BenchRequest.create(c.scenario, batches=batches, options=options.get(runtime, {}),
-                                      **request_fields)
-        measured = run_bench(model if isinstance(model, str | os.PathLike) else loaded,
-                             [(runtime, precision)], request, command=command)
-        for record in measured.configurations:
-            record.correctness = check
-            records.append(record)
-            results.configurations.append(record)
-        if json is not None:
-            results.write(json)
+        passing.append(choice)
+    from rtpick.recommendation.survey import Survey
+
+    survey = Survey(model, loaded, c, quick=quick, repeats=repeats, batches=batches, shapes=shape_map,
+                    timeout_s=timeout_s, command=command, phases=phases, checks=checks)
+    try:
+        measured, dropped = survey.run(passing, exhaustive=exhaustive)
+    finally:
+        survey.close()
+    notes.extend(survey.notes)
+    for record in measured:
+        record.correctness = checks.get(_key(record))
+        records.append(record)
+        results.configurations.append(record)
+    for row in dropped:  # in the file too, so that it says what happened to every candidate (and --from reads it)
+        results.configurations.append(Record(
+            runtime=row.runtime, precision=row.precision, batch=row.batch, scenario=c.scenario,
+            status="not measured", options=dict(row.options), error=f"{row.verdict}: {row.reason}",
+            correctness=checks.get(row.name)))
     if json is not None:
         results.write(json)
 
-    outcome = rank(records, c, skipped)
+    outcome = rank(records, c, [*skipped, *dropped])
     outcome.model = {"name": loaded.spec.name, "sha256": loaded.spec.sha256,
                      "source": str(model) if isinstance(model, str | os.PathLike) else None}
     outcome.notes = notes
     outcome.results = results
+    phases.finish(f"done: {outcome.chosen.name if outcome.chosen else 'no configuration meets the budget'}")
     return outcome
+
+
+def _key(record: Record) -> str:
+    return candidate_name(record.config, variant_label(record.options))
+
+
+def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *, variants: bool = True
+           ) -> dict[str, Choice]:
+    """Every candidate: each runnable configuration with each variant its runtime declares for that precision
+    (or only the options the user gave that runtime), keyed by `Candidate.name`."""
+    from rtpick.runtimes.registry import get_runtime
+
+    out: dict[str, Choice] = {}
+    for name in runnable:
+        runtime_name, precision = name.split(":")
+        runtime = get_runtime(runtime_name)
+        if runtime_name in options:
+            declared = [(dict(options[runtime_name]), "given")]
+        elif variants:
+            declared = [(dict(v.options), v.cost) for v in runtime.candidate_variants(precision)]
+        else:
+            declared = [({}, "")]
+        for index, (opts, cost) in enumerate(declared):
+            choice = Choice(runtime_name, precision, opts, cost, index)
+            out[choice.key] = choice
+    return out
+
+
+def check_choices(loaded: Any, choices: Sequence[Choice], runnable: Sequence[str], eval_feeds: Any,
+                  eval_labels: Any, how: str | None, shape_map: Mapping[str, tuple[int, ...]],
+                  max_accuracy_drop: float | None, notes: list[str], phases: Any) -> dict[str, dict[str, Any]]:
+    """Each candidate against the fp32 reference, one `compare_configs` per variant position (each runtime's
+    n-th option set together), so options that change the numbers (fused conv, frozen weights) are checked."""
+    from rtpick.comparison.run import compare_configs
+
+    reference = next((n for n in runnable if n.endswith(":fp32")), "ort-cpu:fp32")
+    groups: dict[int, list[Choice]] = {}
+    for choice in choices:
+        groups.setdefault(choice.index, []).append(choice)
+    phases.phase("correctness check", len(groups))
+    out: dict[str, dict[str, Any]] = {}
+    for group in groups.values():
+        names = [choice.config for choice in group]
+        phases.step(f"{', '.join(choice.key for choice in group)} against the fp32 reference {reference}")
+        comparison = compare_configs(
+            loaded, names, feeds=eval_feeds, labels=eval_labels, reference=reference, shapes=shape_map or None,
+            batch=None if eval_feeds is not None else CHECK_BATCH,
+            options={choice.runtime: choice.options for choice in group if choice.options},
+            feeds_description=how,
+        )
+        for note in comparison.notes:
+            if note not in notes:
+                notes.append(note)
+        verdicts = correctness_records(comparison, names, max_accuracy_drop)
+        for choice in group:
+            if choice.config in verdicts:
+                out[choice.key] = verdicts[choice.config]
+        text = (f"correctness: each configuration against {comparison.reference} on "
+                f"{comparison.feeds_description}")
+        if text not in notes:
+            notes.append(text)
+    return out
 
 
 # -------------------------------------------------------------------------------------------------- saving
@@ -282,7 +379,9 @@ def deploy_config(recommendation: Recommendation, model: Any, *, shapes: Mapping
     resolved = resolve_shapes(loaded.spec.inputs, shapes or None, batch)
     resolved = {k: (batch, *v[1:]) if v else v for k, v in resolved.items()}
     runtime = get_runtime(chosen.runtime)
-    full_options = runtime.check_options(dict((options or {}).get(chosen.runtime, {})))
+    # the chosen candidate's own options (a searched variant), else what the caller gave its runtime
+    given = dict(chosen.options) or dict((options or {}).get(chosen.runtime, {}))
+    full_options = runtime.check_options(given)
     measured = {k: v for k, v in chosen.to_dict().items()
                 if k in ("p99_ms", "p50_ms", "throughput", "on_time_fraction", "build_time_s", "host_mem_mb",
                          "gpu_mem_mb", "accuracy", "agreement", "method", "cost_ms") and v is not None}

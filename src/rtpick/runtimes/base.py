@@ -61,6 +61,35 @@ def _parse_text(text: str, kind: type) -> Any:
     return kind(text)
 
 
+# How long building one candidate variant takes, roughly: the search probes the cheap ones first and says what
+# an expensive one costs before it starts it.
+COST_SECONDS = "seconds"  # a session object (ONNX Runtime, eager torch)
+COST_COMPILE = "tens of seconds"  # kernels compiled (torch.compile, a CUDA graph capture after a compile)
+COST_MINUTES = "minutes"  # an autotuning compile or a TensorRT engine build
+COST_CLASSES = (COST_SECONDS, COST_COMPILE, COST_MINUTES)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One set of build options worth trying when searching for the best configuration.
+
+    Declared by each runtime (``Runtime.variants``), so `recommend` never lists options itself: the options
+    that can change which configuration wins (a fused conv, a CUDA graph, a compile mode, a thread count)
+    are facts about the runtime. `options` are given on top of the runtime's defaults; `precisions` limits
+    the variant to those precisions (empty: all of the runtime's); `cost` is one of `COST_CLASSES`.
+    """
+
+    options: Mapping[str, Any] = field(default_factory=dict)
+    cost: str = COST_SECONDS
+    precisions: tuple[str, ...] = ()
+    why: str = ""
+
+    @property
+    def label(self) -> str:
+        """The options in words ("fuse_conv, cuda_graph"; "" for the runtime's defaults)."""
+        return ", ".join(k if v is True else f"{k}={v}" for k, v in sorted(self.options.items()))
+
+
 @dataclass
 class BuildInfo:
     """What building a session cost and what it decided, for results and reports."""
@@ -208,6 +237,20 @@ class Runtime(ABC):
     verified: ClassVar[bool] = True  # False for runtimes written to documentation but never run by the project
     compiled: ClassVar[bool] = False  # True when a build compiles kernels (builds take tens of seconds or more)
     options: ClassVar[dict[str, Option]] = {}
+    # the option sets a search tries (the defaults first); a runtime with options that can change the answer
+    # declares them here
+    variants: ClassVar[tuple[Variant, ...]] = (Variant(),)
+
+    def candidate_variants(self, precision: str) -> list[Variant]:
+        """The declared variants that apply to `precision`, each checked against `options` (a typo in a
+        declaration is a bug here, found by tests/test_runtime_contract.py, not by a user)."""
+        out = []
+        for variant in self.variants:
+            if variant.precisions and precision not in variant.precisions:
+                continue
+            self.check_options(dict(variant.options))
+            out.append(variant)
+        return out
 
     @abstractmethod
     def availability(self) -> Availability:

@@ -19,7 +19,16 @@ from rtpick.errors import BuildError
 from rtpick.files import atomic_write_bytes
 from rtpick.model import Model
 from rtpick.runtimes._gpu import gpu_availability, nvinfer_availability, nvinfer_version
-from rtpick.runtimes.base import Availability, Option, Runtime, Session, is_torch
+from rtpick.runtimes.base import (
+    COST_MINUTES,
+    COST_SECONDS,
+    Availability,
+    Option,
+    Runtime,
+    Session,
+    Variant,
+    is_torch,
+)
 from rtpick.settings import cache_dir
 
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
@@ -224,6 +233,12 @@ class OrtCpu(OrtRuntime):
         "int8_min_speedup": Option(1.10, "int8: refuse int8 unless it measured at least this much faster than fp32 "
                                          "at batch 1 (0: keep the fastest accurate int8 variant anyway)"),
     }
+    # One intra-op thread can beat one per core for a small model (no fork/join per operator) and leaves the
+    # other cores to the rest of the process; which one wins depends on the model and the machine.
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(),
+        Variant({"threads": 1}, COST_SECONDS, why="no thread pool fork/join per operator (small models)"),
+    )
 
     def builds_without_shapes(self, precision: str) -> bool:
         """fp32 runs any shape the feeds bring (ONNX Runtime resolves symbolic dims per call); int8 calibrates on
@@ -282,6 +297,12 @@ class OrtCuda(OrtRuntime):
                                      "provider inserts the transposes)"),
         "device_id": Option(0, "which GPU"),
     }
+    # cuda_graph is not a search variant: it needs torch tensors already on the GPU, and the search measures
+    # with host feeds (bench's default io).
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(),
+        Variant({"prefer_nhwc": True}, COST_SECONDS, ("fp16", "tf32"), "NHWC convolutions on tensor cores"),
+    )
 
     def _device_availability(self) -> Availability:
         return gpu_availability()
@@ -324,6 +345,8 @@ class OrtTensorRT(OrtRuntime):
     precisions = ("tf32", "fp16", "int8")
     verified = False
     compiled = True  # TensorRT builds an engine for each subgraph it takes
+    # cuda_graph needs torch tensors on the GPU (see OrtCuda), so the defaults are the only search variant
+    variants: ClassVar[tuple[Variant, ...]] = (Variant(cost=COST_MINUTES),)
     install_hint = "pip install 'rtpick[gpu]' and TensorRT 10 (pip install 'tensorrt>=10,<11')"
     options: ClassVar[dict[str, Option]] = {
         **OrtRuntime.options,

@@ -36,7 +36,7 @@ from rtpick.errors import BuildError, RtpickError
 from rtpick.files import atomic_write_bytes, file_sha256
 from rtpick.model import Model
 from rtpick.runtimes._gpu import gpu_availability, torch_cuda_availability
-from rtpick.runtimes.base import Availability, Option, Runtime, Session
+from rtpick.runtimes.base import COST_MINUTES, Availability, Option, Runtime, Session, Variant
 from rtpick.runtimes.tensorrt_plan import (
     Profile,
     describe_parser_errors,
@@ -153,6 +153,10 @@ class TensorRT(Runtime):
         "engine_cache": Option(True, "reuse a serialized engine built before with the same key"),
         "device_id": Option(0, "which GPU"),
     }
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(cost=COST_MINUTES),
+        Variant({"cuda_graph": True}, COST_MINUTES, why="one graph launch per call instead of one per layer"),
+    )
 
     def availability(self) -> Availability:
         """Installed (package metadata) and a GPU (NVML) first: neither imports anything, so a machine without

@@ -19,7 +19,7 @@ import numpy as np
 from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model
 from rtpick.runtimes._gpu import torch_cuda_availability
-from rtpick.runtimes.base import Availability, Option, Runtime, Session
+from rtpick.runtimes.base import COST_SECONDS, Availability, Option, Runtime, Session, Variant
 
 # fp8: Linear layers in FP8 (runtimes/fp8.py), everything else in bf16
 _DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "bfloat16"}
@@ -322,6 +322,10 @@ class TorchCpu(TorchRuntime):
     name = "torch-cpu"
     device = "cpu"
     precisions = ("fp32", "bf16")
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(),
+        Variant({"channels_last": True}, COST_SECONDS, why="oneDNN's NHWC convolutions"),
+    )
 
 
 # Off by default, on measurement (ResNet-50 fp16 torch.compile, H100, benchmarks/results/h100/README.md): no
@@ -346,6 +350,14 @@ class TorchCuda(TorchRuntime):
         "cudnn_benchmark": _CUDNN_BENCHMARK,
         "device_id": Option(0, "which GPU"),
     }
+    # fused conv and a CUDA graph are what take ResNet-50 at batch 1 under 1 ms on an H200 (issue 17): eager
+    # batch-1 latency is launch-bound, so the variants that cut launches are the ones that can win
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(),
+        Variant({"cuda_graph": True}, COST_SECONDS, why="one graph replay per call instead of one launch per op"),
+        Variant({"fuse_conv": True}, COST_SECONDS, why="conv+BN+ReLU as single cuDNN calls"),
+        Variant({"fuse_conv": True, "cuda_graph": True}, COST_SECONDS, why="both"),
+    )
 
     def _extra_availability(self) -> Availability:
         return torch_cuda_availability()

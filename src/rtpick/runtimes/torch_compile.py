@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model
 from rtpick.runtimes._gpu import torch_cuda_availability
-from rtpick.runtimes.base import Availability, Option
+from rtpick.runtimes.base import COST_COMPILE, COST_MINUTES, Availability, Option, Variant
 from rtpick.runtimes.torch import _CUDNN_BENCHMARK, TorchCuda, TorchRuntime, TorchSession, _torch
 from rtpick.settings import cache_dir
 
@@ -144,6 +144,10 @@ class TorchCompileCpu(_Compiled, TorchRuntime):
         "mode": Option("default", "torch.compile mode", ("default", "max-autotune-no-cudagraphs")),
         **_COMPILE_OPTIONS,
     }
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(cost=COST_COMPILE),
+        Variant({"freezing": True}, COST_COMPILE, why="weights as constants: conv+BN folded, packed once"),
+    )
 
     def _extra_availability(self) -> Availability:
         return _compiler_availability()
@@ -165,6 +169,13 @@ class TorchCompileCuda(_Compiled, TorchCuda):
         "device_id": Option(0, "which GPU"),
         **_COMPILE_OPTIONS,
     }
+    variants: ClassVar[tuple[Variant, ...]] = (
+        Variant(cost=COST_COMPILE),
+        Variant({"mode": "reduce-overhead"}, COST_COMPILE, why="Inductor kernels replayed in CUDA graphs"),
+        Variant({"mode": "reduce-overhead", "freezing": True}, COST_COMPILE,
+                why="CUDA graphs with frozen weights (no weight copies into the graph)"),
+        Variant({"mode": "max-autotune"}, COST_MINUTES, why="autotuned GEMM/conv kernels and CUDA graphs"),
+    )
 
     def _extra_availability(self) -> Availability:
         state = torch_cuda_availability()

@@ -1,0 +1,98 @@
+"""In-process measurement on cached sessions: each (runtime, precision, options) is built once per search.
+
+The search measures every candidate at least twice (a short probe, then, for the survivors, the full
+measurement); building a session is often the expensive part (a torch.compile, a quantisation, a TensorRT
+engine), so the session built for the probe is the one measured in full. A build that fails (a missing
+kernel, an int8 build that refuses because it is not faster than fp32) is kept as that candidate's one-line
+reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rtpick.perf.record import Record
+
+
+@dataclass
+class Built:
+    """One build: the session, or the one-line reason it could not be built."""
+
+    session: Any = None
+    error: str | None = None
+    status: str = "failed"
+    build_time_s: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+class SessionCache:
+    """Sessions keyed by runtime, precision, options (and shapes, for runtimes that build for one shape)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.builds = 0
+        self._built: dict[tuple[Any, ...], Built] = {}
+
+    def key(self, runtime: str, precision: str, options: Mapping[str, Any],
+            shapes: Mapping[str, tuple[int, ...]]) -> tuple[Any, ...]:
+        from rtpick.runtimes.registry import get_runtime
+
+        fixed = "" if get_runtime(runtime).dynamic_shapes else json.dumps(sorted(shapes.items()))
+        return runtime, precision, json.dumps(dict(options), sort_keys=True, default=str), fixed
+
+    def get(self, runtime: str, precision: str, options: Mapping[str, Any],
+            shapes: Mapping[str, tuple[int, ...]]) -> Built:
+        key = self.key(runtime, precision, options, shapes)
+        if key not in self._built:
+            self._built[key] = self._build(runtime, precision, options, shapes)
+        return self._built[key]
+
+    def _build(self, runtime: str, precision: str, options: Mapping[str, Any],
+               shapes: Mapping[str, tuple[int, ...]]) -> Built:
+        from rtpick.perf.worker import is_oom
+        from rtpick.runtimes.registry import get_runtime
+
+        self.builds += 1
+        try:
+            session = get_runtime(runtime).build(self.model, precision, dict(shapes), **dict(options))
+        except Exception as exc:  # noqa: BLE001 - a failed build is this candidate's reason, not a crash
+            text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:400]
+            return Built(error=text, status="oom" if is_oom(text) else "failed")
+        return Built(session=session, build_time_s=session.info.build_time_s, notes=tuple(session.info.notes))
+
+    def close(self) -> None:
+        for built in self._built.values():
+            if built.session is not None:
+                with contextlib.suppress(Exception):  # closing is best effort at the end of a search
+                    built.session.close()
+        self._built.clear()
+
+
+def measure(cache: SessionCache, job: Any) -> Record:
+    """`job` (a `rtpick.perf.job.Job`) measured in this process on the cached session for its configuration."""
+    from rtpick.data import synthetic_feeds
+    from rtpick.model import resolve_shapes, with_batch
+    from rtpick.perf.scenarios.registry import get_scenario
+    from rtpick.perf.worker import is_oom
+
+    spec = cache.model.spec
+    shapes = with_batch(resolve_shapes(spec.inputs, job.shapes or None, None), job.batch)
+    built = cache.get(job.runtime, job.precision, job.options, shapes)
+    if built.session is None:
+        return Record.failed(job.runtime, job.precision, job.batch, job.scenario, built.status,
+                             f"build failed: {built.error}", job.options)
+    record = Record(runtime=job.runtime, precision=job.precision, batch=job.batch, scenario=job.scenario,
+                    options=dict(job.options), isolated=False, device=built.session.device,
+                    build_time_s=built.build_time_s, build_notes=list(built.notes))
+    try:
+        ranges = {k: tuple(v) for k, v in job.ranges.items()}
+        feeds = synthetic_feeds(spec.inputs, shapes, seed=job.seed, ranges=ranges)
+        record.measurement = get_scenario(job.scenario).run(built.session, feeds, job.params)
+    except Exception as exc:  # noqa: BLE001 - a failed run is data about this candidate
+        text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:400]
+        record.status, record.error = ("oom" if is_oom(text) else "failed"), text
+    return record

@@ -1,0 +1,225 @@
+"""The budget-aware search: declared variants, interval-safe pruning (pure), build caching, and the pruned
+search choosing what the exhaustive full-length run chooses (CPU runtimes, the bundled digits model)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rtpick.perf.record import Record
+from rtpick.perf.scenarios.closedloop import OfflineMeasurement, SingleStreamMeasurement
+from rtpick.recommendation import DROPPED, Constraints
+from rtpick.recommendation.pruning import bounds, prune
+from rtpick.recommendation.search import expand
+from rtpick.runtimes.registry import RUNTIMES, get_runtime
+
+
+def record(p99: float, ci: tuple[float, float], *, runtime: str = "ort-cpu", batch: int = 1,
+           throughput: float = 1000.0, p50: float | None = None, p50_ci: tuple[float, float] | None = None,
+           kind: type = SingleStreamMeasurement, status: str = "ok", options: dict | None = None) -> Record:
+    p50 = p50 if p50 is not None else p99 / 2
+    p50_ci = p50_ci or (p50 * 0.95, p50 * 1.05)
+    data = {"batch": batch, "n": 500, "duration_s": 1.0, "throughput": throughput, "method": "test",
+            "latency_ms": {"p50": p50, "p90": p99 * 0.9, "p99": p99, "mean": p50, "max": p99 * 1.2,
+                           "ci": {"p50": list(p50_ci), "p99": list(ci)}}}
+    if status != "ok":
+        return Record.failed(runtime, "fp32", batch, kind.kind, status, "build failed: not faster than fp32",
+                             options)
+    return Record(runtime=runtime, precision="fp32", batch=batch, scenario=kind.kind, options=dict(options or {}),
+                  measurement=kind(data), build_time_s=0.1)
+
+
+# ------------------------------------------------------------------------------------------ declarations
+
+
+def test_every_runtime_declares_valid_variants_defaults_first() -> None:
+    for name in RUNTIMES:
+        runtime = get_runtime(name)
+        assert runtime.variants[0].options == {}, name  # the defaults are always a candidate
+        for precision in runtime.precisions:
+            variants = runtime.candidate_variants(precision)  # check_options raises on a bad declaration
+            assert variants, (name, precision)
+            labels = [v.label for v in variants]
+            assert len(labels) == len(set(labels)), (name, precision)
+
+
+def test_gpu_candidates_include_the_options_that_win_on_a_gpu() -> None:
+    # issue 17: fused conv + CUDA graph on torch-cuda, reduce-overhead on torch.compile, NHWC on ORT CUDA
+    space = expand(["torch-cuda:fp16", "torch-compile-cuda:bf16", "ort-cuda:fp16", "tensorrt:fp16"], {})
+    assert "torch-cuda:fp16 [cuda_graph, fuse_conv]" in space
+    assert "torch-cuda:fp16 [cuda_graph]" in space
+    assert "torch-compile-cuda:bf16 [mode=reduce-overhead]" in space
+    assert "torch-compile-cuda:bf16 [mode=max-autotune]" in space
+    assert "ort-cuda:fp16 [prefer_nhwc]" in space
+    assert "tensorrt:fp16 [cuda_graph]" in space
+    assert "ort-cuda:fp32 [prefer_nhwc]" not in expand(["ort-cuda:fp32"], {})  # declared for fp16/tf32 only
+    costs = {key: choice.cost for key, choice in space.items()}
+    assert costs["torch-compile-cuda:bf16 [mode=max-autotune]"] == "minutes"
+    assert costs["torch-cuda:fp16 [cuda_graph]"] == "seconds"
+
+
+def test_options_given_by_the_user_replace_the_variants() -> None:
+    space = expand(["ort-cpu:fp32", "torch-cpu:fp32"], {"ort-cpu": {"threads": 2}})
+    assert sorted(space) == ["ort-cpu:fp32 [threads=2]", "torch-cpu:fp32", "torch-cpu:fp32 [channels_last]"]
+    assert list(expand(["torch-cpu:fp32"], {}, variants=False)) == ["torch-cpu:fp32"]
+
+
+# ----------------------------------------------------------------------------------------------- pruning
+
+
+def test_a_candidate_whose_lower_bound_misses_the_budget_is_dropped_with_the_reason() -> None:
+    c = Constraints(p99_ms=5.0)
+    survivors, dropped = prune({"fast": [record(2.0, (1.8, 2.3))], "slow": [record(9.0, (6.0, 12.0))]}, c)
+    assert survivors == ["fast"]
+    assert "p99 at least 6 ms" in dropped["slow"] and "p99 <= 5 ms" in dropped["slow"]
+
+
+def test_overlapping_intervals_are_never_dropped_only_clear_losers() -> None:
+    c = Constraints(p99_ms=50.0)
+    probes = {"a": [record(2.0, (1.8, 2.2))], "b": [record(2.1, (1.9, 2.6))], "c": [record(3.0, (2.5, 3.5))]}
+    survivors, dropped = prune(probes, c)
+    assert survivors == ["a", "b"]  # b's interval reaches a's: noise could make b the winner
+    assert "dominated by a" in dropped["c"] and "2.5" in dropped["c"]
+
+
+def test_dominance_needs_a_candidate_that_surely_meets_the_budget() -> None:
+    # a's upper bound is over budget, so a might fail: nothing is dropped for being slower than a
+    c = Constraints(p99_ms=2.1)
+    survivors, dropped = prune({"a": [record(2.0, (1.5, 2.5))], "b": [record(2.05, (2.04, 2.06))]}, c)
+    assert survivors == ["a", "b"] and not dropped
+
+
+def test_no_interval_means_no_conclusion() -> None:
+    c = Constraints(p99_ms=5.0)
+    no_ci = record(9.0, (math.nan, math.nan))
+    assert bounds("x", [no_ci], c).low == 0.0
+    survivors, _ = prune({"x": [no_ci], "y": [record(1.0, (0.9, 1.1))]}, c)
+    assert "x" in survivors
+
+
+def test_when_every_candidate_misses_the_nearest_is_kept_for_a_full_closest_row() -> None:
+    c = Constraints(p99_ms=1.0)
+    survivors, dropped = prune({"a": [record(5.0, (4.0, 6.0))], "b": [record(3.0, (2.5, 3.5))]}, c)
+    assert survivors == ["b"] and "a" in dropped
+
+
+def test_a_failed_build_is_dropped_with_its_reason() -> None:
+    c = Constraints(p99_ms=5.0)
+    survivors, dropped = prune({"int8": [record(0, (0, 0), status="failed")], "fp32": [record(1, (0.9, 1.1))]},
+                               c)
+    assert survivors == ["fp32"] and "not faster than fp32" in dropped["int8"]
+
+
+def test_throughput_budget_uses_the_best_batch_and_its_interval() -> None:
+    c = Constraints(min_throughput=5000.0)
+    sweep_fast = [record(1.0, (0.9, 1.1), batch=b, throughput=tp, kind=OfflineMeasurement)
+                  for b, tp in ((1, 1500.0), (8, 8000.0), (32, 9000.0))]
+    sweep_slow = [record(1.0, (0.9, 1.1), batch=b, throughput=tp, kind=OfflineMeasurement)
+                  for b, tp in ((1, 500.0), (8, 2000.0), (32, 2500.0))]
+    survivors, dropped = prune({"fast": sweep_fast, "slow": sweep_slow}, c)
+    assert survivors == ["fast"]
+    assert "samples/s" in dropped["slow"]
+    assert bounds("fast", sweep_fast, c).point == pytest.approx(1e3 / 9000.0)
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def _interval(outcome, name: str) -> tuple[float, float]:
+    for r in outcome.results.configurations:
+        if r.ok and f"{r.config}{' [' + ', '.join(sorted(_words(r.options))) + ']' if r.options else ''}" == name:
+            ci = r.headline().ci_p99
+            assert ci is not None
+            return ci
+    raise AssertionError(f"no full measurement of {name}")
+
+
+def _words(options: dict) -> list[str]:
+    return [k if v is True else f"{k}={v}" for k, v in options.items()]
+
+
+@pytest.mark.slow
+def test_pruned_search_chooses_what_the_exhaustive_full_run_chooses() -> None:
+    """Same candidates, budget loose enough that all meet it: the choice is the cheapest p99. The two runs
+    measure at different times on a shared machine, so two candidates within each other's noise may swap;
+    the test then accepts the other choice only when the exhaustive run's intervals of both overlap."""
+    from rtpick.recommendation import recommend
+
+    kwargs = {"configs": "ort-cpu:fp32,torch-cpu:fp32", "p99_ms": 10_000.0, "quick": True}
+    exhaustive = recommend("rtpick:digits", exhaustive=True, **kwargs)
+    pruned = recommend("rtpick:digits", **kwargs)
+    assert exhaustive.chosen is not None and pruned.chosen is not None
+    assert len(exhaustive.rows()) == len(pruned.rows()) == 4  # 2 configurations x 2 declared variants
+    assert all(row.verdict != DROPPED for row in exhaustive.rows())
+    assert any("search:" in note for note in pruned.notes)
+    if pruned.chosen.name != exhaustive.chosen.name:
+        mine, theirs = _interval(exhaustive, pruned.chosen.name), _interval(exhaustive, exhaustive.chosen.name)
+        assert mine[0] <= theirs[1] and theirs[0] <= mine[1], (
+            f"pruned chose {pruned.chosen.name} {mine}, exhaustive {exhaustive.chosen.name} {theirs}")
+    for row in pruned.rows():
+        if row.verdict == DROPPED:
+            assert row.reason.startswith("probe round"), row.reason
+
+
+def test_a_build_that_refuses_is_a_row_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtpick.errors import BuildError
+    from rtpick.recommendation import BUILD_FAILED, recommend
+    from rtpick.runtimes.ort import OrtCpu
+
+    original = OrtCpu._build
+
+    def refuse_int8(self, model, precision, shapes, options):  # type: ignore[no-untyped-def]
+        if precision == "int8":
+            raise BuildError("ort-cpu:int8 not faster than fp32 here; use fp32")
+        return original(self, model, precision, shapes, options)
+
+    monkeypatch.setattr(OrtCpu, "_build", refuse_int8)
+    outcome = recommend("rtpick:digits", configs="ort-cpu:fp32,ort-cpu:int8", p99_ms=10_000.0, quick=True,
+                        variants=False)
+    int8 = next(row for row in outcome.rows() if row.precision == "int8")
+    assert int8.verdict == BUILD_FAILED and "not faster than fp32" in int8.reason
+    assert outcome.chosen is not None and outcome.chosen.config == "ort-cpu:fp32"
+    assert "ort-cpu:fp32" in repr(outcome) and "build failed" in repr(outcome)
+
+
+def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_full(monkeypatch) -> None:
+    """A probe said A surely beats B; in full A misses the budget (the load changed): B is measured and wins."""
+    from dataclasses import replace
+
+    from rtpick.perf.progress import Phases
+    from rtpick.recommendation import survey as survey_module
+    from rtpick.recommendation.search import Choice
+    from rtpick.sources import load_model
+
+    def fake_measure(cache, job):  # type: ignore[no-untyped-def]
+        full = float(job.params.duration_s) >= 2.0
+        figures = {("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
+                   ("a", True): (9.0, (8.5, 9.5)), ("b", True): (2.0, (1.9, 2.1))}
+        name = "b" if job.options else "a"
+        p99, ci = figures[(name, full)]
+        return replace(record(p99, ci, options=job.options), batch=job.batch)
+
+    monkeypatch.setattr(survey_module, "measure", fake_measure)
+    c = Constraints(p99_ms=5.0)
+    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), c, quick=True, repeats=1,
+                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
+    a, b = Choice("ort-cpu", "fp32", {}), Choice("ort-cpu", "fp32", {"threads": 1}, index=1)
+    measured, dropped = survey.run([a, b], exhaustive=False)
+    assert {r.headline().p99 for r in measured} == {9.0, 2.0}  # both measured in full in the end
+    assert not dropped
+    assert any("dropped as dominated were measured in full" in note for note in survey.notes)
+
+
+def test_unavailable_runtimes_are_one_summary_line_unless_verbose() -> None:
+    from rtpick.commands.recommend import hidden_summary, render
+    from rtpick.recommendation import UNAVAILABLE, Candidate, rank
+
+    gpu = [Candidate(f"torch-cuda:{p}", "torch-cuda", p, "cuda", verdict=UNAVAILABLE, reason="no NVIDIA GPU")
+           for p in ("fp32", "fp16", "bf16")]
+    outcome = rank([record(1.0, (0.9, 1.1))], Constraints(p99_ms=5.0), gpu)
+    lines = hidden_summary(outcome, verbose=False)
+    assert lines == ["3 configurations unavailable here (torch-cuda): no NVIDIA GPU; -v lists them"]
+    assert hidden_summary(outcome, verbose=True) == []
+    assert render(outcome, verbose=False).row_count == 1  # the "not measured" row (no correctness entry)
+    assert render(outcome, verbose=True).row_count == 4
