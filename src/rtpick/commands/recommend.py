@@ -138,7 +138,8 @@ def recommend(
     json_out: str = typer.Option(None, "--json", help="Write the records used (results schema) here."),
     timeout: float = typer.Option(None, "--timeout", help="Seconds before a configuration is killed."),
     exhaustive: bool = typer.Option(False, "--exhaustive", help="Measure every candidate in full (no early "
-                                    "dropping after the first pass; slower, the same answer)."),
+                                    "dropping after the first pass) and include the variants whose build takes "
+                                    "minutes (autotuning compiles)."),
     no_variants: bool = typer.Option(False, "--no-variants", help="Only each runtime's default options (not the "
                                      "option variants each runtime declares)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List every row, unavailable runtimes too."),

@@ -219,7 +219,7 @@ def recommend(
             configs = list(dict.fromkeys(r.config for r in stored.configurations))
     runnable, skipped = plan(configs, cpu_only)
     options = {k: dict(v) for k, v in (options or {}).items()}
-    choices = expand(runnable, options, variants=variants and stored is None)
+    choices = expand(runnable, options, variants=variants and stored is None, slow_builds=exhaustive)
     for record in stored.configurations if stored is not None else []:
         if record.config in runnable and record.runtime not in options:  # the variants the file measured
             choice = Choice(record.runtime, record.precision, dict(record.options))
@@ -302,10 +302,16 @@ def _key(record: Record) -> str:
     return candidate_name(record.config, variant_label(record.options))
 
 
-def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *, variants: bool = True
-           ) -> dict[str, Choice]:
+def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *, variants: bool = True,
+           slow_builds: bool = False) -> dict[str, Choice]:
     """Every candidate: each runnable configuration with each variant its runtime declares for that precision
-    (or only the options the user gave that runtime), keyed by `Candidate.name`."""
+    (or only the options the user gave that runtime), keyed by `Candidate.name`.
+
+    A variant whose build takes minutes (an autotuning compile: torch.compile max-autotune did not finish in
+    8 minutes for ResNet-50 on an H100) is left out unless `slow_builds` (`--exhaustive`) asks for it or the
+    user names its options; a runtime's own default configuration always stays.
+    """
+    from rtpick.runtimes.base import COST_MINUTES
     from rtpick.runtimes.registry import get_runtime
 
     out: dict[str, Choice] = {}
@@ -315,7 +321,8 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
         if runtime_name in options:
             declared = [(dict(options[runtime_name]), "given")]
         elif variants:
-            declared = [(dict(v.options), v.cost) for v in runtime.candidate_variants(precision)]
+            declared = [(dict(v.options), v.cost) for v in runtime.candidate_variants(precision)
+                        if slow_builds or not v.options or v.cost != COST_MINUTES]
         else:
             declared = [({}, "")]
         for index, (opts, cost) in enumerate(declared):
