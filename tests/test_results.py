@@ -5,7 +5,6 @@ import json
 import pytest
 
 from rtpick.errors import RtpickError
-from rtpick.files import check_writable
 from rtpick.perf.record import Record
 from rtpick.results import SCHEMA_VERSION, Results, environment
 
@@ -57,10 +56,3 @@ def test_a_failed_write_leaves_the_good_file(tmp_path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
 
 
-def test_unwritable_paths_are_user_errors(tmp_path) -> None:
-    with pytest.raises(RtpickError, match="directory"):
-        check_writable(tmp_path)
-    blocker = tmp_path / "file"
-    blocker.write_text("x")
-    with pytest.raises(RtpickError, match="cannot write"):
-        check_writable(blocker / "out.json")

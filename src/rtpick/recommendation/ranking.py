@@ -236,26 +236,26 @@ def _judge(row: Candidate, record: Record, c: Constraints) -> None:
         row.reason = f"{status}: {record.error or ''}".strip(": ")
         return
     memory = record.memory or {}
-    if c.max_host_mem_mb is not None:
-        if row.host_mem_mb is None:
-            row.verdict, row.reason = OVER_MEMORY, "host memory not measured, so --max-host-mem cannot be checked"
-            return
-        if row.host_mem_mb > c.max_host_mem_mb:
-            row.verdict = OVER_MEMORY
-            row.reason = (f"peak host RSS {row.host_mem_mb:,.0f} MB > --max-host-mem {c.max_host_mem_mb:,g} MB "
-                          f"(by {row.host_mem_mb - c.max_host_mem_mb:,.0f} MB)")
-            return
-    if c.max_gpu_mem_mb is not None and row.device != "cpu":
-        if row.gpu_mem_mb is None:
-            why = memory.get("gpu_memory", "not measured")
-            row.verdict, row.reason = OVER_MEMORY, f"GPU memory {why}, so --max-gpu-mem cannot be checked"
-            return
-        if row.gpu_mem_mb > c.max_gpu_mem_mb:
-            row.verdict = OVER_MEMORY
-            row.reason = (f"peak GPU memory {row.gpu_mem_mb:,.0f} MB > --max-gpu-mem {c.max_gpu_mem_mb:,g} MB "
-                          f"(by {row.gpu_mem_mb - c.max_gpu_mem_mb:,.0f} MB)")
-            return
+    over = _over_memory(row.host_mem_mb, c.max_host_mem_mb, "peak host RSS", "--max-host-mem",
+                        "host memory not measured")
+    if over is None and row.device != "cpu":
+        over = _over_memory(row.gpu_mem_mb, c.max_gpu_mem_mb, "peak GPU memory", "--max-gpu-mem",
+                            f"GPU memory {memory.get('gpu_memory', 'not measured')}")
+    if over is not None:
+        row.verdict, row.reason = OVER_MEMORY, over
+        return
     _budget(row, c)
+
+
+def _over_memory(measured: float | None, limit: float | None, what: str, flag: str, unmeasured: str) -> str | None:
+    """Why a row breaks a memory limit (over it, or not measured so it cannot be checked), or None."""
+    if limit is None:
+        return None
+    if measured is None:
+        return f"{unmeasured}, so {flag} cannot be checked"
+    if measured > limit:
+        return f"{what} {measured:,.0f} MB > {flag} {limit:,g} MB (by {measured - limit:,.0f} MB)"
+    return None
 
 
 def _budget(row: Candidate, c: Constraints) -> None:
