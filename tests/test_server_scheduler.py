@@ -15,15 +15,15 @@ from rtpick.perf.scheduler import ComputePredictor, FakeClock, Scheduler
 
 
 class FakeSession:
-    """Costs `cost` seconds of fake time per call (whatever the batch) and records each batch's rows."""
+    """Costs `cost + per_row * rows` seconds of fake time per call and records each batch's rows."""
 
-    def __init__(self, clock: FakeClock, cost: float) -> None:
-        self.clock, self.cost = clock, cost
+    def __init__(self, clock: FakeClock, cost: float, per_row: float = 0.0) -> None:
+        self.clock, self.cost, self.per_row = clock, cost, per_row
         self.sizes: list[int] = []
 
     def run(self, feeds: dict) -> dict:
         self.sizes.append(int(feeds["x"].shape[0]))
-        self.clock.advance(self.cost)
+        self.clock.advance(self.cost + self.per_row * self.sizes[-1])
         return {"y": feeds["x"]}
 
     def synchronize(self) -> None:
@@ -36,13 +36,13 @@ def rows_of(rows: int) -> dict[str, np.ndarray]:
 
 def run_requests(arrival: np.ndarray, cost: float, *, max_batch: int, window_s: float = 0.0,
                  max_queue: int | None = None, timeout_s: float = math.inf,
-                 cutoff: float = math.inf) -> tuple[ScheduledRequests, Scheduler, FakeSession]:
+                 cutoff: float = math.inf, per_row: float = 0.0) -> tuple[ScheduledRequests, Scheduler, FakeSession]:
     clock = FakeClock()
-    session = FakeSession(clock, cost)
+    session = FakeSession(clock, cost, per_row)
     policy = ScheduledRequests(arrival, max_queue=max_queue, timeout_s=timeout_s, cutoff=cutoff,
                                feeds=rows_of(max_batch))
     predictor = ComputePredictor(max_batch)
-    predictor.seed({1: cost, max_batch: cost})
+    predictor.seed({1: cost + per_row, max_batch: cost + per_row * max_batch})
     scheduler = Scheduler(session, policy, max_batch=max_batch, max_queue_delay_s=window_s, clock=clock,
                           predictor=predictor)
     scheduler.run()
@@ -144,3 +144,84 @@ def test_a_slow_start_of_the_energy_window_makes_no_query_late(monkeypatch: pyte
     assert result["completed"] == result["queries"] > 10
     # a clock started before the 500 ms wait would put the first queries ~500 ms late
     assert result["latency_ms"]["max"] < 250, result["latency_ms"]
+
+
+class HostRows:
+    """The staging a `RequestQueue` writes into: one host buffer per input, sliced to the batch."""
+
+    def __init__(self, max_batch: int) -> None:
+        self.buffers = rows_of(max_batch)
+
+    def host(self, name: str) -> np.ndarray:
+        return self.buffers[name]
+
+    def stage(self, size: int) -> dict[str, np.ndarray]:
+        return {name: value[:size] for name, value in self.buffers.items()}
+
+    def before_run(self) -> None:
+        return None
+
+    def after_run(self) -> None:
+        return None
+
+
+def test_computed_arrivals_batch_drop_and_refuse_exactly_as_the_servers_own_queue() -> None:
+    """The reference: `rtpick serve`'s `RequestQueue`, fed each arrival when its time comes (as a handler thread
+    would submit it and wake the loop). On the same Poisson arrivals, the same fake clock and costs, the
+    computed-arrival policy must form the same batches, answer each request at the same time and refuse and drop
+    the same ones."""
+    from rtpick.perf.request_queue import QueueFull, RequestQueue
+
+    class Submitting(RequestQueue):
+        def __init__(self, arrival: np.ndarray, timeout_s: float, **kwargs: object) -> None:
+            super().__init__(**kwargs)  # type: ignore[arg-type]
+            self.arrival, self.timeout_s, self.next = arrival, timeout_s, 0
+            self.done_at = np.full(arrival.size, np.nan)
+            self.outcome = np.zeros(arrival.size, dtype=np.int8)
+
+        def poll(self, now: float) -> None:
+            while self.next < self.arrival.size and self.arrival[self.next] <= now:
+                i, at = self.next, float(self.arrival[self.next])
+                self.next += 1
+
+                def done(result: object, i: int = i, at: float = at) -> None:
+                    self.outcome[i] = DONE if result.status == "ok" else LATE  # type: ignore[attr-defined]
+                    self.done_at[i] = at + result.latency_s  # type: ignore[attr-defined]
+                try:
+                    self.submit(rows_of(1), at + self.timeout_s, done, arrival=at)
+                except QueueFull:
+                    self.outcome[i] = REJECTED
+
+        def next_arrival(self) -> float:
+            return float(self.arrival[self.next]) if self.next < self.arrival.size else math.inf
+
+        def fill_time(self, rows: int) -> float:
+            return self.next_arrival()  # a handler wakes the loop at each arrival
+
+        def finished(self, now: float) -> bool:
+            return self.next >= self.arrival.size and self.rows_ready() == 0
+
+    rng = np.random.default_rng(5)
+    exercised = {"rejected_full": 0, "dropped_late": 0}
+    for rate, cost, window, queue, timeout in ((1500, 0.002, 0.002, 6, 0.008), (300, 0.001, 0.001, 3, 0.012),
+                                              (2000, 0.0015, 0.0005, 10, math.inf)):
+        per_row = cost / 2  # a batch of 4 costs 3x a batch of 1: the deadline decides how many go
+        arrival = np.cumsum(rng.exponential(1 / rate, size=400))
+        mine, _, my_session = run_requests(arrival, cost, max_batch=4, window_s=window, max_queue=queue,
+                                           timeout_s=timeout, per_row=per_row)
+        clock = FakeClock()
+        session = FakeSession(clock, cost, per_row)
+        reference = Submitting(arrival, timeout, max_queue=queue, max_batch=4, clock=clock.now)
+        predictor = ComputePredictor(4)
+        predictor.seed({1: cost + per_row, 4: cost + 4 * per_row})
+        Scheduler(session, reference, max_batch=4, max_queue_delay_s=window, clock=clock, staging=HostRows(4),
+                  predictor=predictor).run()
+        assert my_session.sizes == session.sizes
+        assert (mine.status == reference.outcome).all()
+        assert np.allclose(mine.done_at[mine.status == DONE], reference.done_at[reference.outcome == DONE])
+        assert mine.counts["rejected_full"] == reference.counts["rejected_full"]
+        assert mine.counts["dropped_late"] == reference.counts["dropped_late"]
+        exercised["rejected_full"] += mine.counts["rejected_full"]
+        exercised["dropped_late"] += mine.counts["dropped_late"]
+    # the rules were exercised: refusals, drops
+    assert exercised["rejected_full"] > 0 and exercised["dropped_late"] > 0
