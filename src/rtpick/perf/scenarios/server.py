@@ -60,10 +60,11 @@ class ServerParams(Params):
     blocks: int | None = blocks_field()
     max_batch: int | None = flag(None, "The scheduler's largest batch (the configuration's batch).", minimum=1)
     seed: int = flag(None, "Seed of the arrival times.", 0)
-    max_queue: int | None = flag(None, "server: requests allowed to wait (more are refused; default: all).",
-                                 minimum=1)
-    timeout_ms: float | None = flag(None, "server: each request's deadline after arrival, ms (default: none).",
-                                    check="positive")
+    max_queue: int | None = flag("--max-queue-size", "server: requests allowed to wait, as `rtpick serve`'s; "
+                                 "more are refused and counted (default: no bound).", minimum=1)
+    timeout_ms: float | None = flag("--timeout-ms", "server: each request's deadline after its arrival, ms, as "
+                                    "`rtpick serve`'s; one that cannot make it is dropped before it runs and "
+                                    "counted (default: none).", check="positive")
 
     def check(self) -> None:
         if self.find_max:
