@@ -48,7 +48,7 @@ class MultistreamParams(Params):
                                   "multistream: the most cameras keeping 99% of frames on time.", False)
     max_queue_delay_ms: float | None = queue_delay_field()
     duration_s: float | None = duration_field()
-    max_batch: int | None = flag(None, "The batcher's largest batch (the configuration's batch).", minimum=1)
+    max_batch: int | None = flag(None, "The scheduler's largest batch (the configuration's batch).", minimum=1)
     seed: int = flag(None, "Seed of the cameras' phases.", 0)
 
     def check(self) -> None:

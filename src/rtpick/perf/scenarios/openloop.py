@@ -1,100 +1,23 @@
-"""The open-loop driver: arrivals scheduled before the run, fed through the dynamic batcher, one session.
+"""Warming an open-loop scenario: every batch size the per-batch scheduler can form, run before measuring.
 
-Open-loop scenarios (server, multistream) fix every arrival time before the run starts and measure each query
-from its *scheduled* arrival, so a system that falls behind shows the queueing it caused instead of hiding it
-(no coordinated omission). This is the one place that drives scheduled arrivals; the server scenario and the
-stream processor reuse it rather than keep their own copies.
+The open-loop scenarios (server, multistream) run on the per-batch scheduler (`rtpick.perf.scheduler`), which
+forms any batch size up to its max; a static-shape runtime met at a new size would build or capture live and
+that would be measured as queueing. Both scenarios warm through this module.
 """
 
 from __future__ import annotations
 
-import math
-import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
-from rtpick.perf.batcher import DynamicBatcher
 from rtpick.perf.scenarios.base import Feeds
 from rtpick.perf.scenarios.closedloop import slice_feeds, warm_up
 from rtpick.runtimes.base import Session
-
-
-@dataclass
-class Query:
-    scheduled: float
-    done: float | None = None
-    status: str = "pending"  # "done", "dropped", "pending"
-    camera: int = 0
-    due: float = math.inf
-
-
-@dataclass
-class OpenLoop:
-    """Drives a schedule of queries through a `DynamicBatcher` over one session, recording completion times."""
-
-    session: Session
-    feeds: Feeds
-    max_batch: int
-    max_queue_delay_s: float
-    drop_stale: bool = False
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def run_batch(self, queries: list[Query]) -> list[None]:
-        if self.cancelled.is_set():
-            return [None] * len(queries)
-        live = queries
-        if self.drop_stale:
-            now = time.perf_counter()
-            live = []
-            for query in queries:
-                if now > query.due:
-                    query.status = "dropped"
-                else:
-                    live.append(query)
-        if live:
-            self.session.run(slice_feeds(self.feeds, len(live)))
-            self.session.synchronize()
-            done = time.perf_counter()
-            for query in live:
-                query.done, query.status = done, "done"
-        return [None] * len(queries)
-
-    def drive(self, offsets: list[float], queries: list[Query], drain_s: float) -> tuple[float, list[Any]]:
-        """Issue each query at its offset from now; wait for them (at most `drain_s` past the last arrival)."""
-        batcher = DynamicBatcher(self.run_batch, self.max_batch, self.max_queue_delay_s, record_batches=True)
-        batcher.start()
-        t0 = time.perf_counter()
-        futures = []
-        for offset, query in zip(offsets, queries):
-            query.scheduled = t0 + offset
-            query.due = query.scheduled + (query.due if math.isfinite(query.due) else math.inf)
-            delay = query.scheduled - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-            futures.append(batcher.submit(query))
-        cutoff = t0 + (offsets[-1] if offsets else 0.0) + drain_s
-        for future in futures:
-            remaining = cutoff - time.perf_counter()
-            if remaining <= 0:
-                break
-            try:
-                future.result(timeout=remaining)
-            except TimeoutError:
-                break
-        self.cancelled.set()
-        batcher.close(timeout_s=30.0)
-        for future in futures:
-            if future.done() and future.exception() is not None:
-                raise future.exception()  # type: ignore[misc]
-        return t0, batcher.batches
-
 
 WARM_CALLS_PER_BATCH = 3
 
 
 def warm_batches(session: Session, feeds: Feeds, max_batch: int) -> float:
-    """Run every batch size the batcher can form (1..max_batch) before measuring; returns the seconds it took.
+    """Run every batch size the scheduler can form (1..max_batch) before measuring; returns the seconds it took.
 
     A runtime with static shapes (torch.compile, TensorRT, CUDA graphs) builds or captures at each new batch
     size on first sight, which can take seconds (15 s per size for ResNet-50 under torch.compile on an H100);
@@ -115,5 +38,3 @@ def warm_text(max_batch: int, warm_s: float | None) -> str:
     if warm_s is None:
         return f"every batch size 1-{max_batch} run before the trials"
     return f"every batch size 1-{max_batch} run before measuring ({warm_s:.3g} s, not measured)"
-
-
