@@ -85,7 +85,7 @@ def make_servicer(served: Any) -> Any:
                 served.admit()
                 try:
                     try:
-                        parsed = from_grpc_request(request, served.signature)
+                        parsed = from_grpc_request(request, served.signature, served.shared_memory)
                     except ProtocolError:
                         served.counters.fail("invalid")
                         raise
@@ -97,6 +97,36 @@ def make_servicer(served: Any) -> Any:
                 await abort(context, exc)
             except Exception as exc:  # noqa: BLE001 - a message, never a traceback; the server goes on
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+        def registry(self) -> Any:
+            if served.shared_memory is None:
+                raise ProtocolError(400, "this server has the system shared-memory extension turned off")
+            return served.shared_memory
+
+        async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                regions = self.registry().status(request.name or None)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            response = service_pb2.SystemSharedMemoryStatusResponse()
+            for region in regions:
+                response.regions[region["name"]].CopyFrom(
+                    service_pb2.SystemSharedMemoryStatusResponse.RegionStatus(**region))
+            return response
+
+        async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                self.registry().register(request.name, request.key, int(request.offset), int(request.byte_size))
+            except ProtocolError as exc:
+                await abort(context, exc)
+            return service_pb2.SystemSharedMemoryRegisterResponse()
+
+        async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                self.registry().unregister(request.name or None)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            return service_pb2.SystemSharedMemoryUnregisterResponse()
 
     return Servicer()
 

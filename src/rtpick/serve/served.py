@@ -24,7 +24,8 @@ from rtpick.errors import RtpickError
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult
 from rtpick.perf.scheduler import Scheduler, Taken
 from rtpick.serve.errors import ProtocolError
-from rtpick.serve.protocol import InferRequest, ModelSignature
+from rtpick.serve.protocol import InferRequest, InShm, ModelSignature
+from rtpick.serve.shared_memory import MAX_REGIONS, SharedMemoryRegistry, write_tensor
 
 REASONS = ("queue_full", "deadline", "draining", "too_large", "invalid", "backend")
 
@@ -123,6 +124,8 @@ class ServedModel:
         self.admitted = 0  # requests between admit() and release() (parsing, queued, running, answering)
         self.queue: ServerQueue | None = None
         self.scheduler: Scheduler | None = None
+        # the system shared-memory regions clients registered (None: the extension is off)
+        self.shared_memory: SharedMemoryRegistry | None = SharedMemoryRegistry(MAX_REGIONS)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -155,6 +158,8 @@ class ServedModel:
             self.scheduler.join(timeout_s)
         if self.queue is not None:
             self.queue.drain("late")
+        if self.shared_memory is not None:
+            self.shared_memory.unregister()
 
     def pending(self) -> int:
         return self.queue.pending() if self.queue is not None else 0
@@ -181,8 +186,9 @@ class ServedModel:
         self.counters.fail(reason)
         return ProtocolError(status, message)
 
-    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        """Queue `request`, await its batch; its outputs (host arrays, copies). Raises `ProtocolError`."""
+    async def infer(self, request: InferRequest) -> dict[str, Any]:
+        """Queue `request`, await its batch; its requested outputs (host arrays, copies; `InShm` for those
+        written into shared memory). Raises `ProtocolError`."""
         s = self.settings
         if self.draining or not self.ready or self.queue is None:
             raise self.refuse("draining", 503, "the server is draining or not ready; retry on another replica")
@@ -195,7 +201,10 @@ class ServedModel:
 
         def done(result: RequestResult) -> None:
             if result.outputs is not None:  # views into the batch's arrays: copy before the next batch
-                result.outputs = {k: np.array(v) for k, v in result.outputs.items()}
+                try:
+                    result.outputs = self._deliver(request, result.outputs)
+                except ProtocolError as exc:  # a shared-memory output that no longer fits its region
+                    result.status, result.error, result.outputs = "refused", exc, None
             with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody waits any more
                 loop.call_soon_threadsafe(_settle, future, result)
 
@@ -215,8 +224,28 @@ class ServedModel:
             self.inflight -= 1
         return self._answer(request, result)
 
-    def _answer(self, request: InferRequest, result: RequestResult) -> dict[str, np.ndarray]:
+    def _deliver(self, request: InferRequest, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """On the scheduler thread, from this request's views of the batch's outputs: each output the request
+        wants, copied once, into its shared-memory range or into an array of its own."""
+        datatypes = {t.name: t.datatype for t in self.signature.outputs}
+        unbatched = self.signature.max_batch_size <= 0
+        delivered: dict[str, Any] = {}
+        for wanted in request.outputs:
+            value = outputs[wanted.name]
+            if unbatched:
+                value = value[0]
+            if wanted.shm is not None:
+                size = write_tensor(wanted.shm, value, datatypes[wanted.name], wanted.name)
+                delivered[wanted.name] = InShm(tuple(value.shape), size)
+            else:
+                delivered[wanted.name] = np.array(value)
+        return delivered
+
+    def _answer(self, request: InferRequest, result: RequestResult) -> dict[str, Any]:
         c = self.counters
+        if result.status == "refused" and isinstance(result.error, ProtocolError):
+            c.fail("invalid", result.latency_s)
+            raise result.error
         if result.status == "late":
             c.fail("deadline", result.latency_s)
             if self.observe is not None:
@@ -235,10 +264,7 @@ class ServedModel:
             c.last_inference_ms = int(time.time() * 1e3)
         if self.observe is not None:
             self.observe.request(result.latency_s, True)
-        outputs = result.outputs
-        if self.signature.max_batch_size <= 0:
-            outputs = {k: v[0] for k, v in outputs.items()}
-        return outputs
+        return result.outputs
 
     def _on_batch(self, taken: Taken, done: float, outputs: Mapping[str, Any]) -> None:
         c = self.counters
