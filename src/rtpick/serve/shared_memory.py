@@ -45,7 +45,7 @@ def _whole(value: Any, what: str) -> int:
 
 def key_path(key: str, directory: str = SHM_DIR) -> str:
     """The file a key names: one plain file name directly under /dev/shm (``/name`` or ``name``)."""
-    if not isinstance(key, str) or not _KEY.match(key) or key.lstrip("/") in (".", ".."):
+    if not isinstance(key, str) or not _KEY.fullmatch(key) or key.lstrip("/") in (".", ".."):
         raise ProtocolError(400, f"shared-memory key {str(key)[:60]!r} must be one name of letters, digits, "
                                  "'_', '.', '-' (optionally after one '/'), as shm_open takes it")
     return os.path.join(directory, key.lstrip("/"))
@@ -106,7 +106,7 @@ class SharedMemoryRegistry:
         return len(self._regions)
 
     def register(self, name: Any, key: Any, offset: Any, byte_size: Any) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise ProtocolError(400, f"shared-memory region name {str(name)[:60]!r} must be 1-200 letters, digits, "
                                      "'_', '.', '-'")
         offset, byte_size = _whole(offset, "'offset'"), _whole(byte_size, "'byte_size'")
