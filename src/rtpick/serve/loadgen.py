@@ -337,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--max-requests", type=int, default=100_000)
     parser.add_argument("--json", action="store_true", help="send JSON tensors instead of binary")
+    parser.add_argument("--shared-memory", choices=["none", "system"], default="none",
+                        help="system: inputs and outputs in /dev/shm regions registered with the server "
+                             "(same host only), one pair per connection")
     args = parser.parse_args(argv)
     from rtpick.serve.tensors import numpy_dtype
 
@@ -348,16 +351,27 @@ def main(argv: list[str] | None = None) -> int:
             shape = tuple(int(d) for d in dims.split("x"))
             inputs[name] = rng.standard_normal(shape).astype(numpy_dtype(datatype))
             datatypes[name] = datatype
-        if args.url.startswith("grpc://"):
-            target: Any = GrpcTarget(args.url, args.model, inputs, datatypes)
+        connections = 64 if args.rate else args.concurrency
+        if args.shared_memory == "system":
+            from rtpick.serve.loadgen_shm import shm_target
+
+            check_loopback(urlparse(args.url).hostname or "")
+            target: Any = shm_target(args.url, args.model, inputs, datatypes, connections)
+        elif args.url.startswith("grpc://"):
+            target = GrpcTarget(args.url, args.model, inputs, datatypes)
         else:
             target = HttpTarget(args.url, args.model, inputs, datatypes, binary=not args.json)
         rows = next(iter(inputs.values())).shape[0]
-        if args.rate:
-            outcome = run_open(target, args.rate, duration_s=args.duration, max_requests=args.max_requests)
-        else:
-            outcome = run_closed(target, args.concurrency, max_requests=args.max_requests,
-                                 duration_s=args.duration)
+        try:
+            if args.rate:
+                outcome = run_open(target, args.rate, duration_s=args.duration, max_requests=args.max_requests,
+                                   connections=connections)
+            else:
+                outcome = run_closed(target, args.concurrency, max_requests=args.max_requests,
+                                     duration_s=args.duration)
+        finally:
+            if hasattr(target, "close"):
+                target.close()
     except (RtpickError, ValueError) as exc:
         print(f"loadgen: error: {exc}", file=sys.stderr)
         return 2
