@@ -346,11 +346,14 @@ def _grpc_parameters(parameters: Any) -> dict[str, Any]:
     return {key: _grpc_parameter(value) for key, value in parameters.items()}
 
 
-def from_grpc_request(message: Any, signature: ModelSignature, registry: Any = None) -> InferRequest:
+def from_grpc_request(message: Any, signature: ModelSignature, registry: Any = None,
+                      raw: Any = None) -> InferRequest:
     """A ``service_pb2.ModelInferRequest`` as an `InferRequest` (raw_input_contents, typed contents, or
-    shared memory; raw contents are given for the inputs not in shared memory, in order)."""
+    shared memory; raw contents are given for the inputs not in shared memory, in order). `raw`: the raw
+    contents read apart from the message (`rtpick.serve.grpc_wire`), else the message's own."""
     params = _grpc_parameters(message.parameters)
-    raw = message.raw_input_contents
+    if raw is None:
+        raw = list(message.raw_input_contents)
     in_shm = [_grpc_parameters(t.parameters) for t in message.inputs]
     shm_count = sum("shared_memory_region" in p for p in in_shm)
     if len(raw) and len(raw) != len(message.inputs) - shm_count:
