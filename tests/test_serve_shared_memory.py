@@ -244,3 +244,19 @@ def test_key_path_is_one_name_under_dev_shm() -> None:
     for bad in ("/a/b", "//a", "/..", "a\0b", "a\nb", "abc\n"):
         with pytest.raises(ProtocolError):
             key_path(bad)
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_loadgen_shared_memory_system(server, capsys, scheme) -> None:
+    from rtpick.serve import loadgen
+
+    served, options = server
+    port = options.port if scheme == "http" else options.grpc_port
+    before = set(os.listdir("/dev/shm"))
+    code = loadgen.main([f"{scheme}://127.0.0.1:{port}", "--model", MODEL, "--input", "image:FP32:2x1x32x32",
+                         "--concurrency", "2", "--duration", "0.5", "--max-requests", "40",
+                         "--shared-memory", "system"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["ok"] == summary["sent"] > 0, summary
+    assert len(served.shared_memory) == 0  # unregistered
+    assert not {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("rtpick_lg_")}  # unlinked

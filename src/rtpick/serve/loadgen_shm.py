@@ -1,9 +1,10 @@
 """Load-generator targets that pass tensors through system shared memory (``--shared-memory system``).
 
-Why apart from `rtpick.serve.loadgen`: the socket targets resend one prebuilt request, while here every
-connection slot owns an input and an output region (a request in flight must not share its memory with another),
-registers them with the server on the same protocol it then infers over, and writes its input into its region
-before each request, as a client producing fresh tensors would (one copy, in place of the socket's encoding).
+Why apart from `rtpick.serve.loadgen`: the socket targets resend one prebuilt request, while here a target makes
+one input and one output region, registers them with the server on the protocol it then infers over, and gives
+every connection its own slot in them (a request in flight must not share its memory with another); each
+connection writes its input into its slot before each request, as a client producing fresh tensors would (one
+copy, in place of the socket's encoding). Two regions per target keep well inside the server's region limit.
 `close()` unregisters and unlinks every region; call it when the run is over (the runs here do not own targets).
 """
 
@@ -26,62 +27,73 @@ from rtpick.serve.loadgen import HttpConnection, check_loopback, http_request_by
 from rtpick.serve.tensors import numpy_dtype
 
 
-class _Slot:
-    """One connection slot's regions: inputs back to back in one region, outputs in another."""
+def check_room(needed: int, directory: str = "/dev/shm") -> None:
+    """Refuse up front when /dev/shm cannot hold the regions (writing past a full tmpfs is a SIGBUS, not an error)."""
+    if not os.path.isdir(directory):
+        raise RtpickError("--shared-memory system needs POSIX shared memory (/dev/shm), which this host lacks")
+    info = os.statvfs(directory)
+    free = info.f_bavail * info.f_frsize
+    if needed > free:
+        raise RtpickError(f"/dev/shm has {free / 1e6:.0f} MB free but the shared-memory regions need "
+                          f"{needed / 1e6:.0f} MB; use fewer connections or a larger /dev/shm (docker --shm-size)")
 
-    def __init__(self, tag: str, index: int, inputs: Mapping[str, np.ndarray], output_bytes: Mapping[str, int]):
-        self.name_in, self.name_out = f"rtpick_lg_{tag}_{index}_in", f"rtpick_lg_{tag}_{index}_out"
+
+class _Slot:
+    """One connection slot: its inputs back to back from `base_in` of the input region, its outputs likewise."""
+
+    def __init__(self, base_in: int, base_out: int, inputs: Mapping[str, np.ndarray],
+                 output_bytes: Mapping[str, int], memory_in: Any) -> None:
         self.offsets: dict[str, tuple[int, int]] = {}
-        at = 0
+        at = base_in
         for name, array in inputs.items():
             self.offsets[name] = (at, array.nbytes)
             at += array.nbytes
         self.out_offsets: dict[str, tuple[int, int]] = {}
-        out_at = 0
+        at = base_out
         for name, size in output_bytes.items():
-            self.out_offsets[name] = (out_at, size)
-            out_at += size
-        self.memory_in = shared_memory.SharedMemory(self.name_in, create=True, size=max(at, 1))
-        self.memory_out = shared_memory.SharedMemory(self.name_out, create=True, size=max(out_at, 1))
-        self.sizes = (max(at, 1), max(out_at, 1))
+            self.out_offsets[name] = (at, size)
+            at += size
+        self.memory_in = memory_in
 
     def write(self, inputs: Mapping[str, np.ndarray]) -> None:
         for name, array in inputs.items():
-            at, size = self.offsets[name]
+            at, _ = self.offsets[name]
             np.copyto(np.ndarray(array.shape, array.dtype, self.memory_in.buf, at), array)
-
-    def close(self) -> None:
-        for memory in (self.memory_in, self.memory_out):
-            memory.close()
-            with contextlib.suppress(FileNotFoundError):
-                memory.unlink()
 
 
 class _ShmTarget:
-    """What the HTTP and gRPC shared-memory targets share: slots, registration, cleanup."""
+    """What the HTTP and gRPC shared-memory targets share: two regions (inputs, outputs) of one slot per
+    connection, registered with the server; `close()` unregisters and unlinks them."""
 
     def __init__(self, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str],
                  output_bytes: Mapping[str, int], slots: int) -> None:
-        if not os.path.isdir("/dev/shm"):
-            raise RtpickError("--shared-memory system needs POSIX shared memory (/dev/shm), which this host lacks")
         self.inputs, self.datatypes, self.output_bytes = dict(inputs), dict(datatypes), dict(output_bytes)
-        self.tag = uuid.uuid4().hex[:8]
+        in_bytes = max(sum(a.nbytes for a in self.inputs.values()), 1)
+        out_bytes = max(sum(self.output_bytes.values()), 1)
+        check_room(slots * (in_bytes + out_bytes))
+        tag = uuid.uuid4().hex[:12]
+        self.name_in, self.name_out = f"rtpick_lg_{tag}_in", f"rtpick_lg_{tag}_out"
+        self.sizes = (slots * in_bytes, slots * out_bytes)
+        self.memories: list[Any] = []
         self.slots: list[_Slot] = []
         self.taken = 0
         self.raw = None
+        self.registered = False
         try:
-            for index in range(slots):
-                slot = _Slot(self.tag, index, self.inputs, self.output_bytes)
-                self.slots.append(slot)
-                self.register(slot)
+            for name, size in ((self.name_in, self.sizes[0]), (self.name_out, self.sizes[1])):
+                self.memories.append(shared_memory.SharedMemory(name, create=True, size=size))
+            self.slots = [_Slot(i * in_bytes, i * out_bytes, self.inputs, self.output_bytes, self.memories[0])
+                          for i in range(slots)]
+            self.register()
+            self.registered = True
         except BaseException:
             self.close()
             raise
 
-    def register(self, slot: _Slot) -> None:
+    def register(self) -> None:
         raise NotImplementedError
 
-    def unregister(self, slot: _Slot) -> None:
+    def unregister(self) -> None:
         raise NotImplementedError
 
     def take_slot(self) -> _Slot:
@@ -93,11 +105,18 @@ class _ShmTarget:
         return slot
 
     def close(self) -> None:
-        for slot in self.slots:
+        if self.registered:
             with contextlib.suppress(Exception):  # the server may be gone; the regions are unlinked regardless
-                self.unregister(slot)
-            slot.close()
+                self.unregister()
+            self.registered = False
+        for slot in self.slots:
+            slot.memory_in = None
         self.slots = []
+        for memory in self.memories:
+            memory.close()
+            with contextlib.suppress(FileNotFoundError):
+                memory.unlink()
+        self.memories = []
 
 
 def output_bytes_from_metadata(metadata: Mapping[str, Any], rows: int) -> dict[str, int]:
@@ -139,26 +158,25 @@ class ShmHttpTarget(_ShmTarget):
         finally:
             conn.close()
 
-    def register(self, slot: _Slot) -> None:
-        for name, key, size in ((slot.name_in, slot.name_in, slot.sizes[0]),
-                                (slot.name_out, slot.name_out, slot.sizes[1])):
+    def register(self) -> None:
+        for name, size in ((self.name_in, self.sizes[0]), (self.name_out, self.sizes[1])):
             status, body = self._call("POST", f"/v2/systemsharedmemory/region/{name}/register",
-                                      {"key": f"/{key}", "offset": 0, "byte_size": size})
+                                      {"key": f"/{name}", "offset": 0, "byte_size": size})
             if status != 200:
                 raise RtpickError(f"registering shared memory {name!r} answered {status}: {body[:200]!r}")
 
-    def unregister(self, slot: _Slot) -> None:
-        for name in (slot.name_in, slot.name_out):
+    def unregister(self) -> None:
+        for name in (self.name_in, self.name_out):
             self._call("POST", f"/v2/systemsharedmemory/region/{name}/unregister", {})
 
     def connection(self) -> Any:
         slot = self.take_slot()
         document = {"inputs": [{"name": name, "datatype": self.datatypes[name], "shape": list(array.shape),
-                                "parameters": {"shared_memory_region": slot.name_in,
+                                "parameters": {"shared_memory_region": self.name_in,
                                                "shared_memory_offset": slot.offsets[name][0],
                                                "shared_memory_byte_size": slot.offsets[name][1]}}
                                for name, array in self.inputs.items()],
-                    "outputs": [{"name": name, "parameters": {"shared_memory_region": slot.name_out,
+                    "outputs": [{"name": name, "parameters": {"shared_memory_region": self.name_out,
                                                               "shared_memory_offset": at,
                                                               "shared_memory_byte_size": size}}
                                 for name, (at, size) in slot.out_offsets.items()]}
@@ -200,13 +218,13 @@ class ShmGrpcTarget(_ShmTarget):
         self._stub: Any = None
         super().__init__(inputs, datatypes, output_bytes_from_metadata(described, rows), slots)
 
-    def register(self, slot: _Slot) -> None:
-        for name, size in ((slot.name_in, slot.sizes[0]), (slot.name_out, slot.sizes[1])):
+    def register(self) -> None:
+        for name, size in ((self.name_in, self.sizes[0]), (self.name_out, self.sizes[1])):
             self._sync.SystemSharedMemoryRegister(self._pb.SystemSharedMemoryRegisterRequest(
                 name=name, key=f"/{name}", offset=0, byte_size=size), timeout=30)
 
-    def unregister(self, slot: _Slot) -> None:
-        for name in (slot.name_in, slot.name_out):
+    def unregister(self) -> None:
+        for name in (self.name_in, self.name_out):
             self._sync.SystemSharedMemoryUnregister(self._pb.SystemSharedMemoryUnregisterRequest(name=name),
                                                     timeout=10)
 
@@ -223,12 +241,12 @@ class ShmGrpcTarget(_ShmTarget):
         for name, array in self.inputs.items():
             tensor = request.inputs.add(name=name, datatype=self.datatypes[name], shape=list(array.shape))
             at, size = slot.offsets[name]
-            tensor.parameters["shared_memory_region"].string_param = slot.name_in
+            tensor.parameters["shared_memory_region"].string_param = self.name_in
             tensor.parameters["shared_memory_offset"].int64_param = at
             tensor.parameters["shared_memory_byte_size"].int64_param = size
         for name, (at, size) in slot.out_offsets.items():
             output = request.outputs.add(name=name)
-            output.parameters["shared_memory_region"].string_param = slot.name_out
+            output.parameters["shared_memory_region"].string_param = self.name_out
             output.parameters["shared_memory_offset"].int64_param = at
             output.parameters["shared_memory_byte_size"].int64_param = size
         if self._stub is None:
