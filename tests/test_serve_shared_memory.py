@@ -260,3 +260,25 @@ def test_loadgen_shared_memory_system(server, capsys, scheme) -> None:
     assert code == 0 and summary["ok"] == summary["sent"] > 0, summary
     assert len(served.shared_memory) == 0  # unregistered
     assert not {n for n in set(os.listdir("/dev/shm")) - before if n.startswith("rtpick_lg_")}  # unlinked
+
+
+def test_only_local_peers_register() -> None:
+    from rtpick.serve.shared_memory import check_local_peer, grpc_peer_host
+
+    for host in ("127.0.0.1", "::1", "127.0.0.2", "localhost"):
+        check_local_peer(host)
+    for host in ("10.0.0.5", "192.168.1.2", "2001:db8::1", None, "example.com"):
+        with pytest.raises(ProtocolError) as refused:
+            check_local_peer(host)
+        assert refused.value.status == 403 and refused.value.grpc_code() == "PERMISSION_DENIED"
+    assert grpc_peer_host("ipv4:127.0.0.1:5000") == "127.0.0.1"
+    assert grpc_peer_host("ipv6:[::1]:5000") == "::1" and grpc_peer_host("ipv6:%5B::1%5D:5000") != "10.0.0.1"
+    assert grpc_peer_host("unix:/tmp/x") == "localhost" and grpc_peer_host("weird") is None
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="changing a file's owner needs root")
+def test_an_object_of_another_user_is_refused(tmp_path) -> None:
+    (tmp_path / "theirs").write_bytes(b"\0" * 64)
+    os.chown(tmp_path / "theirs", 12345, 12345)
+    with pytest.raises(ProtocolError, match="another user"):
+        SharedMemoryRegistry(directory=str(tmp_path)).register("r", "theirs", 0, 8)

@@ -121,7 +121,10 @@ def make_servicer(served: Any) -> Any:
             return response
 
         async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+            from rtpick.serve.shared_memory import check_local_peer, grpc_peer_host
+
             try:
+                check_local_peer(grpc_peer_host(context.peer()))
                 self.registry().register(request.name, request.key, int(request.offset), int(request.byte_size))
             except ProtocolError as exc:
                 await abort(context, exc)

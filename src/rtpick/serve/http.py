@@ -124,7 +124,16 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
         return answer(registry().status(request.path_params.get("region")))
 
     async def shm_register(request: Request) -> Response:
-        body = await request.body() if int(request.headers.get("content-length") or 0) <= 65536 else b""
+        from rtpick.serve.shared_memory import check_local_peer
+
+        check_local_peer(request.client.host if request.client else None)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > 65536:
+                raise ProtocolError(413, "a register request is a small JSON object; this one is over 64 KiB")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):

@@ -6,9 +6,10 @@ batch. With a region in /dev/shm the client writes the tensor there once, the re
 scheduler reads the rows straight from the mapping into its staging buffer; outputs are written straight from
 the batch into the client's region.
 
-Safety, since a region is memory a request names: a key is one file name under /dev/shm (no slash, no ``..``,
-no control characters), opened read/write with O_NOFOLLOW (a planted symlink is refused) and must be a regular
-file at least ``offset + byte_size`` long; every tensor's byte range is checked to lie inside its region before
+Safety, since a region is memory a request names: only a client on this host (a loopback peer) may register;
+a key is one file name under /dev/shm (no slash, no ``..``, no control characters), opened read/write with
+O_NOFOLLOW (a planted symlink is refused) and must be a regular file of the server's own user at least
+``offset + byte_size`` long; every tensor's byte range is checked to lie inside its region before
 a view is taken, and the file's size is checked again on each use (a client that shrinks its file gets a 400,
 not a SIGBUS). At most `max_regions` regions are registered at a time. Unregistering drops the mapping; a
 request still reading it keeps it alive until that request is done (the mmap closes when its last view goes).
@@ -17,6 +18,7 @@ request still reading it keeps it alive until that request is done (the mmap clo
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import mmap
 import os
 import re
@@ -35,6 +37,30 @@ MAX_REGIONS = 64
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 _KEY = re.compile(r"^/?[A-Za-z0-9_.\-]{1,200}$")
 PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
+
+
+def check_local_peer(host: str | None) -> None:
+    """Only a client on this host can have put a region in its /dev/shm: anyone else is refused (403), so a
+    server opened to the network with --host never lets a remote client read or write this host's memory."""
+    text = (host or "").strip("[]")
+    try:
+        local = ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        local = text in ("localhost", "") and host is not None
+    if not local:
+        raise ProtocolError(403, f"shared-memory registration is for clients on this host only, not {host!r}")
+
+
+def grpc_peer_host(peer: str) -> str | None:
+    """The address in a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``, ``unix:...``)."""
+    kind, _, rest = peer.partition(":")
+    if kind == "unix":
+        return "localhost"
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0]
+    if kind == "ipv6":
+        return rest.rsplit(":", 1)[0].strip("[]")
+    return None
 
 
 def _whole(value: Any, what: str) -> int:
@@ -134,6 +160,9 @@ class SharedMemoryRegistry:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise ProtocolError(400, f"shared-memory key {key!r} is not a regular shared-memory object")
+            if info.st_uid != os.geteuid():
+                raise ProtocolError(400, f"shared-memory key {key!r} belongs to another user; a client registers "
+                                         "objects of the server's own user only")
             if offset + byte_size > info.st_size:
                 raise ProtocolError(400, f"shared-memory region {name!r}: offset {offset} + byte_size {byte_size} "
                                          f"runs past the {info.st_size}-byte object {key!r}")
