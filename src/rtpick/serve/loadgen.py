@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import ipaddress
 import json
 import math
-import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -31,19 +28,13 @@ from urllib.parse import urlparse
 import numpy as np
 
 from rtpick.errors import RtpickError
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-def check_loopback(host: str) -> None:
-    if host in LOOPBACK_NAMES:
-        return
-    try:
-        if ipaddress.ip_address(host.strip("[]")).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise RtpickError(f"the load generator talks to loopback only (127.0.0.1, ::1, localhost), not {host!r}")
+from rtpick.serve.loadgen_wire import (  # noqa: F401 - part of this module's interface
+    LOOPBACK_NAMES,
+    GrpcConnection,
+    HttpConnection,
+    check_loopback,
+    http_request_bytes,
+)
 
 
 def poisson_schedule(rate: float, duration_s: float, max_requests: int, seed: int = 0) -> np.ndarray:
@@ -118,49 +109,6 @@ def http_infer_body(model_inputs: Mapping[str, np.ndarray], datatypes: Mapping[s
                                        "Content-Type": "application/octet-stream"}
 
 
-class HttpConnection:
-    """One keep-alive HTTP/1.1 connection; `post()` sends a prebuilt request and reads the status and body."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        sock = self.writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    async def send(self, raw: bytes) -> tuple[int, bytes]:
-        if self.writer is None:
-            await self.open()
-        assert self.reader is not None and self.writer is not None
-        self.writer.write(raw)
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split()[1])
-        length = 0
-        for line in lines[1:]:
-            if line[:15].lower() == b"content-length:":
-                length = int(line[15:].strip())
-        body = await self.reader.readexactly(length) if length else b""
-        return status, body
-
-    async def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await self.writer.wait_closed()
-            self.writer = None
-
-
-def http_request_bytes(host: str, port: int, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
-    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}",
-             *(f"{k}: {v}" for k, v in headers.items())]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
-
-
 class HttpTarget:
     """Infer over HTTP with one prebuilt request."""
 
@@ -174,26 +122,6 @@ class HttpTarget:
 
     def connection(self) -> Any:
         return HttpConnection(self.host, self.port)
-
-
-class GrpcConnection:
-    def __init__(self, stub: Any, request: Any) -> None:
-        self.stub, self.request = stub, request
-
-    async def send(self, raw: Any) -> tuple[int, bytes]:
-        import grpc
-
-        try:
-            await self.stub.ModelInfer(self.request)
-            return 200, b""
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            status = {grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.INVALID_ARGUMENT: 400,
-                      grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.RESOURCE_EXHAUSTED: 429}.get(code, 500)
-            return status, (exc.details() or "").encode()
-
-    async def close(self) -> None:
-        return None
 
 
 class GrpcTarget:

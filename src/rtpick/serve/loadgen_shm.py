@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from rtpick.errors import RtpickError
-from rtpick.serve.loadgen import HttpConnection, check_loopback, http_request_bytes
+from rtpick.serve.loadgen_wire import GrpcConnection, HttpConnection, check_loopback, http_request_bytes
 from rtpick.serve.tensors import numpy_dtype
 
 
@@ -257,8 +257,6 @@ class ShmGrpcTarget(_ShmTarget):
 
 class _ShmGrpcConnection:
     def __init__(self, stub: Any, request: Any, slot: _Slot, inputs: Mapping[str, np.ndarray]) -> None:
-        from rtpick.serve.loadgen import GrpcConnection
-
         self.inner = GrpcConnection(stub, request)
         self.slot, self.inputs = slot, inputs
 

@@ -9,6 +9,9 @@ HTTP bodies are JSON, or JSON followed by binary tensor data (the binary tensor 
 ``Inference-Header-Content-Length`` header gives the JSON's length, each binary input names its
 ``binary_data_size``, and outputs are returned binary when asked with ``binary_data`` /
 ``binary_data_output``). Unknown ``parameters`` are ignored, as the protocol says; the ``id`` is echoed.
+Inputs and outputs may instead name a range of a registered system shared-memory region
+(``shared_memory_region`` / ``_byte_size`` / ``_offset``, `rtpick.serve.shared_memory`): an input is then a view
+of that memory, and an output is written there and described in the response without its data.
 """
 
 from __future__ import annotations
