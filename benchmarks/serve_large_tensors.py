@@ -1,4 +1,4 @@
-"""`rtpick serve` with large tensors on the CPU: 3x224x224 FP32 requests of 32 images over gRPC, raw vs shm.
+"""`rtpick serve` with large tensors on the CPU: 3x224x224 FP32 requests of 32 images, socket vs shared memory.
 
     PYTHONPATH=src python benchmarks/serve_large_tensors.py --out benchmarks/results/serve-large-tensors.json \\
         --compare-rev main
@@ -13,7 +13,9 @@ loop, `--concurrency` requests in flight, each `--rows` images):
 - shm: gRPC ModelInfer naming system shared-memory regions (one input and one output region per connection; the
   client writes its images into its region before each request, one copy);
 - with `--compare-rev REV`, raw against a server running that revision's src/ (extracted with git archive), the
-  "before" of a change.
+  "before" of a change;
+- with `--protocols grpc,http`, the same over HTTP too (raw: the binary tensor extension; shm: a JSON body of
+  shared-memory parameters).
 Rounds interleave the configurations (each round runs every one for `--duration` s) so drift on a shared machine
 hits all alike; the table reports each one's median over rounds. MB/s counts the input bytes of the 200s.
 """
@@ -104,16 +106,21 @@ class Server:
             self.process.wait(10)
 
 
-def run_one(server: Server, mode: str, images: np.ndarray, concurrency: int, duration_s: float) -> dict[str, Any]:
+def run_one(server: Server, mode: str, images: np.ndarray, concurrency: int, duration_s: float,
+            protocol: str = "grpc") -> dict[str, Any]:
     sys.path.insert(0, str(ROOT / "src"))
-    from rtpick.serve.loadgen import GrpcTarget, run_closed
-    from rtpick.serve.loadgen_shm import ShmGrpcTarget
+    from rtpick.serve.loadgen import GrpcTarget, HttpTarget, run_closed
+    from rtpick.serve.loadgen_shm import ShmGrpcTarget, ShmHttpTarget
 
-    url = f"grpc://127.0.0.1:{server.grpc_port}"
-    if mode == "shm":
-        target: Any = ShmGrpcTarget(url, MODEL, {"image": images}, {"image": "FP32"}, concurrency)
+    feeds, types = {"image": images}, {"image": "FP32"}
+    if protocol == "http":
+        url = f"http://127.0.0.1:{server.port}"
+        target: Any = ShmHttpTarget(url, MODEL, feeds, types, concurrency) if mode == "shm" else \
+            HttpTarget(url, MODEL, feeds, types, binary=True)
     else:
-        target = GrpcTarget(url, MODEL, {"image": images}, {"image": "FP32"})
+        url = f"grpc://127.0.0.1:{server.grpc_port}"
+        target = ShmGrpcTarget(url, MODEL, feeds, types, concurrency) if mode == "shm" else \
+            GrpcTarget(url, MODEL, feeds, types)
     try:
         summary = run_closed(target, concurrency, max_requests=1_000_000, duration_s=duration_s).summary(len(images))
     finally:
@@ -132,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-batch", type=int, default=64)
     parser.add_argument("--compare-rev", help="also serve raw with this git revision's src/ (the 'before')")
+    parser.add_argument("--protocols", default="grpc", help="grpc, http or grpc,http (HTTP raw = binary tensors)")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     from rtpick.files import check_writable, write_json
@@ -145,18 +153,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.compare_rev:
             servers["before"] = Server(extract_src(args.compare_rev, Path(tmp)), model, args.max_batch,
                                        args.compare_rev)
-        configs = [("after", "raw"), ("after", "shm")] + ([("before", "raw")] if args.compare_rev else [])
-        rows: dict[str, list[dict[str, Any]]] = {f"{s} {m}": [] for s, m in configs}
+        protocols = [p.strip() for p in args.protocols.split(",") if p.strip()]
+        if not protocols or set(protocols) - {"grpc", "http"}:
+            raise SystemExit(f"serve_large_tensors: --protocols takes grpc and/or http, not {args.protocols!r}")
+        configs = [(server, mode, protocol) for protocol in protocols
+                   for server, mode in [("after", "raw"), ("after", "shm")]
+                   + ([("before", "raw")] if args.compare_rev else [])]
+        rows: dict[str, list[dict[str, Any]]] = {f"{s} {p} {m}": [] for s, m, p in configs}
         try:
             for server in servers.values():
                 server.wait_ready()
-            for server, mode in configs:  # warm-up: connections, first batches
-                run_one(servers[server], mode, images, args.concurrency, 1.0)
+            for server, mode, protocol in configs:  # warm-up: connections, first batches
+                run_one(servers[server], mode, images, args.concurrency, 1.0, protocol)
             for round_index in range(args.rounds):
                 order = configs if round_index % 2 == 0 else configs[::-1]
-                for server, mode in order:
-                    rows[f"{server} {mode}"].append(run_one(servers[server], mode, images, args.concurrency,
-                                                            args.duration))
+                for server, mode, protocol in order:
+                    rows[f"{server} {protocol} {mode}"].append(run_one(servers[server], mode, images,
+                                                                       args.concurrency, args.duration, protocol))
         finally:
             for server in servers.values():
                 server.stop()
@@ -167,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine_note": "a 2-core machine shared with other engineers' tests and benchmarks at the time; the "
                         "client runs on the same cores as the server",
         "request": {"rows": args.rows, "shape": list(images.shape), "datatype": "FP32", "bytes": images.nbytes},
-        "method": f"closed loop, {args.concurrency} gRPC ModelInfer calls in flight, {args.duration:g} s per "
+        "method": f"closed loop, {args.concurrency} calls in flight ({'/'.join(protocols)}), {args.duration:g} s per "
                   f"configuration per round, {args.rounds} rounds interleaved (order reversed on odd rounds) after a "
                   "1 s warm-up of each; median over rounds; MB/s = requests/s x input bytes per request",
         "configs": {},
     }
-    print(f"{'configuration':<22} {'requests/s':>10} {'MB/s':>8} {'p50 ms':>8}  (median of {args.rounds} rounds)")
+    print(f"{'configuration':<24} {'requests/s':>10} {'MB/s':>8} {'p50 ms':>8}  (median of {args.rounds} rounds)")
     for label, runs in rows.items():
         rps = float(np.median([r["requests_per_s"] for r in runs]))
         p50 = float(np.median([r["p50_ms"] or np.nan for r in runs]))
@@ -182,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 statuses[code] = statuses.get(code, 0) + count
         results["configs"][label] = {"requests_per_s_median": rps, "mb_per_s_median": rps * images.nbytes / 1e6,
                                      "p50_ms_median": p50, "statuses": statuses, "rounds": runs}
-        print(f"{label:<22} {rps:>10.1f} {rps * images.nbytes / 1e6:>8.0f} {p50:>8.1f}  statuses {statuses}")
+        print(f"{label:<24} {rps:>10.1f} {rps * images.nbytes / 1e6:>8.0f} {p50:>8.1f}  statuses {statuses}")
     write_json(args.out, results, "benchmark results")
     print(f"wrote {args.out}")
     return 0
