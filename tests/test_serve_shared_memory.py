@@ -282,3 +282,35 @@ def test_an_object_of_another_user_is_refused(tmp_path) -> None:
     os.chown(tmp_path / "theirs", 12345, 12345)
     with pytest.raises(ProtocolError, match="another user"):
         SharedMemoryRegistry(directory=str(tmp_path)).register("r", "theirs", 0, 8)
+
+
+def test_odd_parameter_values_are_400_json_and_the_server_lives(server, regions) -> None:
+    import http.client
+
+    _, options = server
+    made, keys = regions
+    tag = keys["tag"]
+    port = options.port
+    assert http_post(port, f"/v2/systemsharedmemory/region/in_{tag}/register",
+                     {"key": keys["in"], "byte_size": IN_BYTES + 64})[0] == 200
+    odd = [None, -1, 2 ** 70, "x", 1.5, True, [], {}, "", IN_BYTES + 64]
+    rng = np.random.default_rng(3)
+    try:
+        for _ in range(60):
+            params = {"shared_memory_region": f"in_{tag}", "shared_memory_byte_size": IN_BYTES}
+            key = ["shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"][int(rng.integers(3))]
+            params[key] = odd[int(rng.integers(len(odd)))]
+            document = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [ROWS, 1, 32, 32],
+                                    "parameters": params}]}
+            status, answer = http_post(port, f"/v2/models/{MODEL}/infer", document)
+            assert status in (200, 400) and ("error" in answer) == (status == 400), (params, status, answer)
+        for body in ({"key": 5, "byte_size": 8}, {"key": keys["in"], "byte_size": "8"}, {"key": keys["in"]},
+                     {"key": keys["in"], "byte_size": 8, "offset": 2 ** 70}):
+            status, answer = http_post(port, f"/v2/systemsharedmemory/region/y_{tag}/register", body)
+            assert status == 400 and "error" in answer, body
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/v2/health/live")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        http_post(port, "/v2/systemsharedmemory/unregister", {})
