@@ -314,3 +314,22 @@ def test_odd_parameter_values_are_400_json_and_the_server_lives(server, regions)
         conn.close()
     finally:
         http_post(port, "/v2/systemsharedmemory/unregister", {})
+
+
+def test_the_extension_can_be_turned_off() -> None:
+    options = ServeOptions(port=free_port(), grpc_port=free_port(), max_batch=2, timeout_ms=0,
+                           exit_timeout_s=5, shared_memory_regions=0)
+    with running_server(options) as served:
+        assert served.shared_memory is None
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{options.port}")
+        assert "system_shared_memory" not in client.get_server_metadata()["extensions"]
+        with pytest.raises(InferenceServerException, match="turned off"):
+            client.register_system_shared_memory("r", "/rtpick_never_made", 8)
+        client.close()
+
+
+def test_serve_flag_is_checked() -> None:
+    from conftest import run_cli
+
+    result = run_cli("serve", "rtpick:digits", "--shared-memory-regions", "-1")
+    assert result.returncode == 2 and "--shared-memory-regions" in result.stderr

@@ -50,7 +50,7 @@ def make_servicer(served: Any) -> Any:
             return service_pb2.ModelReadyResponse(ready=is_ready())
 
         async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-            meta = server_metadata()
+            meta = server_metadata(served.shared_memory is not None)
             return service_pb2.ServerMetadataResponse(name=meta["name"], version=meta["version"],
                                                       extensions=meta["extensions"])
 

@@ -26,10 +26,11 @@ EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "schedu
 log = logging.getLogger("rtpick.serve")
 
 
-def server_metadata() -> dict[str, Any]:
+def server_metadata(shared_memory: bool = True) -> dict[str, Any]:
     from rtpick import __version__
 
-    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+    extensions = EXTENSIONS if shared_memory else [e for e in EXTENSIONS if e != "system_shared_memory"]
+    return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
 
 def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
@@ -62,7 +63,7 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
         return Response(b"", 200 if served.ready and not served.draining else 503)
 
     async def metadata(request: Request) -> Response:
-        return answer(server_metadata())
+        return answer(server_metadata(served.shared_memory is not None))
 
     async def model_metadata(request: Request) -> Response:
         check_model(request)
