@@ -9,9 +9,14 @@ Issue 14's target: the server reaches at least 70% of the offline scenario's ima
    powers of two, one CUDA graph each; MODEL -r rather than a deploy file because random torchvision weights
    hash differently in each process);
    `--client-procs` processes of rtpick's own load generator each keep `--concurrency` gRPC ModelInfer
-   calls in flight (closed loop, `--rows-per-request` images per request in raw_input_contents, fp32 as the
-   model's input is declared) for `--duration` seconds; images/s = the sum of the 200s' rows over the wall time;
-3. where `perf_analyzer` is on PATH, the same with perf_analyzer over gRPC (its stdout kept).
+   calls in flight (closed loop, `--rows-per-request` images per request, fp32 as the model's input is
+   declared) for `--duration` seconds; images/s = the sum of the 200s' rows over the wall time. With
+   `--shared-memory both` (the default) this runs twice: "socket" with the images in raw_input_contents, and
+   "shm" with them in system shared memory (each client process registers one input and one output region
+   with a slot per call in flight and writes its images into its slot before each call); `none` or `system`
+   runs one of them;
+3. where `perf_analyzer` is on PATH, the same with perf_analyzer over gRPC (its stdout kept; with
+   `--shared-memory system` for the shm row).
 A short table goes to stdout, everything with its method to `--out`. Without CUDA it stops with one line.
 """
 
@@ -75,16 +80,27 @@ def verdict(offline_images_per_s: float, served_images_per_s: float) -> dict[str
     return {"fraction_of_offline": fraction, "target": TARGET_FRACTION, "meets_target": fraction >= TARGET_FRACTION}
 
 
-def table(offline: dict[str, Any], served: dict[str, Any], result: dict[str, Any], pa: dict[str, Any] | None) -> str:
-    lines = [f"{'what':<34} {'images/s':>10} {'of offline':>10}",
-             f"{'offline, batch ' + str(offline['batch']):<34} {offline['images_per_s']:>10,.0f} {1:>10.0%}",
-             f"{'served (gRPC, own load generator)':<34} {served['images_per_s']:>10,.0f} "
-             f"{result['fraction_of_offline']:>10.1%}"]
-    if pa and pa.get("images_per_s"):
-        lines.append(f"{'served (gRPC, perf_analyzer)':<34} {pa['images_per_s']:>10,.0f} "
-                     f"{pa['images_per_s'] / offline['images_per_s']:>10.1%}")
-    lines.append(f"target >= {TARGET_FRACTION:.0%}: {'met' if result['meets_target'] else 'NOT met'}; "
-                 f"statuses {served['statuses']}; p99 (worst client) {served['p99_ms_worst_client']} ms")
+def table(offline: dict[str, Any], served: dict[str, Any] | None, result: dict[str, Any] | None,
+          pa: dict[str, Any] | None, shm: dict[str, Any] | None = None, shm_result: dict[str, Any] | None = None,
+          pa_shm: dict[str, Any] | None = None) -> str:
+    """The offline row, then a row per transport measured (socket: raw_input_contents; shm: shared memory)."""
+    lines = [f"{'what':<40} {'images/s':>10} {'of offline':>10}",
+             f"{'offline, batch ' + str(offline['batch']):<40} {offline['images_per_s']:>10,.0f} {1:>10.0%}"]
+    for label, row, verdict_of, analyzer in (("gRPC raw contents", served, result, pa),
+                                             ("gRPC system shared memory", shm, shm_result, pa_shm)):
+        if row is not None and row.get("skipped"):
+            lines.append(f"{'served (' + label + ')':<40} skipped: {row['skipped']}")
+            continue
+        if row is None or verdict_of is None:
+            continue
+        lines.append(f"{'served (' + label + ', own loadgen)':<40} {row['images_per_s']:>10,.0f} "
+                     f"{verdict_of['fraction_of_offline']:>10.1%}")
+        if analyzer and analyzer.get("images_per_s"):
+            lines.append(f"{'served (' + label + ', perf_analyzer)':<40} {analyzer['images_per_s']:>10,.0f} "
+                         f"{analyzer['images_per_s'] / offline['images_per_s']:>10.1%}")
+        lines.append(f"  {label}: target >= {TARGET_FRACTION:.0%}: "
+                     f"{'met' if verdict_of['meets_target'] else 'NOT met'}; statuses {row['statuses']}; "
+                     f"p99 (worst client) {row['p99_ms_worst_client']} ms")
     return "\n".join(lines)
 
 
@@ -103,16 +119,32 @@ def free_port() -> int:
 
 
 def client_worker(port: int, model: str, input_name: str, shape: list[int], concurrency: int,
-                  duration_s: float) -> dict[str, Any]:
-    """One client process: `concurrency` gRPC calls in flight, closed loop, for `duration_s` seconds."""
+                  duration_s: float, shared_memory: str = "none") -> dict[str, Any]:
+    """One client process: `concurrency` gRPC calls in flight, closed loop, for `duration_s` seconds; the
+    images in raw_input_contents (`shared_memory` "none") or in system shared memory ("system")."""
     sys.path.insert(0, str(ROOT / "src"))
     import numpy as np
 
     from rtpick.serve.loadgen import GrpcTarget, run_closed
 
     x = np.random.default_rng(os.getpid()).standard_normal(shape).astype(np.float32)
-    target = GrpcTarget(f"grpc://127.0.0.1:{port}", model, {input_name: x}, {input_name: "FP32"})
-    return run_closed(target, concurrency, max_requests=10_000_000, duration_s=duration_s).summary(shape[0])
+    url = f"grpc://127.0.0.1:{port}"
+    if shared_memory == "system":
+        from rtpick.serve.loadgen_shm import ShmGrpcTarget
+
+        target: Any = ShmGrpcTarget(url, model, {input_name: x}, {input_name: "FP32"}, concurrency)
+    else:
+        target = GrpcTarget(url, model, {input_name: x}, {input_name: "FP32"})
+    try:
+        return run_closed(target, concurrency, max_requests=10_000_000, duration_s=duration_s).summary(shape[0])
+    finally:
+        if hasattr(target, "close"):
+            target.close()
+
+
+def transports(shared_memory: str) -> list[str]:
+    """The load generator's --shared-memory values to run: both by default."""
+    return {"both": ["none", "system"], "none": ["none"], "system": ["system"]}[shared_memory]
 
 
 def require_cuda() -> Any:
@@ -149,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="requests in flight per client process")
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--max-queue-delay-ms", type=float, default=2.0)
+    parser.add_argument("--shared-memory", choices=["both", "none", "system"], default="both",
+                        help="how the clients pass images: none (gRPC raw contents), system (shared memory), both")
     args = parser.parse_args(argv)
     buckets = bucket_list(args.max_batch)
     check_plan(args.max_batch, args.rows_per_request, args.client_procs, args.concurrency)
@@ -192,31 +226,40 @@ def main(argv: list[str] | None = None) -> int:
     try:
         wait_ready(port, server, 600)
         request_shape = [args.rows_per_request, *shape[1:]]
-        warm = client_worker(grpc_port, MODEL, name, request_shape, 2, 3.0)  # connections, caches
-        results["warm_up"] = warm
         context = multiprocessing.get_context("spawn")
-        with context.Pool(args.client_procs) as pool:
-            outcomes = pool.starmap(client_worker, [(grpc_port, MODEL, name, request_shape, args.concurrency,
-                                                     args.duration)] * args.client_procs)
-        served = combine(outcomes, args.rows_per_request)
-        served["method"] = (f"{args.client_procs} processes x {args.concurrency} gRPC ModelInfer calls in "
-                            f"flight, {args.rows_per_request} images each (raw_input_contents, FP32), closed "
-                            f"loop for {args.duration:g} s; images/s = 200s x rows / the longest wall time")
-        results["served"] = served
-        results["clients"] = outcomes
-        pa = None
+        for mode in transports(args.shared_memory):
+            key = "served" if mode == "none" else "served_shm"
+            how = "raw_input_contents" if mode == "none" else "system shared memory"
+            try:
+                results[f"warm_up_{mode}"] = client_worker(grpc_port, MODEL, name, request_shape, 2, 3.0, mode)
+                with context.Pool(args.client_procs) as pool:
+                    outcomes = pool.starmap(client_worker, [(grpc_port, MODEL, name, request_shape,
+                                                             args.concurrency, args.duration, mode)]
+                                            * args.client_procs)
+            except Exception as exc:  # noqa: BLE001 - e.g. /dev/shm too small: that row is skipped, said why
+                results[key] = {"skipped": f"{type(exc).__name__}: {exc}"[:300]}
+                continue
+            served = combine(outcomes, args.rows_per_request)
+            served["method"] = (f"{args.client_procs} processes x {args.concurrency} gRPC ModelInfer calls in "
+                                f"flight, {args.rows_per_request} images each ({how}, FP32), closed loop for "
+                                f"{args.duration:g} s; images/s = 200s x rows / the longest wall time")
+            results[key] = served
+            results[f"clients_{mode}"] = outcomes
         binary = shutil.which("perf_analyzer")
-        if binary:
+        for mode in transports(args.shared_memory):
+            key = "perf_analyzer" if mode == "none" else "perf_analyzer_shm"
+            if not binary:
+                results[key] = {"skipped": "perf_analyzer is not on PATH"}
+                continue
+            extra = [] if mode == "none" else ["--shared-memory", "system", "--output-shared-memory-size",
+                                               str(args.rows_per_request * 1000 * 4)]
             run = subprocess.run([binary, "-m", MODEL, "-u", f"127.0.0.1:{grpc_port}", "-i", "grpc",
                                   "-b", str(args.rows_per_request), "--concurrency-range",
                                   str(args.client_procs * args.concurrency), "--shape",
                                   f"{name}:{','.join(map(str, shape[1:]))}", "--measurement-interval",
-                                  "5000"], capture_output=True, text=True, timeout=600)
-            pa = {"returncode": run.returncode, "stdout_tail": run.stdout[-3000:],
-                  "images_per_s": perf_analyzer_images_per_s(run.stdout, args.rows_per_request)}
-        else:
-            pa = {"skipped": "perf_analyzer is not on PATH"}
-        results["perf_analyzer"] = pa
+                                  "5000", *extra], capture_output=True, text=True, timeout=600)
+            results[key] = {"returncode": run.returncode, "stdout_tail": run.stdout[-3000:],
+                            "images_per_s": perf_analyzer_images_per_s(run.stdout, args.rows_per_request)}
     finally:
         server.terminate()
         try:
@@ -224,8 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait(10)
-    results["result"] = verdict(offline["images_per_s"], results["served"]["images_per_s"])
-    print(table(offline, results["served"], results["result"], results.get("perf_analyzer")))
+    for key, verdict_key in (("served", "result"), ("served_shm", "result_shm")):
+        if key in results and not results[key].get("skipped"):
+            results[verdict_key] = verdict(offline["images_per_s"], results[key]["images_per_s"])
+    print(table(offline, results.get("served"), results.get("result"), results.get("perf_analyzer"),
+                results.get("served_shm"), results.get("result_shm"), results.get("perf_analyzer_shm")))
     write_json(args.out, results, "benchmark results")
     print(f"wrote {args.out}")
     return 0

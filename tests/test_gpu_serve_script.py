@@ -64,3 +64,15 @@ def test_without_cuda_it_stops_with_one_line(tmp_path) -> None:
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode != 0 and "gpu_serve:" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_both_transports_by_default_and_a_row_each() -> None:
+    assert gpu_serve.transports("both") == ["none", "system"]
+    assert gpu_serve.transports("system") == ["system"] and gpu_serve.transports("none") == ["none"]
+    row = {"statuses": {"200": 10}, "images_per_s": 300.0, "p99_ms_worst_client": 5.0}
+    text = gpu_serve.table({"batch": 256, "images_per_s": 1000.0}, row, gpu_serve.verdict(1000.0, 300.0), None,
+                           {**row, "images_per_s": 800.0}, gpu_serve.verdict(1000.0, 800.0))
+    assert "raw contents" in text and "shared memory" in text and "30.0%" in text and "80.0%" in text
+    skipped = gpu_serve.table({"batch": 256, "images_per_s": 1000.0}, row, gpu_serve.verdict(1000.0, 300.0),
+                              None, {"skipped": "RtpickError: /dev/shm has 64 MB free"}, None)
+    assert "skipped: RtpickError" in skipped

@@ -21,8 +21,8 @@ class ProtocolError(Exception):
         return error_body(self.message)
 
     def grpc_code(self) -> str:
-        return {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED", 429: "RESOURCE_EXHAUSTED",
-                503: "UNAVAILABLE"}.get(self.status, "INTERNAL")
+        return {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 413: "RESOURCE_EXHAUSTED",
+                429: "RESOURCE_EXHAUSTED", 503: "UNAVAILABLE"}.get(self.status, "INTERNAL")
 
 
 def error_body(message: str) -> bytes:

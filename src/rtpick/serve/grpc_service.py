@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from rtpick.serve.errors import ProtocolError
+from rtpick.serve.grpc_wire import split_infer_request
 from rtpick.serve.protocol import from_grpc_request, to_grpc_response, unknown_model
 
 
@@ -49,7 +50,7 @@ def make_servicer(served: Any) -> Any:
             return service_pb2.ModelReadyResponse(ready=is_ready())
 
         async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
-            meta = server_metadata()
+            meta = server_metadata(served.shared_memory is not None)
             return service_pb2.ServerMetadataResponse(name=meta["name"], version=meta["version"],
                                                       extensions=meta["extensions"])
 
@@ -79,13 +80,18 @@ def make_servicer(served: Any) -> Any:
                     await abort(context, exc)
             return json_format.ParseDict(served.statistics(), service_pb2.ModelStatisticsResponse())
 
-        async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
+        async def ModelInfer(self, split: Any, context: Any) -> Any:  # noqa: N802
+            """`split`: the request as `split_infer_request` read it (its raw contents not copied)."""
+            if split.error is not None:
+                served.counters.fail("invalid")
+                await abort(context, ProtocolError(400, split.error))
+            request = split.message
             try:
                 check(request.model_name, request.model_version)
                 served.admit()
                 try:
                     try:
-                        parsed = from_grpc_request(request, served.signature)
+                        parsed = from_grpc_request(request, served.signature, served.shared_memory, split.raw)
                     except ProtocolError:
                         served.counters.fail("invalid")
                         raise
@@ -98,10 +104,62 @@ def make_servicer(served: Any) -> Any:
             except Exception as exc:  # noqa: BLE001 - a message, never a traceback; the server goes on
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"[:300])
 
+        def registry(self) -> Any:
+            if served.shared_memory is None:
+                raise ProtocolError(400, "this server has the system shared-memory extension turned off")
+            return served.shared_memory
+
+        async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                regions = self.registry().status(request.name or None)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            response = service_pb2.SystemSharedMemoryStatusResponse()
+            for region in regions:
+                response.regions[region["name"]].CopyFrom(
+                    service_pb2.SystemSharedMemoryStatusResponse.RegionStatus(**region))
+            return response
+
+        async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:  # noqa: N802
+            from rtpick.serve.shared_memory import check_local_peer, grpc_peer_host
+
+            try:
+                check_local_peer(grpc_peer_host(context.peer()))
+                self.registry().register(request.name, request.key, int(request.offset), int(request.byte_size))
+            except ProtocolError as exc:
+                await abort(context, exc)
+            return service_pb2.SystemSharedMemoryRegisterResponse()
+
+        async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:  # noqa: N802
+            try:
+                self.registry().unregister(request.name or None)
+            except ProtocolError as exc:
+                await abort(context, exc)
+            return service_pb2.SystemSharedMemoryUnregisterResponse()
+
     return Servicer()
 
 
-def add_to_server(server: Any, served: Any) -> None:
-    from tritonclient.grpc import service_pb2_grpc
+SERVICE = "inference.GRPCInferenceService"
 
-    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(make_servicer(served), server)
+
+def add_to_server(server: Any, served: Any) -> None:
+    """Every method of Triton's service, from its descriptor, with ModelInfer's request read by
+    `split_infer_request` (raw tensor bytes left in place) instead of protobuf's parser."""
+    import grpc
+    from tritonclient.grpc import service_pb2
+
+    servicer = make_servicer(served)
+    handlers = {}
+    for method in service_pb2.DESCRIPTOR.services_by_name[SERVICE.split(".")[-1]].methods:
+        request_type = getattr(service_pb2, method.input_type.name)
+        response_type = getattr(service_pb2, method.output_type.name)
+        make = {(False, False): grpc.unary_unary_rpc_method_handler,
+                (False, True): grpc.unary_stream_rpc_method_handler,
+                (True, False): grpc.stream_unary_rpc_method_handler,
+                (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming,
+                                                                       method.server_streaming)]
+        reader = split_infer_request if method.name == "ModelInfer" else request_type.FromString
+        handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=reader,
+                                     response_serializer=response_type.SerializeToString)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

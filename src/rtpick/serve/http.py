@@ -21,14 +21,16 @@ from rtpick.serve.protocol import (
 )
 
 SERVER_NAME = "rtpick"
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "schedule_policy"]
+EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "schedule_policy",
+              "system_shared_memory"]
 log = logging.getLogger("rtpick.serve")
 
 
-def server_metadata() -> dict[str, Any]:
+def server_metadata(shared_memory: bool = True) -> dict[str, Any]:
     from rtpick import __version__
 
-    return {"name": SERVER_NAME, "version": __version__, "extensions": EXTENSIONS}
+    extensions = EXTENSIONS if shared_memory else [e for e in EXTENSIONS if e != "system_shared_memory"]
+    return {"name": SERVER_NAME, "version": __version__, "extensions": extensions}
 
 
 def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
@@ -61,7 +63,7 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
         return Response(b"", 200 if served.ready and not served.draining else 503)
 
     async def metadata(request: Request) -> Response:
-        return answer(server_metadata())
+        return answer(server_metadata(served.shared_memory is not None))
 
     async def model_metadata(request: Request) -> Response:
         check_model(request)
@@ -104,7 +106,7 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
             body = await read_body(request)
             try:
                 parsed = parse_infer_request(body, served.signature, request.headers.get(HEADER_LENGTH),
-                                             max_request_bytes)
+                                             max_request_bytes, served.shared_memory)
             except ProtocolError as exc:
                 served.counters.fail("too_large" if exc.status == 413 else "invalid")
                 raise
@@ -113,6 +115,40 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
         finally:
             served.release()
         return Response(encoded.body, 200, headers=encoded.headers)
+
+    def registry() -> Any:
+        if served.shared_memory is None:
+            raise ProtocolError(400, "this server has the system shared-memory extension turned off")
+        return served.shared_memory
+
+    async def shm_status(request: Request) -> Response:
+        return answer(registry().status(request.path_params.get("region")))
+
+    async def shm_register(request: Request) -> Response:
+        from rtpick.serve.shared_memory import check_local_peer
+
+        check_local_peer(request.client.host if request.client else None)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > 65536:
+                raise ProtocolError(413, "a register request is a small JSON object; this one is over 64 KiB")
+            chunks.append(chunk)
+        body = b"".join(chunks)
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ProtocolError(400, "the register request must be JSON {\"key\", \"offset\", \"byte_size\"}") \
+                from None
+        if not isinstance(document, dict):
+            raise ProtocolError(400, "the register request must be a JSON object")
+        registry().register(request.path_params["region"], document.get("key"), document.get("offset", 0),
+                            document.get("byte_size"))
+        return Response(b"", 200)
+
+    async def shm_unregister(request: Request) -> Response:
+        registry().unregister(request.path_params.get("region"))
+        return Response(b"", 200)
 
     async def prometheus(request: Request) -> Response:
         body, content_type = metrics.exposition()
@@ -148,6 +184,11 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
     routes = [
         Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/v2", metadata),
         Route("/metrics", guarded(prometheus)), Route("/v2/models/stats", guarded(model_stats)),
+        Route("/v2/systemsharedmemory/status", guarded(shm_status)),
+        Route("/v2/systemsharedmemory/region/{region}/status", guarded(shm_status)),
+        Route("/v2/systemsharedmemory/region/{region}/register", guarded(shm_register), methods=["POST"]),
+        Route("/v2/systemsharedmemory/unregister", guarded(shm_unregister), methods=["POST"]),
+        Route("/v2/systemsharedmemory/region/{region}/unregister", guarded(shm_unregister), methods=["POST"]),
     ]
     for base in (model, versioned):
         routes += [Route(base, guarded(model_metadata)), Route(base + "/ready", guarded(model_ready)),

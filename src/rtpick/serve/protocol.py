@@ -9,6 +9,9 @@ HTTP bodies are JSON, or JSON followed by binary tensor data (the binary tensor 
 ``Inference-Header-Content-Length`` header gives the JSON's length, each binary input names its
 ``binary_data_size``, and outputs are returned binary when asked with ``binary_data`` /
 ``binary_data_output``). Unknown ``parameters`` are ignored, as the protocol says; the ``id`` is echoed.
+Inputs and outputs may instead name a range of a registered system shared-memory region
+(``shared_memory_region`` / ``_byte_size`` / ``_offset``, `rtpick.serve.shared_memory`): an input is then a view
+of that memory, and an output is written there and described in the response without its data.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ import numpy as np
 
 from rtpick.serve import tensors
 from rtpick.serve.errors import ProtocolError, error_body
+from rtpick.serve.shared_memory import ShmTarget, read_tensor, target_of
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-__all__ = ["HEADER_LENGTH", "InferRequest", "InferResponse", "ModelSignature", "ProtocolError", "RequestedOutput",
-           "TensorSignature", "check_body_size", "encode_infer_response", "error_body", "from_grpc_request",
-           "parse_infer_request", "to_grpc_response", "unknown_model"]
+__all__ = ["HEADER_LENGTH", "InShm", "InferRequest", "InferResponse", "ModelSignature", "ProtocolError",
+           "RequestedOutput", "TensorSignature", "check_body_size", "encode_infer_response", "error_body",
+           "from_grpc_request", "parse_infer_request", "to_grpc_response", "unknown_model"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,15 @@ class ModelSignature:
 class RequestedOutput:
     name: str
     binary: bool
+    shm: ShmTarget | None = None  # written into this shared-memory range instead of the response
+
+
+@dataclass(frozen=True)
+class InShm:
+    """An output the server wrote into the client's shared memory: what the response says about it."""
+
+    shape: tuple[int, ...]
+    byte_size: int
 
 
 @dataclass
@@ -164,7 +177,8 @@ def _check_against(signature: ModelSignature, arrays: Mapping[str, np.ndarray], 
     return batches.pop() if batches else 0
 
 
-def _requested_outputs(value: Any, signature: ModelSignature, binary_default: bool) -> list[RequestedOutput]:
+def _requested_outputs(value: Any, signature: ModelSignature, binary_default: bool,
+                       registry: Any = None) -> list[RequestedOutput]:
     names = [t.name for t in signature.outputs]
     if value is None:
         return [RequestedOutput(name, binary_default) for name in names]
@@ -182,8 +196,22 @@ def _requested_outputs(value: Any, signature: ModelSignature, binary_default: bo
         binary = params.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise ProtocolError(400, f"output {name!r}: 'binary_data' must be true or false")
-        wanted.append(RequestedOutput(name, binary))
+        wanted.append(RequestedOutput(name, binary, target_of(params, registry, f"output {name!r}")))
     return wanted
+
+
+def _check_output_room(signature: ModelSignature, outputs: list[RequestedOutput], batch: int) -> None:
+    """A shared-memory output whose fixed size is known now must fit its range (refused before it runs)."""
+    declared = {t.name: t for t in signature.outputs}
+    for wanted in outputs:
+        spec = declared[wanted.name]
+        if wanted.shm is None or spec.datatype == "BYTES" or any(d < 0 for d in spec.dims):
+            continue
+        rows = [batch] if signature.max_batch_size > 0 else []
+        need = tensors.element_count([*rows, *spec.dims]) * tensors.numpy_dtype(spec.datatype).itemsize
+        if need > wanted.shm.byte_size:
+            raise ProtocolError(400, f"output {wanted.name!r}: shared_memory_byte_size {wanted.shm.byte_size} "
+                                     f"is smaller than the {need} bytes it needs")
 
 
 def _timeout(params: Mapping[str, Any]) -> int | None:
@@ -196,7 +224,7 @@ def _timeout(params: Mapping[str, Any]) -> int | None:
 
 
 def parse_infer_request(body: bytes, signature: ModelSignature, header_length: Any = None,
-                        max_bytes: int | None = None) -> InferRequest:
+                        max_bytes: int | None = None, registry: Any = None) -> InferRequest:
     """An HTTP infer body (JSON, or JSON + binary tensors) checked against `signature`.
 
     `header_length` is the ``Inference-Header-Content-Length`` header's value (None when absent). Raises
@@ -237,7 +265,12 @@ def parse_infer_request(body: bytes, signature: ModelSignature, header_length: A
         shape = tensors.check_shape(item.get("shape"), f"input {name!r}")
         input_params = _object(item.get("parameters"), f"input {name!r} 'parameters'")
         size = input_params.get("binary_data_size")
-        if size is not None:
+        shm = target_of(input_params, registry, f"input {name!r}")
+        if shm is not None:
+            if size is not None or "data" in item:
+                raise ProtocolError(400, f"input {name!r}: give shared memory, binary data or JSON data, not two")
+            arrays[name] = read_tensor(shm, datatype, shape, name)
+        elif size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise ProtocolError(400, f"input {name!r}: 'binary_data_size' must be a non-negative integer")
             if offset + size > len(binary):
@@ -254,7 +287,8 @@ def parse_infer_request(body: bytes, signature: ModelSignature, header_length: A
         raise ProtocolError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input's "
                                  "binary_data_size")
     batch = _check_against(signature, arrays, datatypes)
-    outputs = _requested_outputs(document.get("outputs"), signature, binary_default)
+    outputs = _requested_outputs(document.get("outputs"), signature, binary_default, registry)
+    _check_output_room(signature, outputs, batch)
     return InferRequest(signature.name, arrays, outputs, request_id, batch, _timeout(params), params)
 
 
@@ -271,8 +305,14 @@ def encode_infer_response(signature: ModelSignature, request: InferRequest,
     described = []
     chunks: list[bytes] = []
     for wanted in request.outputs:
-        array = np.asarray(outputs[wanted.name])
+        value = outputs[wanted.name]
         datatype = datatypes[wanted.name]
+        if isinstance(value, InShm):
+            described.append({"name": wanted.name, "datatype": datatype, "shape": list(value.shape),
+                              "parameters": {"shared_memory_region": wanted.shm.region.name,  # type: ignore
+                                             "shared_memory_byte_size": value.byte_size}})
+            continue
+        array = np.asarray(value)
         entry: dict[str, Any] = {"name": wanted.name, "datatype": datatype, "shape": list(array.shape)}
         if wanted.binary or datatype in tensors.BINARY_ONLY:
             raw = tensors.to_binary(array, datatype)
@@ -305,15 +345,26 @@ def _grpc_parameter(param: Any) -> Any:
     return getattr(param, kind) if kind else None
 
 
-def from_grpc_request(message: Any, signature: ModelSignature) -> InferRequest:
-    """A ``service_pb2.ModelInferRequest`` as an `InferRequest` (raw_input_contents or typed contents)."""
-    params = {key: _grpc_parameter(value) for key, value in message.parameters.items()}
-    raw = list(message.raw_input_contents)
-    if raw and len(raw) != len(message.inputs):
-        raise ProtocolError(400, f"{len(raw)} raw_input_contents for {len(message.inputs)} inputs; give one per "
-                                 "input or none")
+def _grpc_parameters(parameters: Any) -> dict[str, Any]:
+    return {key: _grpc_parameter(value) for key, value in parameters.items()}
+
+
+def from_grpc_request(message: Any, signature: ModelSignature, registry: Any = None,
+                      raw: Any = None) -> InferRequest:
+    """A ``service_pb2.ModelInferRequest`` as an `InferRequest` (raw_input_contents, typed contents, or
+    shared memory; raw contents are given for the inputs not in shared memory, in order). `raw`: the raw
+    contents read apart from the message (`rtpick.serve.grpc_wire`), else the message's own."""
+    params = _grpc_parameters(message.parameters)
+    if raw is None:
+        raw = list(message.raw_input_contents)
+    in_shm = [_grpc_parameters(t.parameters) for t in message.inputs]
+    shm_count = sum("shared_memory_region" in p for p in in_shm)
+    if len(raw) and len(raw) != len(message.inputs) - shm_count:
+        raise ProtocolError(400, f"{len(raw)} raw_input_contents for {len(message.inputs) - shm_count} inputs "
+                                 "outside shared memory; give one per such input or none")
     arrays: dict[str, np.ndarray] = {}
     datatypes: dict[str, str] = {}
+    raw_index = 0
     for index, tensor in enumerate(message.inputs):
         name, datatype = tensor.name, tensor.datatype
         if name in arrays:
@@ -323,8 +374,12 @@ def from_grpc_request(message: Any, signature: ModelSignature) -> InferRequest:
         shape = [int(d) for d in tensor.shape]
         if any(d < 0 for d in shape):
             raise ProtocolError(400, f"input {name!r}: negative dim in shape {shape}")
-        if raw:
-            arrays[name] = tensors.from_binary(raw[index], datatype, shape, name)
+        shm = target_of(in_shm[index], registry, f"input {name!r}")
+        if shm is not None:
+            arrays[name] = read_tensor(shm, datatype, shape, name)
+        elif len(raw):
+            arrays[name] = tensors.from_binary(raw[raw_index], datatype, shape, name)
+            raw_index += 1
         elif datatype in tensors.BINARY_ONLY:
             raise ProtocolError(400, f"input {name!r}: {datatype} data must be sent in raw_input_contents")
         else:
@@ -340,8 +395,10 @@ def from_grpc_request(message: Any, signature: ModelSignature) -> InferRequest:
     for out in message.outputs:
         if out.name not in names:
             raise ProtocolError(400, f"unknown output {out.name!r}; model {signature.name!r} has outputs {names}")
-        wanted.append(RequestedOutput(out.name, True))
+        wanted.append(RequestedOutput(out.name, True, target_of(_grpc_parameters(out.parameters), registry,
+                                                                f"output {out.name!r}")))
     outputs = wanted or [RequestedOutput(name, True) for name in names]
+    _check_output_room(signature, outputs, batch)
     timeout = params.get("timeout")
     timeout_us = int(timeout) if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout >= 0 \
         else None
@@ -349,14 +406,22 @@ def from_grpc_request(message: Any, signature: ModelSignature) -> InferRequest:
 
 
 def to_grpc_response(signature: ModelSignature, request: InferRequest, outputs: Mapping[str, Any]) -> Any:
-    """A ``service_pb2.ModelInferResponse`` with every requested output in raw_output_contents."""
+    """A ``service_pb2.ModelInferResponse`` with every requested output in raw_output_contents (an empty entry
+    for one written to shared memory, which keeps the entries aligned with the outputs, as clients index them)."""
     from tritonclient.grpc import service_pb2
 
     datatypes = {t.name: t.datatype for t in signature.outputs}
     response = service_pb2.ModelInferResponse(model_name=signature.name, model_version=signature.version,
                                               id=request.id or "")
     for wanted in request.outputs:
-        array = np.asarray(outputs[wanted.name])
+        value = outputs[wanted.name]
+        if isinstance(value, InShm):
+            out = response.outputs.add(name=wanted.name, datatype=datatypes[wanted.name], shape=list(value.shape))
+            out.parameters["shared_memory_region"].string_param = wanted.shm.region.name  # type: ignore
+            out.parameters["shared_memory_byte_size"].int64_param = value.byte_size
+            response.raw_output_contents.append(b"")
+            continue
+        array = np.asarray(value)
         datatype = datatypes[wanted.name]
         response.outputs.add(name=wanted.name, datatype=datatype, shape=list(array.shape))
         response.raw_output_contents.append(tensors.to_binary(array, datatype))

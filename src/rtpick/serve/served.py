@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,8 @@ from rtpick.errors import RtpickError
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult
 from rtpick.perf.scheduler import Scheduler, Taken
 from rtpick.serve.errors import ProtocolError
-from rtpick.serve.protocol import InferRequest, ModelSignature
+from rtpick.serve.protocol import InferRequest, InShm, ModelSignature
+from rtpick.serve.shared_memory import MAX_REGIONS, SharedMemoryRegistry, write_tensor
 
 REASONS = ("queue_full", "deadline", "draining", "too_large", "invalid", "backend")
 
@@ -36,11 +39,59 @@ def to_host(value: Any) -> np.ndarray:
     return value.detach().cpu().numpy()
 
 
+PARALLEL_COPY_BYTES = 8 << 20  # a batch's inputs from this size on are copied into staging by several threads
+COPY_PIECE_BYTES = 2 << 20  # each thread's piece: whole rows of about this many bytes
+
+
 class ServerQueue(RequestQueue):
-    """The request queue, with each batch's outputs copied to the host once before they are sliced per request."""
+    """The request queue, with each batch's rows copied straight from the requests' arrays (received bytes or
+    shared memory) into the staging rows, by a few threads when the batch is large (numpy releases the GIL for a
+    plain copy, and one thread's memcpy cannot keep a GPU busy at hundreds of MB per batch), and each batch's
+    outputs copied to the host once before they are sliced per request."""
+
+    def __init__(self, max_queue: int, max_batch: int, copy_threads: int | None = None) -> None:
+        super().__init__(max_queue, max_batch)
+        self.copy_threads = copy_threads if copy_threads is not None else min(8, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def stage(self, taken: Taken, size: int, staging: Any) -> Mapping[str, Any]:
+        if staging is None:
+            raise RtpickError("the request queue stages into preallocated buffers: give the scheduler a staging")
+        hosts: dict[str, np.ndarray] = {}
+        pieces: list[tuple[np.ndarray, np.ndarray]] = []
+        offset, total = 0, 0
+        for request in taken.keys:
+            for name, value in request.feeds.items():
+                if name not in hosts:
+                    hosts[name] = staging.host(name)  # on CUDA: waits until this set's last copy has read it
+                row_bytes = max(value[:1].nbytes, 1)
+                step = max(1, COPY_PIECE_BYTES // row_bytes)
+                for start in range(0, request.rows, step):
+                    stop = min(request.rows, start + step)
+                    pieces.append((hosts[name][offset + start:offset + stop], value[start:stop]))
+                total += value.nbytes
+            offset += request.rows
+        if total >= PARALLEL_COPY_BYTES and self.copy_threads > 1 and len(pieces) > 1:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.copy_threads, thread_name_prefix="rtpick-stage")
+            for future in [self._pool.submit(_copy_rows, target, source) for target, source in pieces]:
+                future.result()
+        else:
+            for target, source in pieces:
+                _copy_rows(target, source)
+        return staging.stage(size)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def complete(self, taken: Taken, done: float, outputs: Mapping[str, Any]) -> None:
         super().complete(taken, done, {name: to_host(value) for name, value in outputs.items()})
+
+
+def _copy_rows(target: np.ndarray, source: np.ndarray) -> None:
+    np.copyto(target, source, casting="unsafe")  # as an assignment would: FP32 rows into an FP16 staging
 
 
 class UnbatchedSession:
@@ -123,6 +174,8 @@ class ServedModel:
         self.admitted = 0  # requests between admit() and release() (parsing, queued, running, answering)
         self.queue: ServerQueue | None = None
         self.scheduler: Scheduler | None = None
+        # the system shared-memory regions clients registered (None: the extension is off)
+        self.shared_memory: SharedMemoryRegistry | None = SharedMemoryRegistry(MAX_REGIONS)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -155,6 +208,9 @@ class ServedModel:
             self.scheduler.join(timeout_s)
         if self.queue is not None:
             self.queue.drain("late")
+            self.queue.close()
+        if self.shared_memory is not None:
+            self.shared_memory.unregister()
 
     def pending(self) -> int:
         return self.queue.pending() if self.queue is not None else 0
@@ -181,8 +237,9 @@ class ServedModel:
         self.counters.fail(reason)
         return ProtocolError(status, message)
 
-    async def infer(self, request: InferRequest) -> dict[str, np.ndarray]:
-        """Queue `request`, await its batch; its outputs (host arrays, copies). Raises `ProtocolError`."""
+    async def infer(self, request: InferRequest) -> dict[str, Any]:
+        """Queue `request`, await its batch; its requested outputs (host arrays, copies; `InShm` for those
+        written into shared memory). Raises `ProtocolError`."""
         s = self.settings
         if self.draining or not self.ready or self.queue is None:
             raise self.refuse("draining", 503, "the server is draining or not ready; retry on another replica")
@@ -195,7 +252,10 @@ class ServedModel:
 
         def done(result: RequestResult) -> None:
             if result.outputs is not None:  # views into the batch's arrays: copy before the next batch
-                result.outputs = {k: np.array(v) for k, v in result.outputs.items()}
+                try:
+                    result.outputs = self._deliver(request, result.outputs)
+                except ProtocolError as exc:  # a shared-memory output that no longer fits its region
+                    result.status, result.error, result.outputs = "refused", exc, None
             with contextlib.suppress(RuntimeError):  # the loop closed (shutdown): nobody waits any more
                 loop.call_soon_threadsafe(_settle, future, result)
 
@@ -215,8 +275,28 @@ class ServedModel:
             self.inflight -= 1
         return self._answer(request, result)
 
-    def _answer(self, request: InferRequest, result: RequestResult) -> dict[str, np.ndarray]:
+    def _deliver(self, request: InferRequest, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """On the scheduler thread, from this request's views of the batch's outputs: each output the request
+        wants, copied once, into its shared-memory range or into an array of its own."""
+        datatypes = {t.name: t.datatype for t in self.signature.outputs}
+        unbatched = self.signature.max_batch_size <= 0
+        delivered: dict[str, Any] = {}
+        for wanted in request.outputs:
+            value = outputs[wanted.name]
+            if unbatched:
+                value = value[0]
+            if wanted.shm is not None:
+                size = write_tensor(wanted.shm, value, datatypes[wanted.name], wanted.name)
+                delivered[wanted.name] = InShm(tuple(value.shape), size)
+            else:
+                delivered[wanted.name] = np.array(value)
+        return delivered
+
+    def _answer(self, request: InferRequest, result: RequestResult) -> dict[str, Any]:
         c = self.counters
+        if result.status == "refused" and isinstance(result.error, ProtocolError):
+            c.fail("invalid", result.latency_s)
+            raise result.error
         if result.status == "late":
             c.fail("deadline", result.latency_s)
             if self.observe is not None:
@@ -235,10 +315,7 @@ class ServedModel:
             c.last_inference_ms = int(time.time() * 1e3)
         if self.observe is not None:
             self.observe.request(result.latency_s, True)
-        outputs = result.outputs
-        if self.signature.max_batch_size <= 0:
-            outputs = {k: v[0] for k, v in outputs.items()}
-        return outputs
+        return result.outputs
 
     def _on_batch(self, taken: Taken, done: float, outputs: Mapping[str, Any]) -> None:
         c = self.counters

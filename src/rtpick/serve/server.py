@@ -20,6 +20,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.serve.served import ServedModel, ServeSettings
+from rtpick.serve.shared_memory import SharedMemoryRegistry
 
 log = logging.getLogger("rtpick.serve")
 SWITCH_INTERVAL_S = 0.0005
@@ -42,6 +43,7 @@ class ServeOptions:
     exit_timeout_s: float = 30.0
     name: str | None = None
     runtime_options: dict[str, str] | None = None  # --option items (MODEL -r only)
+    shared_memory_regions: int = 64  # registered system shared-memory regions at most (0: the extension is off)
 
 
 def load_target(target: str, runtime: str | None, max_batch: int | None = None,
@@ -126,7 +128,10 @@ def build_served(target: str, runtime: str | None, options: ServeOptions) -> Ser
     settings = settings_for(deploy, spec, config, options)
     if config.get("max_batch_size"):  # what /config says and requests are checked against: the served max
         config["max_batch_size"] = settings.max_batch
-    return ServedModel(session, config, settings)
+    served = ServedModel(session, config, settings)
+    served.shared_memory = SharedMemoryRegistry(options.shared_memory_regions) if options.shared_memory_regions \
+        else None
+    return served
 
 
 class _Uvicorn:
