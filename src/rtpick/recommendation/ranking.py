@@ -4,6 +4,16 @@ Ranking cost, per inference, in milliseconds: the tail latency (``--p99-ms``, ``
 sample, 1000 / throughput (``--min-throughput``), plus the build time shared over ``expected_inferences``. A
 latency budget is checked against p99, never the median; NaN or a missing figure never passes. Figures come
 from each record's headline (`Record.headline()`), whatever scenario measured it.
+
+Energy: a row shows the joules per inference its measurement recorded (`rtpick.perf.energy`) and the clock-event
+(throttle) reasons seen while it was measured; ``--max-joules`` excludes a row over the limit, and a row that has
+no energy figure (a CPU, a window too short for NVML's counter), since the limit cannot be checked on it.
+
+Speed rules: a precision whose runtime declares one (`Runtime.speed_rule`, e.g. a low precision that is worth
+its accuracy cost only where it beats the runtime's own higher precisions) is judged by it on the records
+ranked here and on `evidence` (probe records of candidates dropped early); a row the rule does not call faster
+is listed as `NOT_FASTER` with the rule's words, never chosen. With nothing to compare it against, it stays
+ranked only when it is the one configuration asked for.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rtpick.perf.energy import throttle_words
 from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import (
     BUILD_FAILED,
@@ -21,10 +32,12 @@ from rtpick.recommendation.constraints import (
     FAILED_ACCURACY,
     MEETS,
     NOT_ALLOWED,
+    NOT_FASTER,
     NOT_MEASURED,
     ON_TIME_NEEDED,
     OOM,
     OVER_BUDGET,
+    OVER_ENERGY,
     OVER_MEMORY,
     VERDICT_ORDER,
     Constraints,
@@ -59,6 +72,9 @@ class Candidate:
     reference_accuracy: float | None = None
     agreement: float | None = None  # top-1 agreement with the reference, 0..1
     correctness: str = ""  # compare's status: reference, pass, mismatch, error, unchecked
+    joules_per_inference: float | None = None  # GPU energy per sample over the measured window (NVML)
+    energy_status: str = ""  # "measured", or "not measured: <why>" as the record says
+    throttled: str = ""  # the throttling clock-event reasons seen while measuring, in words ("" for none)
     cost_ms: float | None = None  # ranking cost per inference
     miss: float | None = None  # how far from the budget, relative (0.25 = 25% short/over); None when it meets
 
@@ -74,7 +90,8 @@ class Candidate:
 
     def __repr__(self) -> str:
         figures = [f"p99 {self.p99_ms:.3g} ms" if self.p99_ms is not None else "",
-                   f"{self.throughput:,.0f}/s" if self.throughput is not None else ""]
+                   f"{self.throughput:,.0f}/s" if self.throughput is not None else "",
+                   f"{joules_text(self.joules_per_inference)}/inf" if self.joules_per_inference is not None else ""]
         shown = ", ".join(f for f in figures if f)
         return f"<Candidate {self.name} b{self.batch}: {self.verdict}{' (' + shown + ')' if shown else ''}>"
 
@@ -86,6 +103,11 @@ def variant_label(options: dict[str, Any]) -> str:
 
 def candidate_name(config: str, variant: str) -> str:
     return f"{config} [{variant}]" if variant else config
+
+
+def joules_text(joules: float) -> str:
+    """Energy with its unit, in mJ below one joule: "41.2 mJ", "1.37 J"."""
+    return f"{joules * 1e3:.3g} mJ" if joules < 1 else f"{joules:.3g} J"
 
 
 @dataclass
@@ -166,24 +188,41 @@ def candidate_from_record(record: Record) -> Candidate:
     row.accuracy = _number(correctness.get("accuracy"))
     row.reference_accuracy = _number(correctness.get("reference_accuracy"))
     row.agreement = _number(correctness.get("top1_agreement"))
+    row.joules_per_inference, row.energy_status, row.throttled = _energy_of(record)
     return row
 
 
-def rank(records: Sequence[Record], constraints: Constraints,
-         unavailable: Sequence[Candidate] = ()) -> Recommendation:
+def _energy_of(record: Record) -> tuple[float | None, str, str]:
+    """(joules per inference or None, the record's energy status in words, throttling reasons or "")."""
+    energy = (record.measurement.data if record.measurement is not None else {}).get("energy")
+    if not isinstance(energy, dict):
+        return None, "not measured: the record has no energy entry (measured before rtpick recorded energy)", ""
+    joules = _number(energy.get("joules_per_inference"))
+    status = str(energy.get("energy") or "")
+    if joules is not None and joules <= 0:
+        joules, status = None, f"not measured: {joules:g} J per inference recorded"
+    return joules, status, throttle_words(energy)
+
+
+def rank(records: Sequence[Record], constraints: Constraints, unavailable: Sequence[Candidate] = (),
+         evidence: Sequence[Record] = ()) -> Recommendation:
     """Judge every record against the constraints and rank the ones that meet them.
 
     Each record is a bench record with a ``correctness`` entry (``status``; ``accuracy``, ``reference_accuracy``
     and ``top1_agreement`` as fractions; ``reason``; ``gate``: "tolerance" or "accuracy drop"/"agreement").
     Several records of one configuration (an offline sweep) make one row: the cheapest batch that meets the
-    budget, else the one closest to it. `unavailable` rows are listed as they are.
+    budget, else the one closest to it. `unavailable` rows are listed as they are. `evidence` are records that
+    make no row but that a speed rule may compare against (the probes of candidates dropped early).
     """
     constraints.validate()
     by_config: dict[str, list[Candidate]] = {}
+    judged = []
     for record in records:
         row = candidate_from_record(record)
         _judge(row, record, constraints)
+        judged.append((record, row))
         by_config.setdefault(row.name, []).append(row)
+    _apply_speed_rules(judged, evidence)
     rows = [_best_of(group) for group in by_config.values()] + list(unavailable)
     ranked = sorted((r for r in rows if r.verdict == MEETS),
                     key=lambda r: (r.cost_ms, -(r.accuracy or 0.0), r.build_time_s or 0.0, r.name))
@@ -204,7 +243,46 @@ def _best_of(group: list[Candidate]) -> Candidate:
     over = [r for r in group if r.verdict == OVER_BUDGET]
     if over:
         return min(over, key=lambda r: r.miss if r.miss is not None else math.inf)
+    slower = [r for r in group if r.verdict == NOT_FASTER]
+    if slower:
+        return min(slower, key=lambda r: r.cost_ms if r.cost_ms is not None else math.inf)
     return group[0]
+
+
+def _apply_speed_rules(judged: Sequence[tuple[Record, Candidate]], evidence: Sequence[Record]) -> None:
+    """Each row that would be ranked (it meets the budget or is a closest miss) and whose runtime declares a
+    speed rule for its precision: kept with the rule's words when the rule calls it faster, else `NOT_FASTER`."""
+    records = [record for record, _ in judged]
+    alone = len({record.config for record in records}) == 1
+    stored: list[tuple[Record, dict[str, Any]]] | None = None
+    for record, row in judged:
+        if row.verdict not in (MEETS, OVER_BUDGET):
+            continue
+        rule = _speed_rule(record)
+        if rule is None:
+            continue
+        if stored is None:
+            stored = [(r, r.to_dict()) for r in [*records, *evidence] if r.ok]
+        # the record itself and every other configuration's: one verdict comes back, this record's
+        verdicts = rule([record.to_dict(), *[data for other, data in stored if other.config != record.config]])
+        verdict = verdicts[0] if verdicts else {}
+        words = str(verdict.get("words") or f"{record.config} not compared: its record has none of the figures "
+                                            "its runtime's speed rule compares")
+        faster = verdict.get("faster")
+        if faster is True:
+            row.reason = f"{row.reason}; {words}" if row.reason else words
+        elif faster is None and alone:
+            row.reason = f"{row.reason}; {words} (the only configuration asked for)" if row.reason else words
+        else:
+            budget = row.reason if row.verdict == OVER_BUDGET else ""
+            row.verdict, row.rank = NOT_FASTER, None
+            row.reason = f"{words}; also {budget}" if budget else words
+
+
+def _speed_rule(record: Record) -> Any:
+    from rtpick.runtimes.registry import RUNTIMES, get_runtime
+
+    return get_runtime(record.runtime).speed_rule(record.precision) if record.runtime in RUNTIMES else None
 
 
 def _judge(row: Candidate, record: Record, c: Constraints) -> None:
@@ -244,6 +322,10 @@ def _judge(row: Candidate, record: Record, c: Constraints) -> None:
     if over is not None:
         row.verdict, row.reason = OVER_MEMORY, over
         return
+    over = _over_energy(row, c.max_joules)
+    if over is not None:
+        row.verdict, row.reason = OVER_ENERGY, over
+        return
     _budget(row, c)
 
 
@@ -255,6 +337,22 @@ def _over_memory(measured: float | None, limit: float | None, what: str, flag: s
         return f"{unmeasured}, so {flag} cannot be checked"
     if measured > limit:
         return f"{what} {measured:,.0f} MB > {flag} {limit:,g} MB (by {measured - limit:,.0f} MB)"
+    return None
+
+
+def _over_energy(row: Candidate, limit: float | None) -> str | None:
+    """Why a row breaks --max-joules (over it, or no energy figure so it cannot be checked), or None."""
+    if limit is None:
+        return None
+    if row.device == "cpu":
+        return "energy is not measured on CPUs (NVML counts a GPU's energy only), so --max-joules cannot be checked"
+    joules = row.joules_per_inference
+    if joules is None:
+        why = row.energy_status.removeprefix("not measured:").strip() or "no energy figure in the record"
+        return f"energy not measured: {why}, so --max-joules cannot be checked"
+    if joules > limit:
+        return (f"{joules_text(joules)} per inference > --max-joules {joules_text(limit)} "
+                f"(by {joules_text(joules - limit)})")
     return None
 
 

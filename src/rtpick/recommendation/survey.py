@@ -47,6 +47,7 @@ class Survey:
         self.isolated = repeats > 1 or constraints.max_host_mem_mb is not None \
             or constraints.max_gpu_mem_mb is not None
         self.quick = quick
+        self.evidence: list[Record] = []  # the probes of candidates dropped early (a speed rule's baselines)
         self.checks = dict(checks or {})  # candidate name -> its correctness verdict, shown on dropped rows
 
     def close(self) -> None:
@@ -97,10 +98,13 @@ class Survey:
         probes: dict[str, list[Record]] = {}
         dominated: list[Any] = []
         if not exhaustive and scenario.closed_loop and len(alive) > 1:
-            dominance = not self.isolated
-            if not dominance:
+            dominance = not self.isolated and self.c.max_joules is None
+            if self.isolated and (self.c.max_host_mem_mb is not None or self.c.max_gpu_mem_mb is not None):
                 self.notes.append("search: memory limits given, so only candidates whose interval misses the "
                                   "budget are dropped early (a probe does not measure memory)")
+            if self.c.max_joules is not None:
+                self.notes.append("search: --max-joules given, so only candidates whose interval misses the "
+                                  "budget are dropped early (a probe is too short to measure energy)")
             for number, seconds in enumerate(PROBE_SECONDS[self.quick], 1):
                 if number > 1 and len(alive) <= 2:
                     break
@@ -119,6 +123,7 @@ class Survey:
                         row = self._dropped_row(probes[choice.key], dropped[choice.key],
                                                 self.checks.get(choice.key))
                         dropped_rows.append(row)
+                        self.evidence.extend(r for r in probes[choice.key] if r.ok)
                         if DOMINATED in dropped[choice.key]:
                             dominated.append(choice)
                         self.phases.note(f"dropped {choice.key}: {dropped[choice.key]}")
