@@ -226,3 +226,39 @@ def test_throttled_rows_are_flagged_and_the_table_shows_energy():
     console = Console(record=True, width=250)
     console.print(render(cpu_only))
     assert "mJ" not in console.export_text() and "energy" not in console.export_text()
+
+
+def test_cli_max_joules_on_cpu_rows_excludes_them_with_the_reason(tmp_path, monkeypatch):
+    """Through the CLI, on a stored record (nothing measured): a CPU row cannot be checked against --max-joules."""
+    from rtpick.results import Results
+    from rtpick.sources import load_model
+
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per line
+    spec = load_model("rtpick:digits").spec
+    stored = tmp_path / "stored.json"
+    Results(command="hand-made", scenario={"scenario": "single-stream"},
+            model={"sha256": spec.sha256, "spec": {"name": spec.name}},
+            configurations=[record("ort-cpu:fp32", energy={"energy": "not measured: runs on the CPU"})]).write(stored)
+    done = run_cli("recommend", "rtpick:digits", "--p99-ms", "1000", "--from", str(stored), "--max-joules", "1",
+                   timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    (row,) = [line for line in done.stdout.splitlines() if "ort-cpu:fp32" in line and "│" in line]
+    assert "over energy limit" in row and "energy is not measured on CPUs" in row
+    without = run_cli("recommend", "rtpick:digits", "--p99-ms", "1000", "--from", str(stored), timeout=120)
+    assert without.returncode == 0 and "recommended: ort-cpu:fp32" in without.stdout
+
+
+def test_every_declared_speed_rule_answers_for_records():
+    """The contract: `speed_rule(precision)` is None or a function of records; no records, no verdicts."""
+    from rtpick.runtimes.registry import RUNTIMES, get_runtime
+
+    rules = {}
+    for name in RUNTIMES:
+        runtime = get_runtime(name)
+        for precision in runtime.precisions:
+            rule = runtime.speed_rule(precision)
+            assert rule is None or callable(rule)
+            if rule is not None:
+                assert rule([]) == []
+                rules[f"{name}:{precision}"] = rule
+    assert f"{RT}:fp8" in rules

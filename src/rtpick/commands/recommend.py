@@ -210,7 +210,7 @@ def recommend(
             for row in rec.closest[:3]:
                 console.print(f"  {escape(row.name)} b{row.batch}: {escape(row.reason)}")
         else:
-            console.print("none passed the correctness check and ran; see the reasons below")
+            console.print("none passed the correctness check, ran and kept within the limits; see the reasons below")
     if chosen is not None and chosen.throttled:
         console.print(f"[yellow]THROTTLED while measured: {escape(chosen.throttled)}; its figures are those of a "
                       "GPU holding its clocks down[/]")
