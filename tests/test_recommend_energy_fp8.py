@@ -133,6 +133,26 @@ def test_throughput_sweep_keeps_the_batch_where_fp8_wins():
     assert "fp8 faster here: 1.33x" in out.chosen.reason
 
 
+def test_a_record_the_rule_cannot_read_is_not_compared():
+    """Camera records carry no mean latency for the rule to compare: fp8 is then not chosen for speed (unless
+    asked for alone), never chosen by default."""
+    from rtpick.perf.scenarios.multistream import MultistreamMeasurement
+
+    def cams(config: str, p99: float) -> Record:
+        rec = record(config)
+        rec.scenario = "multistream"
+        rec.measurement = MultistreamMeasurement.from_dict(
+            {"scenario": "multistream", "streams": 4, "fps": 30.0, "duration_s": 2.0, "method": "m",
+             "total": {"p99_ms": p99, "p50_ms": p99 / 2, "on_time_fraction": 1.0, "processed": 240, "frames": 240,
+                       "late": 0, "dropped": 0}})
+        return rec
+
+    out = rank([cams(f"{RT}:fp8", 5.0), cams(f"{RT}:fp16", 10.0)], Constraints(streams=4, fps=30.0))
+    assert out.chosen.config == f"{RT}:fp16"
+    fp8 = rows_by_config(out)[f"{RT}:fp8"]
+    assert fp8.verdict == NOT_FASTER and "not compared" in fp8.reason
+
+
 def test_an_fp8_gpu_cannot_run_is_unavailable_with_its_reason(monkeypatch):
     from rtpick.runtimes import registry
     from rtpick.runtimes.torch_compile import TorchCompileCuda

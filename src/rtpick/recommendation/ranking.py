@@ -139,6 +139,10 @@ class Recommendation:
             figure = f"p99 {c.p99_ms:.3g} ms" if c.p99_ms is not None else ""
             if c.throughput is not None:
                 figure += f"{', ' if figure else ''}{c.throughput:,.0f} samples/s"
+            if c.joules_per_inference is not None:
+                figure += f"{', ' if figure else ''}{joules_text(c.joules_per_inference)} per inference"
+            if c.throttled:
+                figure += f"; THROTTLED: {c.throttled}"
             head += f" -> {c.name} at batch {c.batch} ({figure})"
         elif self.closest:
             head += f" -> none meets it; closest {self.closest[0].name}: {self.closest[0].reason}"
