@@ -282,3 +282,37 @@ def test_every_declared_speed_rule_answers_for_records():
                 assert rule([]) == []
                 rules[f"{name}:{precision}"] = rule
     assert f"{RT}:fp8" in rules
+
+
+def test_search_readmits_the_baseline_an_fp8_rejected_by_its_rule_dominated(monkeypatch):
+    """The probe said fp8 surely beats fp16 (fp16 dropped as dominated); in full, fp8 is not faster than fp16's
+    probe: its claim is refuted, so fp16 is measured in full after all and can be chosen."""
+    from dataclasses import replace
+
+    from rtpick.perf.progress import Phases
+    from rtpick.perf.scenarios.closedloop import SingleStreamMeasurement
+    from rtpick.recommendation import survey as survey_module
+    from rtpick.recommendation.search import Choice
+    from rtpick.sources import load_model
+
+    def fake_measure(cache, job):  # type: ignore[no-untyped-def]
+        full = float(job.params.duration_s) >= 2.0
+        p99, p50 = {("fp8", False): (1.0, 0.5), ("fp16", False): (2.0, 1.0),
+                    ("fp8", True): (1.5, 1.2), ("fp16", True): (2.0, 1.0)}[(job.precision, full)]
+        data = {"batch": job.batch, "n": 500, "duration_s": 1.0, "throughput": 1e3 / p50, "method": "test",
+                "latency_ms": {"p50": p50, "p90": p99, "p99": p99, "mean": p50, "max": p99,
+                               "ci": {"p50": [p50 * 0.95, p50 * 1.05], "p99": [p99 * 0.95, p99 * 1.05]}}}
+        return replace(Record(runtime=job.runtime, precision=job.precision, batch=job.batch,
+                              scenario="single-stream", measurement=SingleStreamMeasurement(data),
+                              build_time_s=1.0), batch=job.batch)
+
+    monkeypatch.setattr(survey_module, "measure", fake_measure)
+    c = Constraints(p99_ms=5.0)
+    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), c, quick=True, repeats=1,
+                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
+    choices = [Choice(RT, "fp16", {}), Choice(RT, "fp8", {})]
+    measured, dropped = survey.run(choices, exhaustive=False)
+    assert sorted(r.precision for r in measured) == ["fp16", "fp8"] and not dropped
+    out = rank([replace(r, correctness=PASSED) for r in measured], c, evidence=survey.evidence)
+    assert out.chosen.config == f"{RT}:fp16"
+    assert rows_by_config(out)[f"{RT}:fp8"].reason.startswith("fp8 not faster here: 0.83x")

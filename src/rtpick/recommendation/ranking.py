@@ -258,21 +258,14 @@ def _apply_speed_rules(judged: Sequence[tuple[Record, Candidate]], evidence: Seq
     speed rule for its precision: kept with the rule's words when the rule calls it faster, else `NOT_FASTER`."""
     records = [record for record, _ in judged]
     alone = len({record.config for record in records}) == 1
-    stored: list[tuple[Record, dict[str, Any]]] | None = None
+    pool = [*records, *evidence]
     for record, row in judged:
         if row.verdict not in (MEETS, OVER_BUDGET):
             continue
-        rule = _speed_rule(record)
-        if rule is None:
+        verdict = speed_verdict(record, pool)
+        if verdict is None:
             continue
-        if stored is None:
-            stored = [(r, r.to_dict()) for r in [*records, *evidence] if r.ok]
-        # the record itself and every other configuration's: one verdict comes back, this record's
-        verdicts = rule([record.to_dict(), *[data for other, data in stored if other.config != record.config]])
-        verdict = verdicts[0] if verdicts else {}
-        words = str(verdict.get("words") or f"{record.config} not compared: its record has none of the figures "
-                                            "its runtime's speed rule compares")
-        faster = verdict.get("faster")
+        faster, words = verdict
         if faster is True:
             row.reason = f"{row.reason}; {words}" if row.reason else words
         elif faster is None and alone:
@@ -281,6 +274,21 @@ def _apply_speed_rules(judged: Sequence[tuple[Record, Candidate]], evidence: Seq
             budget = row.reason if row.verdict == OVER_BUDGET else ""
             row.verdict, row.rank = NOT_FASTER, None
             row.reason = f"{words}; also {budget}" if budget else words
+
+
+def speed_verdict(record: Record, pool: Sequence[Record]) -> tuple[bool | None, str] | None:
+    """(faster: True, False or None for "not compared", the rule's words) for `record` by the speed rule its
+    runtime declares for its precision, against the other configurations' records in `pool`; None: no rule."""
+    rule = _speed_rule(record)
+    if rule is None:
+        return None
+    # the record itself and every other configuration's: one verdict comes back, this record's
+    verdicts = rule([record.to_dict(), *[r.to_dict() for r in pool if r.ok and r.config != record.config]])
+    verdict = verdicts[0] if verdicts else {}
+    words = str(verdict.get("words") or f"{record.config} not compared: its record has none of the figures its "
+                                        "runtime's speed rule compares")
+    faster = verdict.get("faster")
+    return (faster if isinstance(faster, bool) else None), words
 
 
 def _speed_rule(record: Record) -> Any:

@@ -19,7 +19,7 @@ from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
 from rtpick.recommendation.pruning import DOMINATED, could_meet, meets, prune
-from rtpick.recommendation.ranking import Candidate, candidate_from_record
+from rtpick.recommendation.ranking import Candidate, candidate_from_record, speed_verdict
 
 PROBE_SECONDS = {True: (0.25, 0.75), False: (0.5, 2.0)}  # by --quick: round 1, round 2
 PROBE_BLOCKS = 5
@@ -137,12 +137,14 @@ class Survey:
         what = f"full measurement ({self.c.scenario}{', quick' if self.quick else ''})"
         measured = self._full(what, alive, probes, batches)
         pool = list(dominated)
-        while pool and not any(meets(r, self.c) for r in measured):
+        alone = len({choice.config for choice in choices}) == 1
+        while pool and not any(self._wins(r, measured, alone) for r in measured):
             # the candidates that dominated these missed the budget in full (noise, or a load that changed since
-            # the probe): their claim is refuted, so the dominated ones are judged again among themselves
+            # the probe) or may not be chosen (a speed rule): their claim is refuted, so the dominated ones are
+            # judged again among themselves
             again, reasons = prune({ch.key: probes[ch.key] for ch in pool}, self.c, what="probe (again)")
-            self.notes.append(f"search: no candidate measured in full met the budget, so {len(again)} of the "
-                              f"{len(pool)} dropped as dominated were measured in full after all")
+            self.notes.append(f"search: no candidate measured in full met the budget (and may be chosen), so "
+                              f"{len(again)} of the {len(pool)} dropped as dominated were measured in full after all")
             readmitted = {choice.key for choice in pool}
             dropped_rows = [row for row in dropped_rows if row.name not in readmitted]
             for choice in pool:
@@ -156,6 +158,14 @@ class Survey:
             self.notes.append(f"full measurements ran in this process on the probe's session ({self.cache.builds} "
                               "builds in all: each runtime/precision/options built once)")
         return measured, dropped_rows
+
+    def _wins(self, record: Record, measured: Sequence[Record], alone: bool) -> bool:
+        """Whether a full record can be chosen: it meets the budget and any speed rule its precision has lets
+        it (a speed rule that rejects the record refutes the claim of those it dominated in the probe)."""
+        if not meets(record, self.c):
+            return False
+        verdict = speed_verdict(record, [*measured, *self.evidence])
+        return verdict is None or verdict[0] is True or (verdict[0] is None and alone)
 
     def _full(self, what: str, choices: Sequence[Any], probes: Mapping[str, list[Record]], batches: list[int]
               ) -> list[Record]:
