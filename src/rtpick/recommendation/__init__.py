@@ -43,9 +43,9 @@ from rtpick.recommendation.ranking import (
     Recommendation,
     candidate_from_record,
     correctness_records,
-    joules_text,
     rank,
 )
+from rtpick.recommendation.rules import joules_text
 from rtpick.recommendation.search import all_configs, deploy_config, plan, recommend
 
 __all__ = [

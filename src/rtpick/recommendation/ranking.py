@@ -5,15 +5,7 @@ sample, 1000 / throughput (``--min-throughput``), plus the build time shared ove
 latency budget is checked against p99, never the median; NaN or a missing figure never passes. Figures come
 from each record's headline (`Record.headline()`), whatever scenario measured it.
 
-Energy: a row shows the joules per inference its measurement recorded (`rtpick.perf.energy`) and the clock-event
-(throttle) reasons seen while it was measured; ``--max-joules`` excludes a row over the limit, and a row that has
-no energy figure (a CPU, a window too short for NVML's counter), since the limit cannot be checked on it.
-
-Speed rules: a precision whose runtime declares one (`Runtime.speed_rule`, e.g. a low precision that is worth
-its accuracy cost only where it beats the runtime's own higher precisions) is judged by it on the records
-ranked here and on `evidence` (probe records of candidates dropped early); a row the rule does not call faster
-is listed as `NOT_FASTER` with the rule's words, never chosen. With nothing to compare it against, it stays
-ranked only when it is the one configuration asked for.
+The energy limit and the precisions' speed rules are `rtpick.recommendation.rules`'s.
 """
 
 from __future__ import annotations
@@ -23,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rtpick.perf.energy import throttle_words
 from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import (
     BUILD_FAILED,
@@ -42,6 +33,7 @@ from rtpick.recommendation.constraints import (
     VERDICT_ORDER,
     Constraints,
 )
+from rtpick.recommendation.rules import apply_speed_rules, energy_of, joules_text, over_energy
 
 # ---------------------------------------------------------------------------------------------------- rows
 
@@ -103,11 +95,6 @@ def variant_label(options: dict[str, Any]) -> str:
 
 def candidate_name(config: str, variant: str) -> str:
     return f"{config} [{variant}]" if variant else config
-
-
-def joules_text(joules: float) -> str:
-    """Energy with its unit, in mJ below one joule: "41.2 mJ", "1.37 J"."""
-    return f"{joules * 1e3:.3g} mJ" if joules < 1 else f"{joules:.3g} J"
 
 
 @dataclass
@@ -192,20 +179,8 @@ def candidate_from_record(record: Record) -> Candidate:
     row.accuracy = _number(correctness.get("accuracy"))
     row.reference_accuracy = _number(correctness.get("reference_accuracy"))
     row.agreement = _number(correctness.get("top1_agreement"))
-    row.joules_per_inference, row.energy_status, row.throttled = _energy_of(record)
+    row.joules_per_inference, row.energy_status, row.throttled = energy_of(record)
     return row
-
-
-def _energy_of(record: Record) -> tuple[float | None, str, str]:
-    """(joules per inference or None, the record's energy status in words, throttling reasons or "")."""
-    energy = (record.measurement.data if record.measurement is not None else {}).get("energy")
-    if not isinstance(energy, dict):
-        return None, "not measured: the record has no energy entry (measured before rtpick recorded energy)", ""
-    joules = _number(energy.get("joules_per_inference"))
-    status = str(energy.get("energy") or "")
-    if joules is not None and joules <= 0:
-        joules, status = None, f"not measured: {joules:g} J per inference recorded"
-    return joules, status, throttle_words(energy)
 
 
 def rank(records: Sequence[Record], constraints: Constraints, unavailable: Sequence[Candidate] = (),
@@ -226,7 +201,7 @@ def rank(records: Sequence[Record], constraints: Constraints, unavailable: Seque
         _judge(row, record, constraints)
         judged.append((record, row))
         by_config.setdefault(row.name, []).append(row)
-    _apply_speed_rules(judged, evidence)
+    apply_speed_rules(judged, evidence)
     rows = [_best_of(group) for group in by_config.values()] + list(unavailable)
     ranked = sorted((r for r in rows if r.verdict == MEETS),
                     key=lambda r: (r.cost_ms, -(r.accuracy or 0.0), r.build_time_s or 0.0, r.name))
@@ -251,50 +226,6 @@ def _best_of(group: list[Candidate]) -> Candidate:
     if slower:
         return min(slower, key=lambda r: r.cost_ms if r.cost_ms is not None else math.inf)
     return group[0]
-
-
-def _apply_speed_rules(judged: Sequence[tuple[Record, Candidate]], evidence: Sequence[Record]) -> None:
-    """Each row that would be ranked (it meets the budget or is a closest miss) and whose runtime declares a
-    speed rule for its precision: kept with the rule's words when the rule calls it faster, else `NOT_FASTER`."""
-    records = [record for record, _ in judged]
-    alone = len({record.config for record in records}) == 1
-    pool = [*records, *evidence]
-    for record, row in judged:
-        if row.verdict not in (MEETS, OVER_BUDGET):
-            continue
-        verdict = speed_verdict(record, pool)
-        if verdict is None:
-            continue
-        faster, words = verdict
-        if faster is True:
-            row.reason = f"{row.reason}; {words}" if row.reason else words
-        elif faster is None and alone:
-            row.reason = f"{row.reason}; {words} (the only configuration asked for)" if row.reason else words
-        else:
-            budget = row.reason if row.verdict == OVER_BUDGET else ""
-            row.verdict, row.rank = NOT_FASTER, None
-            row.reason = f"{words}; also {budget}" if budget else words
-
-
-def speed_verdict(record: Record, pool: Sequence[Record]) -> tuple[bool | None, str] | None:
-    """(faster: True, False or None for "not compared", the rule's words) for `record` by the speed rule its
-    runtime declares for its precision, against the other configurations' records in `pool`; None: no rule."""
-    rule = _speed_rule(record)
-    if rule is None:
-        return None
-    # the record itself and every other configuration's: one verdict comes back, this record's
-    verdicts = rule([record.to_dict(), *[r.to_dict() for r in pool if r.ok and r.config != record.config]])
-    verdict = verdicts[0] if verdicts else {}
-    words = str(verdict.get("words") or f"{record.config} not compared: its record has none of the figures its "
-                                        "runtime's speed rule compares")
-    faster = verdict.get("faster")
-    return (faster if isinstance(faster, bool) else None), words
-
-
-def _speed_rule(record: Record) -> Any:
-    from rtpick.runtimes.registry import RUNTIMES, get_runtime
-
-    return get_runtime(record.runtime).speed_rule(record.precision) if record.runtime in RUNTIMES else None
 
 
 def _judge(row: Candidate, record: Record, c: Constraints) -> None:
@@ -334,7 +265,7 @@ def _judge(row: Candidate, record: Record, c: Constraints) -> None:
     if over is not None:
         row.verdict, row.reason = OVER_MEMORY, over
         return
-    over = _over_energy(row, c.max_joules)
+    over = over_energy(row, c.max_joules)
     if over is not None:
         row.verdict, row.reason = OVER_ENERGY, over
         return
@@ -349,22 +280,6 @@ def _over_memory(measured: float | None, limit: float | None, what: str, flag: s
         return f"{unmeasured}, so {flag} cannot be checked"
     if measured > limit:
         return f"{what} {measured:,.0f} MB > {flag} {limit:,g} MB (by {measured - limit:,.0f} MB)"
-    return None
-
-
-def _over_energy(row: Candidate, limit: float | None) -> str | None:
-    """Why a row breaks --max-joules (over it, or no energy figure so it cannot be checked), or None."""
-    if limit is None:
-        return None
-    if row.device == "cpu":
-        return "energy is not measured on CPUs (NVML counts a GPU's energy only), so --max-joules cannot be checked"
-    joules = row.joules_per_inference
-    if joules is None:
-        why = row.energy_status.removeprefix("not measured:").strip() or "no energy figure in the record"
-        return f"energy not measured: {why}, so --max-joules cannot be checked"
-    if joules > limit:
-        return (f"{joules_text(joules)} per inference > --max-joules {joules_text(limit)} "
-                f"(by {joules_text(joules - limit)})")
     return None
 
 

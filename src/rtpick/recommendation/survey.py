@@ -19,7 +19,8 @@ from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
 from rtpick.recommendation.pruning import DOMINATED, could_meet, meets, prune
-from rtpick.recommendation.ranking import Candidate, candidate_from_record, speed_verdict
+from rtpick.recommendation.ranking import Candidate, candidate_from_record
+from rtpick.recommendation.rules import speed_verdict
 
 PROBE_SECONDS = {True: (0.25, 0.75), False: (0.5, 2.0)}  # by --quick: round 1, round 2
 PROBE_BLOCKS = 5
