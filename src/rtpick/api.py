@@ -64,7 +64,7 @@ def recommend(model: Any, **kwargs: Any) -> Recommendation:
     """The best configuration of `model` for a budget, gated on correctness; every other one with its reason.
 
     Keyword arguments are those of `rtpick.recommendation.recommend` (configs, p99_ms, streams, fps, min_throughput,
-    max_accuracy_drop, labels, expected_inferences, max_gpu_mem_mb, max_host_mem_mb, cpu_only, quick,
+    max_accuracy_drop, labels, expected_inferences, max_gpu_mem_mb, max_host_mem_mb, max_joules, cpu_only, quick,
     from_results, batch, ...).
     """
     from rtpick.recommendation import recommend as run_recommend

@@ -52,6 +52,16 @@ def _p99(row: Any, how: str) -> str:
     return text
 
 
+def _energy(row: Any) -> str:
+    """Energy per inference with its unit, and the throttling seen while measuring (flagged in words)."""
+    from rtpick.recommendation import joules_text
+
+    text = "-" if row.joules_per_inference is None else f"{joules_text(row.joules_per_inference)}/inf"
+    if row.throttled:
+        text += f"\n[yellow]THROTTLED: {escape(row.throttled)}[/]"
+    return text
+
+
 HIDDEN = ("unavailable here", "excluded by --cpu-only")  # one summary line each unless -v
 
 
@@ -78,19 +88,27 @@ def render(rec: Any, verbose: bool = True) -> Table:
                "during the measurement; accuracy: top-1 on the labelled data / agreement with the fp32 reference")
     if c.expected_inferences:
         caption += f"; cost amortises build time over {c.expected_inferences:,} inferences"
+    shown = [row for row in rec.rows() if verbose or row.verdict not in HIDDEN]
+    energy = any(row.joules_per_inference is not None or row.throttled for row in shown)
+    if energy:
+        caption += ("; energy: GPU joules per inference from NVML's energy counter over the measured window "
+                    "(THROTTLED: clock-event reasons seen while measuring)")
+    if c.max_joules is not None:
+        caption += f"; --max-joules {c.max_joules:g} J per inference"
     t = Table(title=f"rtpick recommend: {rec.model.get('name', '')}, budget {c.describe()}", caption=caption)
-    for column in ("rank", "configuration", "p99", "throughput", "accuracy", "build", "memory", "verdict / reason"):
+    columns = ("rank", "configuration", "p99", "throughput", *(["energy"] if energy else []), "accuracy", "build",
+               "memory", "verdict / reason")
+    for column in columns:
         t.add_column(column, no_wrap=column in ("rank", "configuration"))
-    for row in rec.rows():
-        if not verbose and row.verdict in HIDDEN:
-            continue
+    for row in shown:
         verdict = row.verdict
         style = {"chosen": "bold green", "meets": "green", "over budget": "yellow"}.get(verdict, "red")
         if verdict in ("unavailable here", "excluded by --cpu-only", "not measured"):
             style = "dim"
         t.add_row(
             str(row.rank) if row.rank else "-", escape(row.name), _p99(row, c.scenario),
-            _fmt(row.throughput, ",.0f", "/s"), _accuracy(row), _fmt(row.build_time_s, ".3g", " s"),
+            _fmt(row.throughput, ",.0f", "/s"), *([_energy(row)] if energy else []), _accuracy(row),
+            _fmt(row.build_time_s, ".3g", " s"),
             _memory(row), f"[{style}]{verdict}[/]: {escape(row.reason)}",
         )
     return t
@@ -130,6 +148,9 @@ def recommend(
                                             help="Inferences the deployment will serve (amortises build time)."),
     max_gpu_mem: float = typer.Option(None, "--max-gpu-mem", help="Peak GPU memory limit, MB."),
     max_host_mem: float = typer.Option(None, "--max-host-mem", help="Peak host memory (RSS) limit, MB."),
+    max_joules: float = typer.Option(None, "--max-joules", help="GPU energy limit per inference (per sample), "
+                                     "joules, from NVML's energy counter; rows without that figure (CPUs, "
+                                     "windows too short for the counter) are excluded."),
     cpu_only: bool = typer.Option(False, "--cpu-only", help="Only CPU runtimes (edge deployment)."),
     batch: int = typer.Option(None, "--batch", "-b", help="Batch size (offline: the largest tried)."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
@@ -165,7 +186,8 @@ def recommend(
         rec = run_recommend(
             model, configs=runtimes, p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
             max_accuracy_drop=max_accuracy_drop, labels=labels, expected_inferences=expected_inferences,
-            max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, cpu_only=cpu_only, quick=quick,
+            max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, max_joules=max_joules, cpu_only=cpu_only,
+            quick=quick,
             repeats=repeats, from_results=from_results, batch=batches, shapes=shapes, options=options, json=json_out,
             timeout_s=timeout, command=command, progress=phases, exhaustive=exhaustive, variants=not no_variants,
         )
@@ -175,6 +197,10 @@ def recommend(
         figure = (f"p99 {chosen.p99_ms:.3g} ms" if chosen.p99_ms is not None else "")
         if chosen.throughput is not None:
             figure += f", {chosen.throughput:,.0f} samples/s"
+        if chosen.joules_per_inference is not None:
+            from rtpick.recommendation import joules_text
+
+            figure += f", {joules_text(chosen.joules_per_inference)} per inference"
         console.print(f"[bold green]recommended: {escape(chosen.name)}[/] at batch {chosen.batch} ({figure}; "
                       f"{escape(chosen.reason)})")
     else:
@@ -184,7 +210,10 @@ def recommend(
             for row in rec.closest[:3]:
                 console.print(f"  {escape(row.name)} b{row.batch}: {escape(row.reason)}")
         else:
-            console.print("none passed the correctness check and ran; see the reasons below")
+            console.print("none passed the correctness check, ran and kept within the limits; see the reasons below")
+    if chosen is not None and chosen.throttled:
+        console.print(f"[yellow]THROTTLED while measured: {escape(chosen.throttled)}; its figures are those of a "
+                      "GPU holding its clocks down[/]")
     console.print(render(rec, verbose))
     for line in hidden_summary(rec, verbose):
         console.print(f"[dim]{escape(line)}[/]")

@@ -10,6 +10,10 @@ Why it is built this way:
 - Ranking cost, per inference, in milliseconds: the tail latency (``--p99-ms``, ``--streams``) or the time per
   sample, 1000 / throughput (``--min-throughput``), plus the build time shared over ``expected_inferences``
   (a 60 s compile is nothing over a billion inferences and everything over a thousand).
+- Energy: ``max_joules`` (``--max-joules``) limits GPU energy per inference as each measurement recorded it;
+  a row without a figure (a CPU, a window too short for NVML's counter) is excluded, since it cannot be checked.
+- A precision whose runtime declares a speed rule (`Runtime.speed_rule`) is never chosen for speed unless the
+  rule calls it faster than the runtime's own baseline on these records (FP8's never-slower rule).
 - Everything measured comes from `rtpick.bench` records (one results schema), so `rank` is a pure function of
   records and can be tested on hand-made ones; `recommend` measures only what the records lack.
 """
@@ -23,10 +27,12 @@ from rtpick.recommendation.constraints import (
     FAILED_ACCURACY,
     MEETS,
     NOT_ALLOWED,
+    NOT_FASTER,
     NOT_MEASURED,
     ON_TIME_NEEDED,
     OOM,
     OVER_BUDGET,
+    OVER_ENERGY,
     OVER_MEMORY,
     UNAVAILABLE,
     VERDICT_ORDER,
@@ -39,11 +45,12 @@ from rtpick.recommendation.ranking import (
     correctness_records,
     rank,
 )
+from rtpick.recommendation.rules import joules_text
 from rtpick.recommendation.search import all_configs, deploy_config, plan, recommend
 
 __all__ = [
     "BUILD_FAILED", "CHECK_BATCH", "CHOSEN", "DROPPED", "FAILED", "FAILED_ACCURACY", "MEETS", "NOT_ALLOWED",
-    "NOT_MEASURED", "OOM", "ON_TIME_NEEDED", "OVER_BUDGET", "OVER_MEMORY", "UNAVAILABLE", "VERDICT_ORDER", "Candidate",
-    "Constraints", "Recommendation", "all_configs", "candidate_from_record", "correctness_records", "deploy_config",
-    "plan", "rank", "recommend",
+    "NOT_FASTER", "NOT_MEASURED", "OOM", "ON_TIME_NEEDED", "OVER_BUDGET", "OVER_ENERGY", "OVER_MEMORY", "UNAVAILABLE",
+    "VERDICT_ORDER", "Candidate", "Constraints", "Recommendation", "all_configs", "candidate_from_record",
+    "correctness_records", "deploy_config", "joules_text", "plan", "rank", "recommend",
 ]

@@ -18,8 +18,12 @@ ON_TIME_NEEDED = 0.99  # multistream: the fraction of frames on time a configura
 CHOSEN = "chosen"
 MEETS = "meets"
 OVER_BUDGET = "over budget"
+# a precision whose runtime declares a speed rule (`Runtime.speed_rule`) that did not call it faster than the
+# runtime's own baseline: never chosen for speed, whatever its figures
+NOT_FASTER = "not proven faster"
 DROPPED = "dropped after the first pass"  # a short probe already showed it cannot win (rtpick.recommendation.pruning)
 OVER_MEMORY = "over memory limit"
+OVER_ENERGY = "over energy limit"  # --max-joules: over it, or energy not measured so it cannot be checked
 FAILED_ACCURACY = "failed accuracy check"
 OOM = "out of memory"
 BUILD_FAILED = "build failed"
@@ -27,8 +31,8 @@ FAILED = "failed"
 UNAVAILABLE = "unavailable here"
 NOT_ALLOWED = "excluded by --cpu-only"
 NOT_MEASURED = "not measured"
-VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, DROPPED, OVER_MEMORY, FAILED_ACCURACY, OOM, BUILD_FAILED, FAILED,
-                 NOT_MEASURED, UNAVAILABLE, NOT_ALLOWED)
+VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, NOT_FASTER, DROPPED, OVER_MEMORY, OVER_ENERGY, FAILED_ACCURACY, OOM,
+                 BUILD_FAILED, FAILED, NOT_MEASURED, UNAVAILABLE, NOT_ALLOWED)
 
 
 # ------------------------------------------------------------------------------------------------ constraints
@@ -46,6 +50,7 @@ class Constraints:
     expected_inferences: int | None = None
     max_gpu_mem_mb: float | None = None
     max_host_mem_mb: float | None = None
+    max_joules: float | None = None  # energy per inference (per sample), joules; GPU energy from NVML
     cpu_only: bool = False
 
     @property
@@ -67,9 +72,10 @@ class Constraints:
     def validate(self) -> None:
         for name, value in (("--p99-ms", self.p99_ms), ("--fps", self.fps),
                             ("--min-throughput", self.min_throughput), ("--max-gpu-mem", self.max_gpu_mem_mb),
-                            ("--max-host-mem", self.max_host_mem_mb)):
-            if value is not None and not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise RtpickError(f"{name} must be a positive number, not {value}")
+                            ("--max-host-mem", self.max_host_mem_mb), ("--max-joules", self.max_joules)):
+            if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool)
+                                          and math.isfinite(value) and value > 0):
+                raise RtpickError(f"{name} must be a positive, finite number, not {value}")
         if self.streams is not None and (not isinstance(self.streams, int) or self.streams < 1):
             raise RtpickError(f"--streams must be a whole number >= 1, not {self.streams}")
         if self.max_accuracy_drop is not None and not (

@@ -4,6 +4,8 @@ Ranking cost, per inference, in milliseconds: the tail latency (``--p99-ms``, ``
 sample, 1000 / throughput (``--min-throughput``), plus the build time shared over ``expected_inferences``. A
 latency budget is checked against p99, never the median; NaN or a missing figure never passes. Figures come
 from each record's headline (`Record.headline()`), whatever scenario measured it.
+
+The energy limit and the precisions' speed rules are `rtpick.recommendation.rules`'s.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from rtpick.recommendation.constraints import (
     FAILED_ACCURACY,
     MEETS,
     NOT_ALLOWED,
+    NOT_FASTER,
     NOT_MEASURED,
     ON_TIME_NEEDED,
     OOM,
     OVER_BUDGET,
+    OVER_ENERGY,
     OVER_MEMORY,
     VERDICT_ORDER,
     Constraints,
 )
+from rtpick.recommendation.rules import apply_speed_rules, energy_of, joules_text, over_energy
 
 # ---------------------------------------------------------------------------------------------------- rows
 
@@ -59,6 +64,9 @@ class Candidate:
     reference_accuracy: float | None = None
     agreement: float | None = None  # top-1 agreement with the reference, 0..1
     correctness: str = ""  # compare's status: reference, pass, mismatch, error, unchecked
+    joules_per_inference: float | None = None  # GPU energy per sample over the measured window (NVML)
+    energy_status: str = ""  # "measured", or "not measured: <why>" as the record says
+    throttled: str = ""  # the throttling clock-event reasons seen while measuring, in words ("" for none)
     cost_ms: float | None = None  # ranking cost per inference
     miss: float | None = None  # how far from the budget, relative (0.25 = 25% short/over); None when it meets
 
@@ -74,7 +82,8 @@ class Candidate:
 
     def __repr__(self) -> str:
         figures = [f"p99 {self.p99_ms:.3g} ms" if self.p99_ms is not None else "",
-                   f"{self.throughput:,.0f}/s" if self.throughput is not None else ""]
+                   f"{self.throughput:,.0f}/s" if self.throughput is not None else "",
+                   f"{joules_text(self.joules_per_inference)}/inf" if self.joules_per_inference is not None else ""]
         shown = ", ".join(f for f in figures if f)
         return f"<Candidate {self.name} b{self.batch}: {self.verdict}{' (' + shown + ')' if shown else ''}>"
 
@@ -117,6 +126,10 @@ class Recommendation:
             figure = f"p99 {c.p99_ms:.3g} ms" if c.p99_ms is not None else ""
             if c.throughput is not None:
                 figure += f"{', ' if figure else ''}{c.throughput:,.0f} samples/s"
+            if c.joules_per_inference is not None:
+                figure += f"{', ' if figure else ''}{joules_text(c.joules_per_inference)} per inference"
+            if c.throttled:
+                figure += f"; THROTTLED: {c.throttled}"
             head += f" -> {c.name} at batch {c.batch} ({figure})"
         elif self.closest:
             head += f" -> none meets it; closest {self.closest[0].name}: {self.closest[0].reason}"
@@ -166,24 +179,29 @@ def candidate_from_record(record: Record) -> Candidate:
     row.accuracy = _number(correctness.get("accuracy"))
     row.reference_accuracy = _number(correctness.get("reference_accuracy"))
     row.agreement = _number(correctness.get("top1_agreement"))
+    row.joules_per_inference, row.energy_status, row.throttled = energy_of(record)
     return row
 
 
-def rank(records: Sequence[Record], constraints: Constraints,
-         unavailable: Sequence[Candidate] = ()) -> Recommendation:
+def rank(records: Sequence[Record], constraints: Constraints, unavailable: Sequence[Candidate] = (),
+         evidence: Sequence[Record] = ()) -> Recommendation:
     """Judge every record against the constraints and rank the ones that meet them.
 
     Each record is a bench record with a ``correctness`` entry (``status``; ``accuracy``, ``reference_accuracy``
     and ``top1_agreement`` as fractions; ``reason``; ``gate``: "tolerance" or "accuracy drop"/"agreement").
     Several records of one configuration (an offline sweep) make one row: the cheapest batch that meets the
-    budget, else the one closest to it. `unavailable` rows are listed as they are.
+    budget, else the one closest to it. `unavailable` rows are listed as they are. `evidence` are records that
+    make no row but that a speed rule may compare against (the probes of candidates dropped early).
     """
     constraints.validate()
     by_config: dict[str, list[Candidate]] = {}
+    judged = []
     for record in records:
         row = candidate_from_record(record)
         _judge(row, record, constraints)
+        judged.append((record, row))
         by_config.setdefault(row.name, []).append(row)
+    apply_speed_rules(judged, evidence)
     rows = [_best_of(group) for group in by_config.values()] + list(unavailable)
     ranked = sorted((r for r in rows if r.verdict == MEETS),
                     key=lambda r: (r.cost_ms, -(r.accuracy or 0.0), r.build_time_s or 0.0, r.name))
@@ -204,6 +222,9 @@ def _best_of(group: list[Candidate]) -> Candidate:
     over = [r for r in group if r.verdict == OVER_BUDGET]
     if over:
         return min(over, key=lambda r: r.miss if r.miss is not None else math.inf)
+    slower = [r for r in group if r.verdict == NOT_FASTER]
+    if slower:
+        return min(slower, key=lambda r: r.cost_ms if r.cost_ms is not None else math.inf)
     return group[0]
 
 
@@ -243,6 +264,10 @@ def _judge(row: Candidate, record: Record, c: Constraints) -> None:
                             f"GPU memory {memory.get('gpu_memory', 'not measured')}")
     if over is not None:
         row.verdict, row.reason = OVER_MEMORY, over
+        return
+    over = over_energy(row, c.max_joules)
+    if over is not None:
+        row.verdict, row.reason = OVER_ENERGY, over
         return
     _budget(row, c)
 

@@ -78,11 +78,25 @@ def plan(configs: Sequence[str] | str | None, cpu_only: bool) -> tuple[list[str]
                                      reason=f"runs on {device}; --cpu-only asks for a CPU answer"))
             continue
         state = availability(runtime)
+        if state.ok:
+            state = _precision_availability(runtime, precision)
         if not state.ok:
             skipped.append(Candidate(name, runtime, precision, device, verdict=UNAVAILABLE, reason=state.reason))
             continue
         runnable.append(name)
     return runnable, skipped
+
+
+def _precision_availability(runtime: str, precision: str) -> Any:
+    """Whether the runtime, available here, can run this precision here (a precision that needs hardware the GPU
+    lacks is unavailable with its reason, never a failed build)."""
+    from rtpick.runtimes.base import Availability
+    from rtpick.runtimes.registry import get_runtime
+
+    try:
+        return get_runtime(runtime).precision_availability(precision)
+    except Exception as exc:  # noqa: BLE001 - a broken probe is a fact to report, not a crash
+        return Availability(False, f"checking {precision} failed: {type(exc).__name__}: {exc}")
 
 
 def _eval_data(loaded: Any, labels: Any, feeds: Any, label_array: Any) -> tuple[Any, Any, str | None]:
@@ -157,6 +171,7 @@ def recommend(
     expected_inferences: int | None = None,
     max_gpu_mem_mb: float | None = None,
     max_host_mem_mb: float | None = None,
+    max_joules: float | None = None,
     cpu_only: bool = False,
     quick: bool = False,
     repeats: int = 1,
@@ -180,7 +195,9 @@ def recommend(
     must be this model: same sha256); what it lacks is measured. `repeats` > 1 measures each configuration in
     that many fresh processes, so its p99 interval covers the process-to-process spread too (see
     `rtpick.perf.stats`). `json` writes the records used (bench's schema, each with its ``correctness``), so a
-    later call can read them back with `from_results`.
+    later call can read them back with `from_results`. `max_joules` limits GPU energy per inference (per sample),
+    in joules, as NVML's energy counter measured it over each full measurement; a configuration without that
+    figure (a CPU, or a window shorter than the counter needs) is excluded with the reason.
 
     The search (`rtpick.recommendation.pruning`): every candidate that passed the correctness check gets a short
     probe on a session built once (`rtpick.recommendation.measure`); those whose interval already misses the
@@ -196,7 +213,8 @@ def recommend(
 
     c = Constraints(p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
                     max_accuracy_drop=max_accuracy_drop, expected_inferences=expected_inferences,
-                    max_gpu_mem_mb=max_gpu_mem_mb, max_host_mem_mb=max_host_mem_mb, cpu_only=cpu_only)
+                    max_gpu_mem_mb=max_gpu_mem_mb, max_host_mem_mb=max_host_mem_mb, max_joules=max_joules,
+                    cpu_only=cpu_only)
     c.validate()
     _check_repeats(repeats, c, model)
     if labels is not None and feeds is not None:
@@ -289,7 +307,7 @@ def recommend(
     if json is not None:
         results.write(json)
 
-    outcome = rank(records, c, [*skipped, *dropped])
+    outcome = rank(records, c, [*skipped, *dropped], evidence=survey.evidence)
     outcome.model = {"name": loaded.spec.name, "sha256": loaded.spec.sha256,
                      "source": str(model) if isinstance(model, str | os.PathLike) else None}
     outcome.notes = notes
@@ -391,7 +409,8 @@ def deploy_config(recommendation: Recommendation, model: Any, *, shapes: Mapping
     full_options = runtime.check_options(given)
     measured = {k: v for k, v in chosen.to_dict().items()
                 if k in ("p99_ms", "p50_ms", "throughput", "on_time_fraction", "build_time_s", "host_mem_mb",
-                         "gpu_mem_mb", "accuracy", "agreement", "method", "cost_ms") and v is not None}
+                         "gpu_mem_mb", "accuracy", "agreement", "method", "cost_ms", "joules_per_inference",
+                         "throttled") and v not in (None, "")}
     measured["budget"] = recommendation.constraints.describe()
     return DeployConfig(
         model_source=model_source_for(model, loaded), model_sha256=loaded.spec.sha256,

@@ -20,6 +20,7 @@ from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
 from rtpick.recommendation.pruning import DOMINATED, could_meet, meets, prune
 from rtpick.recommendation.ranking import Candidate, candidate_from_record
+from rtpick.recommendation.rules import speed_verdict
 
 PROBE_SECONDS = {True: (0.25, 0.75), False: (0.5, 2.0)}  # by --quick: round 1, round 2
 PROBE_BLOCKS = 5
@@ -47,6 +48,7 @@ class Survey:
         self.isolated = repeats > 1 or constraints.max_host_mem_mb is not None \
             or constraints.max_gpu_mem_mb is not None
         self.quick = quick
+        self.evidence: list[Record] = []  # the probes of candidates dropped early (a speed rule's baselines)
         self.checks = dict(checks or {})  # candidate name -> its correctness verdict, shown on dropped rows
 
     def close(self) -> None:
@@ -97,10 +99,13 @@ class Survey:
         probes: dict[str, list[Record]] = {}
         dominated: list[Any] = []
         if not exhaustive and scenario.closed_loop and len(alive) > 1:
-            dominance = not self.isolated
-            if not dominance:
+            dominance = not self.isolated and self.c.max_joules is None
+            if self.isolated and (self.c.max_host_mem_mb is not None or self.c.max_gpu_mem_mb is not None):
                 self.notes.append("search: memory limits given, so only candidates whose interval misses the "
                                   "budget are dropped early (a probe does not measure memory)")
+            if self.c.max_joules is not None:
+                self.notes.append("search: --max-joules given, so only candidates whose interval misses the "
+                                  "budget are dropped early (a probe is too short to measure energy)")
             for number, seconds in enumerate(PROBE_SECONDS[self.quick], 1):
                 if number > 1 and len(alive) <= 2:
                     break
@@ -119,6 +124,7 @@ class Survey:
                         row = self._dropped_row(probes[choice.key], dropped[choice.key],
                                                 self.checks.get(choice.key))
                         dropped_rows.append(row)
+                        self.evidence.extend(r for r in probes[choice.key] if r.ok)
                         if DOMINATED in dropped[choice.key]:
                             dominated.append(choice)
                         self.phases.note(f"dropped {choice.key}: {dropped[choice.key]}")
@@ -132,12 +138,14 @@ class Survey:
         what = f"full measurement ({self.c.scenario}{', quick' if self.quick else ''})"
         measured = self._full(what, alive, probes, batches)
         pool = list(dominated)
-        while pool and not any(meets(r, self.c) for r in measured):
+        alone = len({choice.config for choice in choices}) == 1
+        while pool and not any(self._wins(r, measured, alone) for r in measured):
             # the candidates that dominated these missed the budget in full (noise, or a load that changed since
-            # the probe): their claim is refuted, so the dominated ones are judged again among themselves
+            # the probe) or may not be chosen (a speed rule): their claim is refuted, so the dominated ones are
+            # judged again among themselves
             again, reasons = prune({ch.key: probes[ch.key] for ch in pool}, self.c, what="probe (again)")
-            self.notes.append(f"search: no candidate measured in full met the budget, so {len(again)} of the "
-                              f"{len(pool)} dropped as dominated were measured in full after all")
+            self.notes.append(f"search: no candidate measured in full met the budget (and may be chosen), so "
+                              f"{len(again)} of the {len(pool)} dropped as dominated were measured in full after all")
             readmitted = {choice.key for choice in pool}
             dropped_rows = [row for row in dropped_rows if row.name not in readmitted]
             for choice in pool:
@@ -151,6 +159,14 @@ class Survey:
             self.notes.append(f"full measurements ran in this process on the probe's session ({self.cache.builds} "
                               "builds in all: each runtime/precision/options built once)")
         return measured, dropped_rows
+
+    def _wins(self, record: Record, measured: Sequence[Record], alone: bool) -> bool:
+        """Whether a full record can be chosen: it meets the budget and any speed rule its precision has lets
+        it (a speed rule that rejects the record refutes the claim of those it dominated in the probe)."""
+        if not meets(record, self.c):
+            return False
+        verdict = speed_verdict(record, [*measured, *self.evidence])
+        return verdict is None or verdict[0] is True or (verdict[0] is None and alone)
 
     def _full(self, what: str, choices: Sequence[Any], probes: Mapping[str, list[Record]], batches: list[int]
               ) -> list[Record]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -20,6 +20,10 @@ from rtpick.errors import RtpickError
 from rtpick.model import Model, TensorSpec
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8", "fp8")
+
+# A precision's speed rule (`Runtime.speed_rule`): bench records (as stored, ``Record.to_dict()``) in, one verdict
+# per record of the rule's precision out: {"config", "batch", "faster": True/False/None, "words": one line, ...}.
+SpeedRule = Callable[[Sequence[Mapping[str, Any]]], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,16 @@ class Runtime(ABC):
     def precision_availability(self, precision: str) -> Availability:
         """Whether this machine can run one of the runtime's precisions (e.g. FP8 needs FP8 tensor cores)."""
         return Availability(True)
+
+    def speed_rule(self, precision: str) -> SpeedRule | None:
+        """The rule a precision must pass before `recommend` may choose it for speed, or None (no rule).
+
+        A precision that is worth its accuracy cost only where it is measured faster than the runtime's own
+        higher-precision configurations declares one here; `recommend` applies it to the records it ranks and
+        lists a configuration the rule does not call faster with the rule's words, whatever its own figures.
+        """
+        del precision
+        return None
 
     def check_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """All options with defaults filled in; unknown or ill-typed ones are the user's mistake."""

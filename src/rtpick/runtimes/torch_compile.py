@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model
 from rtpick.runtimes._gpu import torch_cuda_availability
-from rtpick.runtimes.base import COST_COMPILE, COST_MINUTES, Availability, Option, Variant
+from rtpick.runtimes.base import COST_COMPILE, COST_MINUTES, Availability, Option, SpeedRule, Variant
 from rtpick.runtimes.torch import _CUDNN_BENCHMARK, TorchCuda, TorchRuntime, TorchSession, _torch
 from rtpick.settings import cache_dir
 
@@ -190,3 +190,11 @@ class TorchCompileCuda(_Compiled, TorchCuda):
 
         reason = device_support()
         return Availability(not reason, reason)
+
+    def speed_rule(self, precision: str) -> SpeedRule | None:
+        """fp8 is chosen for speed only where it beat this runtime's best fp16/bf16 (the never-slower rule)."""
+        if precision != "fp8":
+            return None
+        from rtpick.runtimes.fp8 import fp8_speed_verdicts
+
+        return fp8_speed_verdicts
