@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--budget-ms", type=float, default=250.0, help="the p99 budget, given to the server as "
-                        "its deadline (--timeout-ms); the default is about 6 batch times of the default model")
+                        "its deadline (--timeout-ms); the default is several batch times of the default model")
     parser.add_argument("--capacity-concurrency", type=int, default=16, help="closed-loop clients measuring "
                         "capacity (enough to keep batches full back to back)")
     parser.add_argument("--max-queue-size", type=int, default=64)
