@@ -79,7 +79,8 @@ def triton_text(served: Any) -> bytes:
     for name, kind, text, value in figures:
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name}{{{base}}} {value}"]
     lines += ["# HELP nv_inference_request_failure Failed or refused inference requests, by reason (queue_full, "
-              "deadline, draining, too_large, invalid, backend)", "# TYPE nv_inference_request_failure counter"]
+              "predicted_late, deadline, draining, too_large, invalid, backend)",
+              "# TYPE nv_inference_request_failure counter"]
     lines += [f"nv_inference_request_failure{{{_label_text({**labels, 'reason': r})}}} {v}"
               for r, v in failures.items()]
     return ("\n".join(lines) + "\n").encode()

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
-from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult
+from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult, WouldMissDeadline
 from rtpick.perf.scheduler import Scheduler, Taken
 from rtpick.serve.errors import ProtocolError
 from rtpick.serve.protocol import InferRequest, InShm, ModelSignature
 from rtpick.serve.shared_memory import MAX_REGIONS, SharedMemoryRegistry, write_tensor
 
-REASONS = ("queue_full", "deadline", "draining", "too_large", "invalid", "backend")
+REASONS = ("queue_full", "predicted_late", "deadline", "draining", "too_large", "invalid", "backend")
 
 
 def to_host(value: Any) -> np.ndarray:
@@ -197,6 +197,10 @@ class ServedModel:
                                    batch_sizes=s.batch_sizes, on_batch=self._on_batch)
         self.queue.wake = self.scheduler.wake
         self.scheduler.measure(sorted({1, s.max_batch}), staging.stage)
+        scheduler, buckets = self.scheduler, self.scheduler.buckets
+        # admission: refuse at once what the scheduler predicts cannot finish by its deadline (padded sizes)
+        self.queue.window_s = s.max_queue_delay_s
+        self.queue.cost = lambda rows: scheduler.predict(int(buckets[min(max(rows, 1), s.max_batch)]))
         self.scheduler.start()
         self.ready = True
 
@@ -263,6 +267,9 @@ class ServedModel:
             {k: v[None] for k, v in request.inputs.items()}
         try:
             self.queue.submit(feeds, arrival + timeout if math.isfinite(timeout) else math.inf, done, arrival)
+        except WouldMissDeadline as exc:
+            raise self.refuse("predicted_late", s.reject_status,
+                              f"the request would not finish within its deadline: {exc}") from None
         except QueueFull:
             raise self.refuse("queue_full", s.reject_status,
                               f"the queue holds {s.max_queue} requests already; retry later") from None
