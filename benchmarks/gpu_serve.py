@@ -33,20 +33,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from gpu_streams import bucket_list  # the CUDA-graph sizes batches are padded to, as the streams benchmark uses
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_FRACTION = 0.7
 MODEL = "resnet50"
-
-
-def bucket_list(max_batch: int) -> list[int]:
-    """Powers of two up to `max_batch`, and `max_batch` itself (the CUDA-graph sizes batches are padded to)."""
-    if max_batch < 1:
-        raise SystemExit(f"gpu_serve: --max-batch must be at least 1, not {max_batch}")
-    sizes, size = [], 1
-    while size < max_batch:
-        sizes.append(size)
-        size *= 2
-    return sizes + [max_batch]
 
 
 def check_plan(max_batch: int, rows_per_request: int, client_procs: int, concurrency: int) -> None:
