@@ -61,6 +61,30 @@ def gauge(text: str, name: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
+def wait_ready(port: int, server: subprocess.Popen[str], who: str, limit_s: float = 120) -> None:
+    """Wait (bounded) until the server started as `server` answers ready; stop the benchmark if it never does."""
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end and server.poll() is None:
+        try:
+            if get(port, "/v2/health/ready")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{who}: the server did not become ready: {server.stderr.read()[-500:]}")
+
+
+def drain_seconds(port: int, poll_s: float, limit_s: float = 10) -> float | None:
+    """Seconds until nothing is pending and ready answers 200 again after a load stops (None: not within limit)."""
+    start = time.monotonic()
+    while time.monotonic() - start < limit_s:
+        _, text = get(port, "/metrics")
+        if gauge(text, "nv_inference_pending_request_count") == 0 and get(port, "/v2/health/ready")[0] == 200:
+            return time.monotonic() - start
+        time.sleep(poll_s)
+    return None
+
+
 def histogram_p99_ms(before: str, after: str, name: str = "rtpick_request_latency_seconds") -> float | None:
     """The upper bound (ms) of the bucket holding the 99th percentile of the ok requests added between scrapes."""
     def buckets(text: str) -> dict[float, float]:
@@ -167,16 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                    "figures are noisy and pessimistic",
     }
     try:
-        end = time.monotonic() + 120
-        while time.monotonic() < end and server.poll() is None:
-            try:
-                if get(port, "/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"serve_cpu: the server did not become ready: {server.stderr.read()[-500:]}")
+        wait_ready(port, server, "serve_cpu")
         x = np.zeros((1, 1, 32, 32), np.float32)
         target = HttpTarget(f"http://127.0.0.1:{port}", MODEL, {"image": x}, {"image": "FP32"})
         run_closed(target, 1, max_requests=500, duration_s=2)  # warm connections and caches
@@ -191,14 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         over = run_open(target, rate, duration_s=args.overload_s, max_requests=int(rate * args.overload_s * 2) + 10,
                         connections=args.connections, grace_s=10)
         rss_after = rss_bytes(server.pid)
-        drained_in = None
-        start = time.monotonic()
-        while time.monotonic() - start < 10:
-            status, text = get(port, "/metrics")
-            if gauge(text, "nv_inference_pending_request_count") == 0 and get(port, "/v2/health/ready")[0] == 200:
-                drained_in = time.monotonic() - start
-                break
-            time.sleep(0.05)
+        drained_in = drain_seconds(port, poll_s=0.05)
         _, after_text = get(port, "/metrics")
         summary = over.summary()
         refused = summary["statuses"].get("503", 0)

@@ -34,7 +34,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_cpu import failures, free_port, gauge, get, histogram_p99_ms, rss_bytes  # noqa: E402
+from serve_cpu import (  # noqa: E402
+    drain_seconds,
+    failures,
+    free_port,
+    get,
+    histogram_p99_ms,
+    rss_bytes,
+    wait_ready,
+)
 
 ROWS, WIDTH = 64, 512
 
@@ -133,16 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": "2-core VM shared with other engineers running tests and benchmarks at the same time",
     }
     try:
-        end = time.monotonic() + 120
-        while time.monotonic() < end and server.poll() is None:
-            try:
-                if get(port, "/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise SystemExit(f"serve_overload: the server did not become ready: {server.stderr.read()[-500:]}")
+        wait_ready(port, server, "serve_overload")
         x = np.zeros((1, ROWS), np.float32)
         target = HttpTarget(f"http://127.0.0.1:{port}", model_name, {"x": x}, {"x": "FP32"})
         run_closed(target, 2, max_requests=200, duration_s=2)  # warm connections, caches and the predictor
@@ -160,13 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         with multiprocessing.get_context("fork").Pool(args.clients) as pool:
             parts = pool.map(one_client, jobs)
         rss_after = rss_bytes(server.pid)
-        drained_in, start = None, time.monotonic()
-        while time.monotonic() - start < 10:
-            _, text = get(port, "/metrics")
-            if gauge(text, "nv_inference_pending_request_count") == 0 and get(port, "/v2/health/ready")[0] == 200:
-                drained_in = time.monotonic() - start
-                break
-            time.sleep(0.01)
+        drained_in = drain_seconds(port, poll_s=0.01)
         ready_after = get(port, "/v2/health/ready")[0]
         _, after_text = get(port, "/metrics")
         statuses: dict[int, int] = {}
