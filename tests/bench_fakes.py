@@ -74,3 +74,26 @@ class Recorder:
 
     def skip(self, count: int, reason: str) -> None:
         self.events.append(("skip", count))
+
+
+class SlowEnergyWindow:
+    """An energy window that takes 0.5 s to open, as NVML's counter can make the real one wait (~100 ms on an
+    H200); a scenario whose arrival clock starts before entering it schedules work into that wait."""
+
+    def __enter__(self) -> SlowEnergyWindow:
+        time.sleep(0.5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def report(self, count: int) -> dict[str, Any]:
+        return {"energy": "not measured: a test"}
+
+    @classmethod
+    def install(cls, monkeypatch: Any, scenario_module: str) -> None:
+        """Make `rtpick.perf.scenarios.<scenario_module>` open this window instead of the NVML tracker."""
+        import importlib
+
+        module = importlib.import_module(f"rtpick.perf.scenarios.{scenario_module}")  # the package re-exports
+        monkeypatch.setattr(module.EnergyTracker, "for_session", classmethod(lambda _cls, session: cls()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench_fakes import SpinSession, feeds
+from bench_fakes import SlowEnergyWindow, SpinSession, feeds
 
 from rtpick.perf import scenarios
 
@@ -46,23 +46,7 @@ def test_a_slow_start_of_the_energy_window_makes_no_frame_late(monkeypatch) -> N
     """Entering the energy window waits for an NVML counter update (about 100 ms on an H200); the cameras' clock
     must start after that wait, or every frame scheduled during it starts late (seen on the H200: 87% on time at
     one camera, before the cameras were made inside the window)."""
-    import importlib
-    import time
-
-    module = importlib.import_module("rtpick.perf.scenarios.multistream")  # the package re-exports the function
-
-    class SlowStart:
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            time.sleep(0.5)
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def report(self, count: int) -> dict:
-            return {"energy": "not measured: a test"}
-
-    monkeypatch.setattr(module.EnergyTracker, "for_session", classmethod(lambda cls, session: SlowStart()))
+    SlowEnergyWindow.install(monkeypatch, "multistream")
     result = scenarios.multistream(SpinSession(0.0005, sleep=True), feeds(2), streams=1, fps=30, duration_s=1.0,
                                    deadline_ms=250, max_batch=2, warm=False)
     assert result["total"]["frames"] == 30

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from bench_fakes import SpinSession, feeds
+from bench_fakes import SlowEnergyWindow, SpinSession, feeds
 
 from rtpick.errors import RtpickError
 from rtpick.perf import scenarios
@@ -122,23 +122,7 @@ def test_the_server_scenario_drops_late_queries_with_a_deadline() -> None:
 def test_a_slow_start_of_the_energy_window_makes_no_query_late(monkeypatch: pytest.MonkeyPatch) -> None:
     """Entering the energy window can wait ~100 ms for an NVML counter update; the arrival clock must start after
     it, or every query scheduled during that wait is measured as queued behind it."""
-    import importlib
-    import time
-
-    module = importlib.import_module("rtpick.perf.scenarios.server")  # the package re-exports the function
-
-    class SlowStart:
-        def __enter__(self):  # type: ignore[no-untyped-def]
-            time.sleep(0.5)
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def report(self, count: int) -> dict:
-            return {"energy": "not measured: a test"}
-
-    monkeypatch.setattr(module.EnergyTracker, "for_session", classmethod(lambda cls, session: SlowStart()))
+    SlowEnergyWindow.install(monkeypatch, "server")
     result = scenarios.server(SpinSession(0.0005, sleep=True), feeds(2), rate_qps=40, duration_s=1.0, max_batch=2,
                               warm=False, seed=3)
     assert result["completed"] == result["queries"] > 10
