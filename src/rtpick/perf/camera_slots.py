@@ -20,6 +20,7 @@ import numpy as np
 
 from rtpick.errors import RtpickError
 from rtpick.perf.scheduler import Policy, Taken
+from rtpick.perf.staging import synthetic_batch
 
 DEFAULT_QUEUE_FRAMES = 2
 LATENCY_SAMPLES = 1_000_000  # latencies kept exactly; beyond, a uniform reservoir sample of this size
@@ -266,11 +267,7 @@ class SyntheticCameras(Policy):
         return Taken(int(chosen.size), capture[chosen], deadline[chosen], (cams[chosen], index[chosen]))
 
     def stage(self, taken: Taken, size: int, staging: Any) -> Mapping[str, Any]:
-        if staging is None:
-            if self.feeds is None:
-                raise RtpickError("synthetic cameras need feeds or a staging area")
-            return {name: value[:size] for name, value in self.feeds.items()}
-        return staging.stage(size)  # the synthetic frames were written into the staging rows once
+        return synthetic_batch(self.feeds, size, staging, "synthetic cameras")
 
     def complete(self, taken: Taken, done: float, outputs: Mapping[str, Any]) -> None:
         self.stats.completed(taken.keys[0], taken.arrival, taken.deadline, done)

@@ -25,6 +25,7 @@ import numpy as np
 
 from rtpick.errors import RtpickError
 from rtpick.perf.scheduler import Policy, Taken
+from rtpick.perf.staging import synthetic_batch
 
 PENDING, DONE, REJECTED, LATE, INCOMPLETE = 0, 1, 2, 3, 4
 
@@ -130,11 +131,7 @@ class ScheduledRequests(Policy):
         return Taken(n, self.arrival[waiting[:n]], deadline[:n], waiting[:n])
 
     def stage(self, taken: Taken, size: int, staging: Any) -> Mapping[str, Any]:
-        if staging is None:
-            if self.feeds is None:
-                raise RtpickError("scheduled requests need feeds or a staging area")
-            return {name: value[:size] for name, value in self.feeds.items()}
-        return staging.stage(size)  # the synthetic inputs were written into the staging rows once
+        return synthetic_batch(self.feeds, size, staging, "scheduled requests")
 
     def complete(self, taken: Taken, done: float, outputs: Mapping[str, Any]) -> None:
         self.done_at[taken.keys] = done

@@ -148,6 +148,17 @@ class CudaStaging(HostStaging):
                 end.synchronize()
 
 
+def synthetic_batch(feeds: Mapping[str, Any] | None, size: int, staging: HostStaging | None, what: str
+                    ) -> Mapping[str, Any]:
+    """The inputs of a batch of `size` rows whose data is synthetic (the same rows every batch): the first `size`
+    rows of `feeds`, or the staging rows they were written into once."""
+    if staging is None:
+        if feeds is None:
+            raise RtpickError(f"{what} need feeds or a staging area")
+        return {name: value[:size] for name, value in feeds.items()}
+    return staging.stage(size)
+
+
 def staging_for(session: Any, rows: Mapping[str, tuple[int, ...]], max_batch: int) -> HostStaging:
     """Pinned + device buffers for a CUDA session where torch has CUDA; host buffers otherwise."""
     dtypes = {spec.name: spec.dtype for spec in session.inputs}
