@@ -46,6 +46,13 @@ class FailingSession(SlowSession):
         return self._session.run(feeds)
 
 
+def demo_options(**overrides: Any) -> ServeOptions:
+    """The settings the endpoint tests serve the demo model with: free ports, small bounds, no deadline."""
+    settings: dict[str, Any] = dict(port=free_port(), grpc_port=free_port(), max_batch=8, max_queue_delay_ms=2.0,
+                                    max_queue_size=64, timeout_ms=0, max_request_bytes=1 << 20, exit_timeout_s=5)
+    return ServeOptions(**{**settings, **overrides})
+
+
 @contextmanager
 def running_server(options: ServeOptions, target: str = "rtpick:digits", runtime: str = "ort-cpu:fp32",
                    slow_s: float = 0.0, start_timeout_s: float = 60.0, wrap: Any = None) -> Iterator[Any]:

@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient.grpc")
 
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
-from serve_fixtures import free_port, running_server  # noqa: E402
+from serve_fixtures import demo_options, free_port, running_server  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import rtpick  # noqa: E402
@@ -30,8 +30,7 @@ MODEL = "rtpick_digits"
 
 @pytest.fixture(scope="module")
 def server():
-    options = ServeOptions(port=free_port(), grpc_port=free_port(), max_batch=8, max_queue_delay_ms=2.0,
-                           max_queue_size=64, timeout_ms=0, max_request_bytes=1 << 20, exit_timeout_s=5)
+    options = demo_options()
     with running_server(options) as served:
         yield served, options
 
