@@ -385,3 +385,38 @@ def test_rows_carry_the_options_they_ran_with() -> None:
     assert row.options == {"threads": 1}
     assert row.label == "ort-cpu:fp32 threads=1"
     assert result.to_dict()["rows"][0]["options"] == {"threads": 1}
+
+
+def test_lent_sessions_run_in_chunks_of_their_batch_and_stay_open() -> None:
+    """`recommend` lends the sessions its search measures: each is asked for once, at the chunk's shapes, the
+    rows run through it `chunk` at a time (the last chunk topped up, its extra rows cut off), and it is not
+    closed; the verdicts and outputs are those of a whole-batch comparison."""
+    from rtpick.runtimes.registry import get_runtime
+
+    model = load_model("rtpick:digits")
+    name = model.spec.inputs[0].name
+    lent: list[tuple[str, dict]] = []
+    built: dict[str, object] = {}
+
+    def sessions(runtime: str, precision: str, options: dict, shapes: dict) -> object:
+        lent.append((f"{runtime}:{precision}", shapes))
+        session = get_runtime(runtime).build(model, precision, dict(shapes), **options)
+        built[f"{runtime}:{precision}"] = session
+        return session
+
+    chunked = compare_configs(model, ["ort-cpu:fp32", "torch-cpu:fp32"], batch=10, sessions=sessions, chunk=4)
+    whole = compare_configs(model, ["ort-cpu:fp32", "torch-cpu:fp32"], batch=10)
+    assert [config for config, _ in lent] == ["ort-cpu:fp32", "torch-cpu:fp32"]
+    assert all(shapes[name][0] == 4 for _, shapes in lent)
+    rows = {row.config: row for row in chunked.rows}
+    assert rows["torch-cpu:fp32"].status == STATUS_PASS, rows["torch-cpu:fp32"].reason
+    assert [row.status for row in chunked.rows] == [row.status for row in whole.rows]
+    assert chunked.feed_shapes == whole.feed_shapes and chunked.feed_shapes[name][0] == 10
+    mine, theirs = rows["torch-cpu:fp32"].outputs[0], whole.rows[1].outputs[0]
+    assert mine.shape == theirs.shape and mine.shape[0] == 10
+    assert mine.max_abs == pytest.approx(theirs.max_abs, abs=1e-5)
+    session = built["ort-cpu:fp32"]
+    shape = (3, *chunked.feed_shapes[name][1:])
+    assert session.run({name: np.zeros(shape, np.float32)})  # still open: the lender closes it
+    for s in built.values():
+        s.close()

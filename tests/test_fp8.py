@@ -102,6 +102,31 @@ def test_a_model_without_linear_layers_is_refused_with_the_reason() -> None:
         fp8.swap_linear_layers(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1)))
 
 
+def _conv_net_with_a_classifier() -> torch.nn.Module:
+    """A ResNet's shape in small: convolutions do the work, one Linear layer classifies."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(64, 64, 3, padding=1),
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 16)).to(torch.bfloat16)
+
+
+def test_fp8_is_unavailable_where_its_linear_layers_do_too_little_of_the_work() -> None:
+    """Amdahl: FP8 at twice a bf16 GEMM on 0.1% of the FLOPs cannot make the model faster, so the build is
+    refused before anything is compiled, with the share and the bound; the same layer in an MLP is swapped."""
+    sample = [torch.zeros(1, 3, 32, 32, dtype=torch.bfloat16)]
+    module = _conv_net_with_a_classifier()
+    share = fp8.linear_flop_share(module, sample, ["5"])
+    assert share is not None and 0 < share < 0.01
+    with pytest.raises(MissingRuntime, match=r"do 0\.\d% of its matmul/conv FLOPs.*at most 1\.00x faster") as info:
+        fp8.swap_linear_layers(module, "torch-compile-cuda:fp8", sample=sample)
+    assert "\n" not in str(info.value)
+    assert not any(isinstance(m, fp8._float8_linear_type()) for m in module.modules())  # refused before the swap
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64)).to(torch.bfloat16)
+    assert fp8.linear_flop_share(mlp, [torch.zeros(8, 64, dtype=torch.bfloat16)], ["0", "2"]) == pytest.approx(1.0)
+    _, report = fp8.swap_linear_layers(mlp, sample=[torch.zeros(8, 64, dtype=torch.bfloat16)])
+    assert report.converted == ["0", "2"]
+
+
 def test_fp8_is_a_precision_of_torch_compile_cuda_only() -> None:
     assert parse_config("torch-compile-cuda:fp8") == ("torch-compile-cuda", "fp8")
     assert "fp8" in get_runtime("torch-compile-cuda").describe()["precisions"]

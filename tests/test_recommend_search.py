@@ -227,3 +227,23 @@ def test_unavailable_runtimes_are_one_summary_line_unless_verbose() -> None:
     assert hidden_summary(outcome, verbose=True) == []
     assert render(outcome, verbose=False).row_count == 1  # the "not measured" row (no correctness entry)
     assert render(outcome, verbose=True).row_count == 4
+
+
+def test_each_candidate_is_built_once_for_its_check_and_its_measurements(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The correctness check runs on the session the search then probes and measures (a compiled build costs
+    tens of seconds; paying it twice was half of a cold search's time on an H200)."""
+    from rtpick.recommendation import recommend
+    from rtpick.runtimes.base import Runtime
+
+    builds: list[tuple[str, str, int]] = []
+    original = Runtime.build
+
+    def counted(self, model, precision, shapes=None, **options):  # noqa: ANN001, ANN202
+        builds.append((self.name, precision, next(iter((shapes or {}).values()), (0,))[0]))
+        return original(self, model, precision, shapes, **options)
+
+    monkeypatch.setattr(Runtime, "build", counted)
+    outcome = recommend("rtpick:digits", configs="ort-cpu:fp32,torch-cpu:fp32", p99_ms=10_000.0, quick=True,
+                        variants=False)
+    assert outcome.chosen is not None
+    assert sorted(builds) == [("ort-cpu", "fp32", 1), ("torch-cpu", "fp32", 1)], builds

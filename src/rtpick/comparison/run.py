@@ -23,7 +23,11 @@ from rtpick.errors import RtpickError
 from rtpick.model import ModelSpec
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
+
+    SessionProvider = Callable[[str, str, dict[str, Any], dict[str, tuple[int, ...]]], Any]
 
 
 # ---------------------------------------------------------------------------------------------------- feeds
@@ -109,6 +113,8 @@ def compare_configs(
     labels: Any = None,
     feeds_description: str | None = None,
     progress: Any = None,
+    sessions: SessionProvider | None = None,
+    chunk: int | None = None,
 ) -> Comparison:
     """Run the same feeds through every ``runtime:precision`` in `configs` and judge each against a reference.
 
@@ -119,6 +125,12 @@ def compare_configs(
     `rtpick.perf.progress.Phases`) hears one step per configuration before it is built (a cold torch.compile
     takes minutes: a log must say so). User mistakes (unknown runtime,
     feeds that do not fit the model, bad labels) raise `RtpickError` before anything is built.
+
+    `sessions` lets a caller that measures the same configurations afterwards (`recommend`) lend its own
+    sessions: ``sessions(runtime, precision, options, shapes)`` returns a built session that the caller keeps
+    (it is not closed here), and `chunk` runs the feeds through it `chunk` rows at a time, the batch the caller
+    built for. Why: a torch.compile or TensorRT build is per input shape, so checking at another batch than the
+    one measured would build (compile) every candidate twice.
     """
     from rtpick.sources import load_model
 
@@ -175,7 +187,8 @@ def compare_configs(
         if problem is not None:
             row.reason = problem
             continue
-        outputs = _run_one(row, source, runtime, precision, feed_shapes, arrays, options.get(runtime, {}))
+        outputs = _run_one(row, source, runtime, precision, feed_shapes, arrays, options.get(runtime, {}),
+                           sessions, chunk)
         if outputs is not None:
             results[name] = outputs
 
@@ -219,26 +232,69 @@ def _run_one(
     shapes: Mapping[str, tuple[int, ...]],
     feeds: Mapping[str, np.ndarray],
     options: Mapping[str, Any],
+    sessions: SessionProvider | None = None,
+    chunk: int | None = None,
 ) -> dict[str, np.ndarray] | None:
-    """Build, run once, close; any exception becomes the row's one-line reason (the others still run)."""
+    """Build (or borrow from `sessions`), run, close what was built here; any exception becomes the row's
+    one-line reason (the others still run)."""
     from rtpick.runtimes.registry import get_runtime
 
     session = None
+    parts = _chunks(feeds, chunk) if sessions is not None else [dict(feeds)]
     try:
-        session = get_runtime(runtime).build(model, precision, dict(shapes), **options)
+        if sessions is not None:
+            first = parts[0]
+            session = sessions(runtime, precision, dict(options),
+                               {name: tuple(int(d) for d in value.shape) for name, value in first.items()})
+        else:
+            session = get_runtime(runtime).build(model, precision, dict(shapes), **options)
         row.build_time_s = session.info.build_time_s
-        row.notes.extend(session.info.notes)
-        produced = session.run(feeds)
-        return {name: as_numpy(value) for name, value in produced.items()}
+        row.notes.extend(n for n in session.info.notes if n not in row.notes)
+        produced = [{name: as_numpy(value) for name, value in session.run(part).items()} for part in parts]
+        return _joined(produced, next(iter(feeds.values())).shape[0] if len(parts) > 1 else 0)
     except Exception as exc:  # noqa: BLE001 - a failing configuration never takes the others down
         row.reason = _one_line(exc)
         return None
     finally:
-        if session is not None:
+        if session is not None and sessions is None:
             try:
                 session.close()
             except Exception as exc:  # noqa: BLE001
                 row.notes.append(f"closing the session failed: {_one_line(exc)}")
+
+
+def _chunks(feeds: Mapping[str, np.ndarray], chunk: int | None) -> list[dict[str, np.ndarray]]:
+    """The feeds cut into runs of exactly `chunk` rows, the last one topped up with the first rows (their
+    outputs are cut off again by `_joined`): a session built for one batch may accept no other. Whole where
+    the inputs do not all share one leading batch dimension."""
+    import numpy as np
+
+    rows = {value.shape[0] if value.ndim else -1 for value in feeds.values()}
+    if not chunk or len(rows) != 1 or (total := rows.pop()) <= chunk:
+        return [dict(feeds)]
+    parts = []
+    for start in range(0, total, chunk):
+        part = {name: value[start:start + chunk] for name, value in feeds.items()}
+        short = chunk - next(iter(part.values())).shape[0]
+        if short:
+            part = {name: np.concatenate([value, feeds[name][:short]], axis=0) for name, value in part.items()}
+        parts.append(part)
+    return parts
+
+
+def _joined(parts: Sequence[Mapping[str, np.ndarray]], rows: int) -> dict[str, np.ndarray]:
+    """Per-chunk outputs joined along the batch axis and cut to the `rows` fed (one chunk: as it is)."""
+    import numpy as np
+
+    if len(parts) == 1:
+        return dict(parts[0])
+    joined = {}
+    for name in parts[0]:
+        pieces = [part[name] for part in parts]
+        if any(piece.ndim == 0 for piece in pieces):
+            raise RtpickError(f"output {name} has no batch axis, so the rows cannot be checked in chunks")
+        joined[name] = np.concatenate(pieces, axis=0)[:rows]
+    return joined
 
 
 def _one_line(exc: BaseException) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,27 @@ class SessionCache:
             text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:400]
             return Built(error=text, status="oom" if is_oom(text) else "failed")
         return Built(session=session, build_time_s=session.info.build_time_s, notes=tuple(session.info.notes))
+
+    def provide(self, runtime: str, precision: str, options: Mapping[str, Any],
+                shapes: Mapping[str, tuple[int, ...]]) -> Any:
+        """The cached session (a `compare_configs` session provider); a failed build raises its one line."""
+        from rtpick.errors import BuildError
+
+        built = self.get(runtime, precision, options, shapes)
+        if built.session is None:
+            raise BuildError(built.error or "the build failed")
+        return built.session
+
+    def discard(self, keep: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Close the sessions of every configuration not in `keep` (those that failed their check hold memory,
+        a GPU's too, that the measurements of the others should have)."""
+        wanted = {(runtime, precision, json.dumps(dict(options), sort_keys=True, default=str))
+                  for runtime, precision, options in keep}
+        for key in [key for key in self._built if key[:3] not in wanted]:
+            built = self._built.pop(key)
+            if built.session is not None:
+                with contextlib.suppress(Exception):  # closing is best effort
+                    built.session.close()
 
     def close(self) -> None:
         for built in self._built.values():

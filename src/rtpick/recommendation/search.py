@@ -208,7 +208,7 @@ def recommend(
     from rtpick.files import check_writable
     from rtpick.model import resolve_shapes
     from rtpick.perf.progress import Phases
-    from rtpick.results import Results, environment, model_record
+    from rtpick.results import Results
     from rtpick.sources import load_model
 
     c = Constraints(p99_ms=p99_ms, streams=streams, fps=fps, min_throughput=min_throughput,
@@ -253,11 +253,29 @@ def recommend(
         _key(r): r.correctness for r in stored_records if r.correctness is not None
         and (max_accuracy_drop is None) == (r.correctness.get("gate") == "tolerance")
     }
-    to_check = [choice for key, choice in choices.items() if key not in checks]
-    if to_check:
-        eval_feeds, eval_labels, how = _eval_data(loaded, labels, feeds, label_array)
-        checks.update(check_choices(loaded, to_check, runnable, eval_feeds, eval_labels, how, shape_map,
-                                    max_accuracy_drop, notes, phases))
+    from rtpick.recommendation.survey import Survey
+
+    survey = Survey(model, loaded, c, quick=quick, repeats=repeats, batches=batches, shapes=shape_map,
+                    timeout_s=timeout_s, command=command, phases=phases)
+    try:
+        to_check = [choice for key, choice in choices.items() if key not in checks]
+        if to_check:
+            eval_feeds, eval_labels, how = _eval_data(loaded, labels, feeds, label_array)
+            checks.update(check_choices(loaded, to_check, runnable, eval_feeds, eval_labels, how, shape_map,
+                                        max_accuracy_drop, notes, phases, survey))
+        return _search(survey, model, loaded, c, choices, checks, stored, stored_records, from_results, notes,
+                       quick=quick, exhaustive=exhaustive, max_accuracy_drop=max_accuracy_drop, json=json,
+                       command=command, skipped=skipped, phases=phases)
+    finally:
+        survey.close()
+
+
+def _search(survey: Any, model: Any, loaded: Any, c: Constraints, choices: Mapping[str, Choice],
+            checks: dict[str, dict[str, Any]], stored: Any, stored_records: Sequence[Record], from_results: Any,
+            notes: list[str], *, quick: bool, exhaustive: bool, max_accuracy_drop: float | None, json: Any,
+            command: str, skipped: Sequence[Candidate], phases: Any) -> Recommendation:
+    """Measure the candidates that passed their check (stored records first), then rank."""
+    from rtpick.results import Results, environment, model_record
 
     # 2. performance: stored records that answer this question, then probe, prune, measure the survivors
     records: list[Record] = []
@@ -286,14 +304,9 @@ def recommend(
                                   error="failed the correctness check", correctness=check))
             continue
         passing.append(choice)
-    from rtpick.recommendation.survey import Survey
-
-    survey = Survey(model, loaded, c, quick=quick, repeats=repeats, batches=batches, shapes=shape_map,
-                    timeout_s=timeout_s, command=command, phases=phases, checks=checks)
-    try:
-        measured, dropped = survey.run(passing, exhaustive=exhaustive)
-    finally:
-        survey.close()
+    survey.checks = dict(checks)
+    survey.cache.discard(keep=[(ch.runtime, ch.precision, ch.options) for ch in passing])
+    measured, dropped = survey.run(passing, exhaustive=exhaustive)
     notes.extend(survey.notes)
     for record in measured:
         record.correctness = checks.get(_key(record))
@@ -351,10 +364,18 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
 
 def check_choices(loaded: Any, choices: Sequence[Choice], runnable: Sequence[str], eval_feeds: Any,
                   eval_labels: Any, how: str | None, shape_map: Mapping[str, tuple[int, ...]],
-                  max_accuracy_drop: float | None, notes: list[str], phases: Any) -> dict[str, dict[str, Any]]:
+                  max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any = None
+                  ) -> dict[str, dict[str, Any]]:
     """Each candidate against the fp32 reference, one `compare_configs` per variant position (each runtime's
-    n-th option set together), so options that change the numbers (fused conv, frozen weights) are checked."""
+    n-th option set together), so options that change the numbers (fused conv, frozen weights) are checked.
+
+    With a `survey`, each candidate is checked on the session its search will measure (built once, at the
+    search's first batch, the check's rows run through it that many at a time): a compiled build costs
+    tens of seconds, and checking at another batch would pay it twice."""
     from rtpick.comparison.run import compare_configs
+
+    chunk = survey.first_batch() if survey is not None else None
+    rows = CHECK_BATCH if not chunk else chunk * -(-CHECK_BATCH // chunk)
 
     reference = next((n for n in runnable if n.endswith(":fp32")), "ort-cpu:fp32")
     groups: dict[int, list[Choice]] = {}
@@ -367,9 +388,9 @@ def check_choices(loaded: Any, choices: Sequence[Choice], runnable: Sequence[str
         phases.step(f"{', '.join(choice.key for choice in group)} against the fp32 reference {reference}")
         comparison = compare_configs(
             loaded, names, feeds=eval_feeds, labels=eval_labels, reference=reference, shapes=shape_map or None,
-            batch=None if eval_feeds is not None else CHECK_BATCH,
+            batch=None if eval_feeds is not None else rows,
             options={choice.runtime: choice.options for choice in group if choice.options},
-            feeds_description=how,
+            feeds_description=how, sessions=survey.cache.provide if survey is not None else None, chunk=chunk,
         )
         for note in comparison.notes:
             if note not in notes:

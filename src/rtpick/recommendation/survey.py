@@ -56,6 +56,14 @@ class Survey:
 
     # ------------------------------------------------------------------------------------------------ plan
 
+    def first_batch(self) -> int | None:
+        """The smallest batch this search measures (the one correctness is checked at, on the same session)."""
+        try:
+            batches = self._batches()
+        except Exception:  # noqa: BLE001 - a bad --batch is reported by the measurement, with its line
+            return None
+        return min(batches) if batches else None
+
     def _batches(self) -> list[int]:
         from rtpick.perf.run import plan_batches
 

@@ -159,10 +159,58 @@ def _why_not(name: str, linear: Any, parent: Any) -> str:
     return ""
 
 
-def swap_linear_layers(module: Any, what: str = "fp8", out_dtype: Any = None) -> tuple[Any, SwapReport]:
+# Amdahl's bound for FP8 on Linear layers only: Hopper's dense FP8 tensor-core peak is twice its bf16 peak, so a
+# model whose FP8-capable Linear layers do a share s of its GEMM/conv FLOPs gains at most 1 / (1 - s / 2).
+FP8_GEMM_BEST_SPEEDUP = 2.0
+FP8_MIN_GAIN = 1.05  # below this bound (s < 9.5%) fp8 cannot be worth a build: it is unavailable for the model
+
+
+def linear_flop_share(module: Any, sample: Sequence[Any], names: Sequence[str]) -> float | None:
+    """The share of one forward's FLOPs (torch's FLOP counter: matmuls and convolutions) done by the Linear
+    layers `names`, or None when the counter sees none."""
+    torch = _torch()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    wanted = set(names)
+    linear: list[int] = []
+    hooks = [child.register_forward_hook(
+        lambda mod, args, out: linear.append(2 * args[0].numel() * mod.out_features))
+        for name, child in module.named_modules() if name in wanted and isinstance(child, torch.nn.Linear)]
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(*sample)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    total = counter.get_total_flops()
+    return sum(linear) / total if total else None
+
+
+def _refuse_small_share(module: Any, sample: Sequence[Any], names: Sequence[str], what: str) -> None:
+    """`MissingRuntime` where the Linear layers FP8 would serve cannot make the model measurably faster."""
+    share = linear_flop_share(module, sample, names)
+    if share is None:
+        return
+    bound = 1.0 / (1.0 - share * (1.0 - 1.0 / FP8_GEMM_BEST_SPEEDUP))
+    if bound < FP8_MIN_GAIN:
+        raise MissingRuntime(
+            f"{what} is not available for this model: its {len(names)} FP8-capable Linear layers do {share:.1%} "
+            f"of its matmul/conv FLOPs, so FP8 (at most {FP8_GEMM_BEST_SPEEDUP:g}x a bf16 GEMM) could make it at "
+            f"most {bound:.2f}x faster; fp8 pays where Linear layers dominate (transformers)")
+
+
+def _parent(module: Any, name: str) -> Any:
+    return module.get_submodule(name.rpartition(".")[0]) if "." in name else module
+
+
+def swap_linear_layers(module: Any, what: str = "fp8", out_dtype: Any = None,
+                       sample: Sequence[Any] | None = None) -> tuple[Any, SwapReport]:
     """Replace every nn.Linear FP8 can serve by a `Float8Linear`, in place; (module, report).
 
-    Raises `MissingRuntime` (one line, "unavailable") when the GPU or torch lacks FP8, or when no layer qualifies.
+    Raises `MissingRuntime` (one line, "unavailable") when the GPU or torch lacks FP8, when no layer qualifies,
+    or, given a `sample` input (the module's positional inputs), when the qualifying layers do too small a
+    share of the model's FLOPs for FP8 to pay (a ResNet's one classifier layer: the build and the measurement
+    would be spent on a configuration that cannot win).
     """
     torch = _torch()
     try:
@@ -174,6 +222,11 @@ def swap_linear_layers(module: Any, what: str = "fp8", out_dtype: Any = None) ->
         if reason:
             raise MissingRuntime(f"{what} is not available here: {reason}")
     report = SwapReport()
+    if sample is not None:
+        candidates = [name for name, child in module.named_modules() if isinstance(child, torch.nn.Linear)
+                      and not _why_not(name, child, _parent(module, name))]
+        if candidates:
+            _refuse_small_share(module, sample, candidates, what)
     for parent_name, parent in list(module.named_modules()):
         for child_name, child in list(parent.named_children()):
             if not isinstance(child, torch.nn.Linear):

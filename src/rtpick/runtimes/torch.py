@@ -241,6 +241,22 @@ def _fuse_conv(module: Any, model: Model, shapes: Mapping[str, tuple[int, ...]],
     return fused, report.describe()
 
 
+def _zeros_sample(model: Model, shapes: Mapping[str, tuple[int, ...]], device: Any) -> list[Any]:
+    """The module's positional inputs as zeros of the build's shapes (floats in bf16, as the module is cast):
+    enough to count FLOPs, and index 0 is in range for any embedding."""
+    import numpy as np
+
+    from rtpick.data import synthetic_feeds
+
+    torch = _torch()
+    feeds = synthetic_feeds(model.spec.inputs, shapes, seed=0)
+    sample = []
+    for spec in model.spec.inputs:
+        tensor = torch.from_numpy(np.zeros_like(feeds[spec.name])).to(device)
+        sample.append(tensor.to(torch.bfloat16) if tensor.is_floating_point() else tensor)
+    return sample
+
+
 class TorchRuntime(Runtime):
     """What the four torch runtimes share: load the module, cast, place, optionally compile, warm up."""
 
@@ -282,7 +298,8 @@ class TorchRuntime(Runtime):
             if precision == "fp8":  # after the bf16 cast, which would otherwise turn the FP8 weights to bf16
                 from rtpick.runtimes.fp8 import INDUCTOR_CONFIG, swap_linear_layers
 
-                module, swapped = swap_linear_layers(module, f"{self.name}:fp8")
+                module, swapped = swap_linear_layers(module, f"{self.name}:fp8",
+                                                     sample=_zeros_sample(model, shapes, device) if shapes else None)
                 notes.append(swapped.describe())
                 inductor = dict(INDUCTOR_CONFIG)
         except RtpickError:
