@@ -5,16 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from rtpick.commands.app import app, handles_errors
+from rtpick.commands.app import app, handles_errors, make_console
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
 from rtpick.perf.request import flag_help, spelling
 from rtpick.perf.scenarios.registry import DEFAULT_SCENARIO
 
-console = Console()
+console = make_console()
 
 
 def _ints(text: str | None, flag: str) -> list[int] | None:

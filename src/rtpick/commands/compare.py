@@ -16,17 +16,14 @@ from typing import Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.commands.app import app, handles_errors
+from rtpick.commands.app import app, handles_errors, make_console
 from rtpick.errors import BuildError, RtpickError
 from rtpick.options import OPTION_HELP, parse_option_args, resolve_options
 
-console = Console()
-if not console.is_terminal:  # logs and pipes: wide enough that the table's numbers never wrap
-    console = Console(width=160)
+console = make_console()
 
 _STYLE = {"reference": "cyan", "pass": "green", "mismatch": "red", "error": "red", "unchecked": "yellow"}
 

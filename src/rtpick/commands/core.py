@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.commands.app import app, handles_errors
+from rtpick.commands.app import app, handles_errors, make_console
 from rtpick.errors import RtpickError
 
-console = Console()
+console = make_console()
 
 
 @app.command()

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.commands.app import app, handles_errors
+from rtpick.commands.app import app, handles_errors, make_console
 
-console = Console()
-if not console.is_terminal:  # a log or a pipe: keep the table whole rather than 80 columns of ellipses
-    console = Console(width=150)
+console = make_console()
 
 
 def _fmt(value: float | None, spec: str, missing: str = "-") -> str:

@@ -11,14 +11,13 @@ import sys
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from rtpick.commands.app import app, handles_errors
+from rtpick.commands.app import app, handles_errors, make_console
 from rtpick.options import OPTION_HELP
 
-console = Console()
+console = make_console()
 
 
 def _fmt(value: float | None, spec: str = ".3g", unit: str = "") -> str:
