@@ -147,6 +147,36 @@ def test_torchvision_without_torchvision_is_a_clear_error() -> None:
 
 
 @needs_torch
+def test_a_torchvision_name_is_the_same_model_in_every_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random weights come from a fixed seed (the caller's generator untouched): bench's workers, a later
+    --from and serve must all load the model whose sha256 the results name. torchvision is faked here (a
+    module with `models.get_model`) so the test runs where torchvision is not installed."""
+    import importlib.machinery
+    import sys
+    import types
+
+    import torch
+
+    def get_model(name: str, weights: object = None) -> torch.nn.Module:
+        assert weights is None
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                   torch.nn.Linear(4, 10))
+
+    fake = types.ModuleType("torchvision")
+    fake.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
+    fake.models = types.SimpleNamespace(get_model=get_model)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    first = load_model("torchvision:tiny")
+    assert torch.rand(1) == before  # the caller's generator did not move
+    second = load_model("torchvision:tiny")
+    assert first.spec.sha256 == second.spec.sha256
+    assert any("seed" in note for note in first.notes)
+
+
+@needs_torch
 def test_torch_module_with_a_symbolic_sequence_dim() -> None:
     """Specs with symbolic dims beyond the batch (a transformer's sequence) load, export and run."""
     import torch

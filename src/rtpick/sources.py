@@ -233,6 +233,9 @@ def _from_pt2(path: Path) -> Model:
     return Model(spec=spec, path=path, torch_factory=lambda: copy.deepcopy(module), exporter=export_to_onnx)
 
 
+TORCHVISION_INIT_SEED = 0
+
+
 def _from_torchvision(name: str, weights: Any) -> Model:
     torch = _require_torch(f"torchvision:{name}")
     if importlib.util.find_spec("torchvision") is None:
@@ -240,7 +243,11 @@ def _from_torchvision(name: str, weights: Any) -> Model:
     import torchvision
 
     try:
-        module = torchvision.models.get_model(name, weights=None)
+        # random weights from a fixed seed, without touching the caller's generator: every process (bench's
+        # workers, a later --from, serve) must load the same model, with the same sha256, for the same name
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(TORCHVISION_INIT_SEED)
+            module = torchvision.models.get_model(name, weights=None)
     except ValueError as exc:
         raise RtpickError(f"torchvision has no model {name!r}; see torchvision.models.list_models()") from exc
     notes = []
@@ -252,7 +259,7 @@ def _from_torchvision(name: str, weights: Any) -> Model:
             raise RtpickError(f"cannot load weights {weights} into torchvision:{name}: {exc}") from exc
         notes.append(f"weights from {weights}")
     else:
-        notes.append("random weights (pass --weights FILE for trained ones)")
+        notes.append(f"random weights, seed {TORCHVISION_INIT_SEED} (pass --weights FILE for trained ones)")
     size = 299 if name.startswith("inception") else 224
     example = torch.zeros(1, 3, size, size)
     model = _from_torch_module(module, {"input": example}, name=f"torchvision:{name}", source="torchvision")

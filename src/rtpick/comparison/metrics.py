@@ -37,6 +37,8 @@ class OutputCheck:
     ref_nan: int = 0
     ref_inf: int = 0
     top1_agreement: float | None = None
+    top1_decisive_rows: int | None = None  # rows whose reference top-1 leads by more than the error can move
+    top1_decisive_agreement: float | None = None  # agreement over those rows: what the top-1 gate judges
     top5_agreement: float | None = None
     equal_fraction: float | None = None
     accuracy: float | None = None
@@ -142,13 +144,22 @@ def check_output(
         cand_top1 = np.argmax(c, axis=1)
         ref_top1 = np.argmax(r, axis=1)
         check.top1_agreement = float(np.mean(cand_top1 == ref_top1))
+        decisive = _decisive_rows(r, check.rel_l2, tolerance)
+        check.top1_decisive_rows = int(decisive.sum())
+        agree = cand_top1[decisive] == ref_top1[decisive]
+        check.top1_decisive_agreement = float(np.mean(agree)) if agree.size else None
         if ref.shape[1] > 5:
             top5 = np.argpartition(-c, 4, axis=1)[:, :5]
             check.top5_agreement = float(np.mean(np.any(top5 == ref_top1[:, None], axis=1)))
         if labels is not None:
             check.accuracy = top1_accuracy(c, labels)
-        if tolerance.min_top1 is not None and not check.top1_agreement >= tolerance.min_top1:
-            problems.append(f"top-1 agreement {check.top1_agreement:.3f} < {tolerance.min_top1:g}")
+        judged = check.top1_decisive_agreement
+        if tolerance.min_top1 is not None and judged is not None and not judged >= tolerance.min_top1:
+            rows = len(ref_top1)
+            problems.append(f"top-1 agreement {judged:.3f} < {tolerance.min_top1:g}" + (
+                "" if check.top1_decisive_rows == rows else
+                f" on the {check.top1_decisive_rows} of {rows} rows whose reference top-1 leads by more than the "
+                f"error can move (all rows: {check.top1_agreement:.3f})"))
     elif classifier and tolerance.min_top1 is not None:
         problems.append("top-1 agreement cannot be measured on outputs with NaN")
 
@@ -156,6 +167,23 @@ def check_output(
         check.ok = False
         check.reason = f"{name}: " + "; ".join(problems)
     return check
+
+
+def _decisive_rows(ref: np.ndarray, rel_l2: float | None, tolerance: Tolerance) -> np.ndarray:
+    """The rows of a class-score output whose answer a tolerated error cannot flip: the reference's top-1 leads
+    its runner-up by more than twice the error one score may carry (the candidate's norm-wise relative error,
+    capped at what the precision tolerates, times the row's RMS score). A flip in any other row is a tie broken
+    the other way, not a wrong answer: a randomly initialised ResNet-50's logits differ by ~1e-3, and fp16 that
+    is right to 1e-3 norm-wise flipped 6% of such rows on an H200 (benchmarks/results/h200/recommend-resnet50.md)."""
+    import numpy as np
+
+    allowed = tolerance.max_rel_l2
+    if allowed is None and tolerance.min_cosine is not None:
+        allowed = math.sqrt(2.0 * (1.0 - tolerance.min_cosine))  # ||a-b||/||b|| at that cosine, equal norms
+    error = min(rel_l2 or 0.0, allowed if allowed is not None else 0.0)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    rms = np.sqrt(np.mean(ref * ref, axis=1))
+    return (top2[:, 1] - top2[:, 0]) > 2.0 * error * rms
 
 
 def output_metrics(reference: Any, candidate: Any, labels: Any = None) -> dict[str, Any]:

@@ -33,7 +33,11 @@ An output is within tolerance when ALL of these hold (a check whose threshold is
 3. elementwise: every finite element satisfies |candidate - reference| <= atol + rtol * |reference|;
 3b. relative error over the whole output, ``rel_l2`` = ||candidate - reference|| / ||reference|| <= max rel L2;
 4. ``cosine >= min_cosine``;
-5. for classifier-like outputs, ``top1_agreement >= min_top1``;
+5. for classifier-like outputs, top-1 agreement >= min_top1 over the decisive rows: those whose reference top-1
+   leads its runner-up by more than twice the error one score may carry (the candidate's ``rel_l2``, capped at
+   the precision's max rel L2 or, for int8/fp8, the error its min cosine allows, times the row's RMS score).
+   A flip in another row is a near-tie broken the other way (a randomly initialised network's logits differ by
+   ~1e-3), not a wrong answer; ``top1_agreement`` still reports all rows, ``top1_decisive_rows`` how many count;
 6. integer/bool outputs are exactly equal, or, where the precision has a min top-1, at least that fraction of
    their elements is equal (integer outputs of classifiers are usually arg-max indices).
 
