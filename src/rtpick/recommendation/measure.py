@@ -60,7 +60,10 @@ class SessionCache:
         try:
             session = get_runtime(runtime).build(self.model, precision, dict(shapes), **dict(options))
         except Exception as exc:  # noqa: BLE001 - a failed build is this candidate's reason, not a crash
-            text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:400]
+            from rtpick.errors import RtpickError
+
+            named = str(exc) if isinstance(exc, RtpickError) else f"{type(exc).__name__}: {exc}"  # ours: one line
+            text = (named.strip().splitlines() or [type(exc).__name__])[0][:400]
             return Built(error=text, status="oom" if is_oom(text) else "failed")
         return Built(session=session, build_time_s=session.info.build_time_s, notes=tuple(session.info.notes))
 
