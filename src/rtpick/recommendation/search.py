@@ -299,9 +299,11 @@ def _search(survey: Any, model: Any, loaded: Any, c: Constraints, choices: Mappi
             continue
         check = checks.get(key) or {}
         if not check.get("passed"):
-            records.append(Record(runtime=choice.runtime, precision=choice.precision, batch=None,
-                                  scenario=c.scenario, status="not measured", options=dict(choice.options),
-                                  error="failed the correctness check", correctness=check))
+            failed = Record(runtime=choice.runtime, precision=choice.precision, batch=None, scenario=c.scenario,
+                            status="not measured", options=dict(choice.options),
+                            error="failed the correctness check", correctness=check)
+            records.append(failed)
+            results.configurations.append(failed)  # the file says what happened to every candidate
             continue
         passing.append(choice)
     survey.checks = dict(checks)

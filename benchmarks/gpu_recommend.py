@@ -1,0 +1,86 @@
+"""`rtpick recommend` end to end on a GPU machine, cold then warm compile caches (issue 17's H200 target).
+
+Runs ``python -m rtpick recommend MODEL --p99-ms P --quick --json RUN.json`` twice in fresh processes: first with
+empty Inductor, Triton and rtpick caches (cold: every torch.compile and int8 choice starts from nothing), then
+again with the caches the first run filled (warm). Each run's wall time is the process's, start to exit; the
+phase times come from its progress log. Writes ``<out>/{cold,warm}.{json,log,txt}`` and ``<out>/summary.md``.
+
+    PYTHONPATH=src python benchmarks/gpu_recommend.py --out benchmarks/results/h200/recommend
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PHASE = re.compile(r"^\[recommend +([0-9.]+) s\] (correctness check|probe round \d|full measurement)[^:]*: \d+ steps")
+
+
+def run_once(name: str, model: str, p99_ms: float, caches: Path, out: Path, timeout_s: float) -> dict:
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"), TRITON_CACHE_DIR=str(caches / "triton"),
+               RTPICK_CACHE_DIR=str(caches / "rtpick"))
+    command = [sys.executable, "-m", "rtpick", "recommend", model, "--p99-ms", f"{p99_ms:g}", "--quick",
+               "--json", str(out / f"{name}.json")]
+    start = time.perf_counter()
+    with open(out / f"{name}.txt", "w") as stdout, open(out / f"{name}.log", "w") as stderr:
+        try:
+            code = subprocess.run(command, env=env, stdout=stdout, stderr=stderr, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired:
+            code = None
+    wall = time.perf_counter() - start
+    phases, last = [], None
+    for line in (out / f"{name}.log").read_text().splitlines():
+        if match := PHASE.match(line):
+            phases.append((match.group(2), float(match.group(1))))
+        if line.startswith("[recommend"):
+            last = float(line.split()[1])
+    spans = {what: round((phases[i + 1][1] if i + 1 < len(phases) else (last or at)) - at, 1)
+             for i, (what, at) in enumerate(phases)}
+    first_line = next(iter((out / f"{name}.txt").read_text().splitlines()), "")
+    counts: dict[str, int] = {}
+    path = out / f"{name}.json"
+    if path.is_file():
+        for record in json.loads(path.read_text())["configurations"]:
+            error = record.get("error") or ""
+            key = "measured in full" if record["status"] == "ok" else error.split(":")[0] or record["status"]
+            counts[key] = counts.get(key, 0) + 1
+    return {"run": name, "exit": code, "wall_s": round(wall, 1), "phases_s": spans, "answer": first_line,
+            "records": counts, "command": " ".join(["python", "-m", "rtpick", *command[3:]])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="torchvision:resnet50")
+    parser.add_argument("--p99-ms", type=float, default=1.0)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--timeout-s", type=float, default=330.0, help="per run")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    caches = Path(tempfile.mkdtemp(prefix="rtpick-recommend-caches-"))
+    try:
+        rows = [run_once(name, args.model, args.p99_ms, caches, out, args.timeout_s) for name in ("cold", "warm")]
+    finally:
+        shutil.rmtree(caches, ignore_errors=True)
+    lines = [f"# `rtpick recommend {args.model} --p99-ms {args.p99_ms:g} --quick`, cold then warm caches", "",
+             f"Command: `PYTHONPATH=src python benchmarks/gpu_recommend.py --out {args.out}`", "",
+             "| run | exit | wall s | phases (s) | answer | candidates |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        phases = ", ".join(f"{k} {v}" for k, v in row["phases_s"].items())
+        records = ", ".join(f"{v} {k}" for k, v in sorted(row["records"].items()))
+        lines.append(f"| {row['run']} | {row['exit']} | {row['wall_s']} | {phases} | {row['answer']} | {records} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
