@@ -71,7 +71,8 @@ def main() -> None:
     finally:
         shutil.rmtree(caches, ignore_errors=True)
     lines = [f"# `rtpick recommend {args.model} --p99-ms {args.p99_ms:g} --quick`, cold then warm caches", "",
-             f"Command: `PYTHONPATH=src python benchmarks/gpu_recommend.py --out {args.out}`", "",
+             f"Command: `PYTHONPATH=src python benchmarks/gpu_recommend.py --out {args.out} --timeout-s "
+             f"{args.timeout_s:g}` (exit None: killed at the timeout)", "",
              "| run | exit | wall s | phases (s) | answer | candidates |", "|---|---|---|---|---|---|"]
     for row in rows:
         phases = ", ".join(f"{k} {v}" for k, v in row["phases_s"].items())
