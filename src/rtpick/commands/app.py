@@ -67,7 +67,7 @@ def handles_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def make_console(log_width: int = 160) -> Any:
+def make_console(log_width: int = 200) -> Any:
     """A rich Console for a command's tables: the terminal's width on a terminal; in a log or a pipe (where rich
     would assume 80 columns and squeeze every number into ellipses) `log_width` columns."""
     from rich.console import Console
