@@ -179,6 +179,8 @@ class Survey:
     def _full(self, what: str, choices: Sequence[Any], probes: Mapping[str, list[Record]], batches: list[int]
               ) -> list[Record]:
         self.phases.phase(what, len(choices))
+        if self.isolated:  # fresh processes measure memory and spread: this one's sessions must not weigh on them
+            self.cache.close()
         measured: list[Record] = []
         for choice in choices:
             self.phases.step(choice.key)
