@@ -215,6 +215,34 @@ def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_ful
     assert any("dropped as dominated were measured in full" in note for note in survey.notes)
 
 
+def test_dominated_candidates_are_measured_when_the_winner_costs_more_in_full_than_they_might(monkeypatch) -> None:
+    """A probe said A (at most 1.1 ms) surely beats B (at least 1.9 ms); in full A still meets a loose budget
+    but at 4 ms (the load changed): B's probe could beat that, so B is measured in full and chosen over A."""
+    from dataclasses import replace
+
+    from rtpick.perf.progress import Phases
+    from rtpick.recommendation import survey as survey_module
+    from rtpick.recommendation.search import Choice
+    from rtpick.sources import load_model
+
+    def fake_measure(cache, job):  # type: ignore[no-untyped-def]
+        full = float(job.params.duration_s) >= 2.0
+        figures = {("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
+                   ("a", True): (4.0, (3.8, 4.2)), ("b", True): (2.0, (1.9, 2.1))}
+        name = "b" if job.options else "a"
+        p99, ci = figures[(name, full)]
+        return replace(record(p99, ci, options=job.options), batch=job.batch)
+
+    monkeypatch.setattr(survey_module, "measure", fake_measure)
+    c = Constraints(p99_ms=10_000.0)
+    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), c, quick=True, repeats=1,
+                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
+    a, b = Choice("ort-cpu", "fp32", {}), Choice("ort-cpu", "fp32", {"threads": 1}, index=1)
+    measured, dropped = survey.run([a, b], exhaustive=False)
+    assert sorted(r.headline().p99 for r in measured) == [2.0, 4.0] and not dropped
+    assert any("cost more than the probe's bound" in note for note in survey.notes)
+
+
 def test_unavailable_runtimes_are_one_summary_line_unless_verbose() -> None:
     from rtpick.commands.recommend import hidden_summary, render
     from rtpick.recommendation import UNAVAILABLE, Candidate, rank
@@ -247,3 +275,16 @@ def test_each_candidate_is_built_once_for_its_check_and_its_measurements(monkeyp
                         variants=False)
     assert outcome.chosen is not None
     assert sorted(builds) == [("ort-cpu", "fp32", 1), ("torch-cpu", "fp32", 1)], builds
+
+
+def test_a_runtime_that_cannot_run_the_model_is_a_row_with_the_reason_not_a_build(small_onnx) -> None:  # noqa: ANN001
+    """An ONNX file has no PyTorch source: the torch runtimes are 'not for this model' before anything is
+    built (the CLI folds such rows into one line), and the ONNX Runtime configuration is still chosen."""
+    from rtpick.recommendation import NOT_FOR_MODEL, recommend
+
+    outcome = recommend(small_onnx, configs="ort-cpu:fp32,torch-cpu:fp32", p99_ms=10_000.0, quick=True,
+                        variants=False)
+    rows = {row.name: row for row in outcome.rows()}
+    assert rows["torch-cpu:fp32"].verdict == NOT_FOR_MODEL
+    assert "ONNX only" in rows["torch-cpu:fp32"].reason
+    assert outcome.chosen is not None and outcome.chosen.name == "ort-cpu:fp32"

@@ -61,7 +61,7 @@ def _energy(row: Any) -> str:
     return text
 
 
-HIDDEN = ("unavailable here", "excluded by --cpu-only")  # one summary line each unless -v
+HIDDEN = ("unavailable here", "not for this model", "excluded by --cpu-only")  # one summary line each unless -v
 
 
 def hidden_summary(rec: Any, verbose: bool) -> list[str]:
@@ -102,7 +102,7 @@ def render(rec: Any, verbose: bool = True) -> Table:
     for row in shown:
         verdict = row.verdict
         style = {"chosen": "bold green", "meets": "green", "over budget": "yellow"}.get(verdict, "red")
-        if verdict in ("unavailable here", "excluded by --cpu-only", "not measured"):
+        if verdict in (*HIDDEN, "not measured"):
             style = "dim"
         t.add_row(
             str(row.rank) if row.rank else "-", escape(row.name), _p99(row, c.scenario),

@@ -29,10 +29,11 @@ OOM = "out of memory"
 BUILD_FAILED = "build failed"
 FAILED = "failed"
 UNAVAILABLE = "unavailable here"
+NOT_FOR_MODEL = "not for this model"  # the runtime cannot run this kind of model (a torch runtime, an ONNX file)
 NOT_ALLOWED = "excluded by --cpu-only"
 NOT_MEASURED = "not measured"
 VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, NOT_FASTER, DROPPED, OVER_MEMORY, OVER_ENERGY, FAILED_ACCURACY, OOM,
-                 BUILD_FAILED, FAILED, NOT_MEASURED, UNAVAILABLE, NOT_ALLOWED)
+                 BUILD_FAILED, FAILED, NOT_MEASURED, UNAVAILABLE, NOT_FOR_MODEL, NOT_ALLOWED)
 
 
 # ------------------------------------------------------------------------------------------------ constraints

@@ -14,7 +14,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
-from rtpick.recommendation.constraints import CHECK_BATCH, NOT_ALLOWED, UNAVAILABLE, Constraints
+from rtpick.recommendation.constraints import CHECK_BATCH, NOT_ALLOWED, NOT_FOR_MODEL, UNAVAILABLE, Constraints
 from rtpick.recommendation.ranking import (
     Candidate,
     Recommendation,
@@ -85,6 +85,24 @@ def plan(configs: Sequence[str] | str | None, cpu_only: bool) -> tuple[list[str]
             continue
         runnable.append(name)
     return runnable, skipped
+
+
+def _for_this_model(runnable: list[str], skipped: list[Candidate], loaded: Any) -> tuple[list[str], list[Candidate]]:
+    """Configurations whose runtime cannot run this model at all (a torch runtime and an ONNX file) move from
+    `runnable` to rows with the reason, before anything is built."""
+    from rtpick.runtimes.registry import get_runtime
+
+    keep: list[str] = []
+    rows = list(skipped)
+    for name in runnable:
+        runtime, precision = name.split(":")
+        state = get_runtime(runtime).model_availability(loaded)
+        if state.ok:
+            keep.append(name)
+        else:
+            rows.append(Candidate(name, runtime, precision, get_runtime(runtime).device, verdict=NOT_FOR_MODEL,
+                                  reason=state.reason))
+    return keep, rows
 
 
 def _precision_availability(runtime: str, precision: str) -> Any:
@@ -236,6 +254,7 @@ def recommend(
         if configs is None:
             configs = list(dict.fromkeys(r.config for r in stored.configurations))
     runnable, skipped = plan(configs, cpu_only)
+    runnable, skipped = _for_this_model(runnable, skipped, loaded)
     options = {k: dict(v) for k, v in (options or {}).items()}
     choices = expand(runnable, options, variants=variants and stored is None, slow_builds=exhaustive)
     for record in stored.configurations if stored is not None else []:

@@ -18,7 +18,7 @@ from typing import Any
 from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
-from rtpick.recommendation.pruning import DOMINATED, could_meet, meets, prune
+from rtpick.recommendation.pruning import DOMINATED, bounds, could_meet, meets, prune
 from rtpick.recommendation.ranking import Candidate, candidate_from_record
 from rtpick.recommendation.rules import speed_verdict
 
@@ -163,10 +163,29 @@ class Survey:
             measured += self._full(f"{what}, dominated before", [ch for ch in pool if ch.key in again], probes,
                                    batches)
             pool = [ch for ch in pool if ch.key in reasons and DOMINATED in reasons[ch.key]]
+        refuted = self._refuted(pool, probes, measured, alone)
+        if refuted:
+            # the full measurements of the winners came out worse than the probe promised (a load that changed
+            # since): a candidate dropped as dominated whose probe could still beat them is measured in full too
+            self.notes.append(f"search: the best full measurement cost more than the probe's bound, so {len(refuted)} "
+                              "candidates dropped as dominated were measured in full after all")
+            keys = {choice.key for choice in refuted}
+            dropped_rows = [row for row in dropped_rows if row.name not in keys]
+            measured += self._full(f"{what}, dominated before", refuted, probes, batches)
         if not self.isolated and measured:
             self.notes.append(f"full measurements ran in this process on the probe's session ({self.cache.builds} "
                               "builds in all: each runtime/precision/options built once)")
         return measured, dropped_rows
+
+    def _refuted(self, pool: Sequence[Any], probes: Mapping[str, list[Record]], measured: Sequence[Record],
+                 alone: bool) -> list[Any]:
+        """The candidates dropped as dominated whose probe's optimistic cost beats the best full measurement
+        that may be chosen: their dominance was claimed on a bound the full measurement did not keep."""
+        costs = [bounds("", [r], self.c).point for r in measured if self._wins(r, measured, alone)]
+        if not costs:
+            return []
+        best = min(costs)
+        return [choice for choice in pool if bounds(choice.key, probes[choice.key], self.c).low < best]
 
     def _wins(self, record: Record, measured: Sequence[Record], alone: bool) -> bool:
         """Whether a full record can be chosen: it meets the budget and any speed rule its precision has lets

@@ -264,6 +264,12 @@ class Runtime(ABC):
         """Whether this machine can run one of the runtime's precisions (e.g. FP8 needs FP8 tensor cores)."""
         return Availability(True)
 
+    def model_availability(self, model: Model) -> Availability:
+        """Whether this runtime can run `model` at all (a torch runtime needs a PyTorch source), known before
+        anything is built: a search lists such runtimes in one line instead of failing a build per candidate."""
+        del model
+        return Availability(True)
+
     def speed_rule(self, precision: str) -> SpeedRule | None:
         """The rule a precision must pass before `recommend` may choose it for speed, or None (no rule).
 

@@ -275,6 +275,12 @@ class TorchRuntime(Runtime):
     def _extra_availability(self) -> Availability:
         return Availability(True)
 
+    def model_availability(self, model: Model) -> Availability:
+        if getattr(model, "torch_factory", None) is None:
+            return Availability(False, f"needs a PyTorch source and {model.spec.name!r} is ONNX only (give a torch "
+                                       "module, a .pt2 ExportedProgram or torchvision:<name>)")
+        return Availability(True)
+
     def _torch_device(self, options: Mapping[str, Any]) -> Any:
         return _torch().device("cpu")
 
