@@ -79,7 +79,8 @@ def main() -> None:
         records = ", ".join(f"{v} {k}" for k, v in sorted(row["records"].items()))
         lines.append(f"| {row['run']} | {row['exit']} | {row['wall_s']} | {phases} | {row['answer']} | {records} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (out / "summary.json").write_text(json.dumps({"model": args.model, "p99_ms": args.p99_ms, "runs": rows},
+                                                 indent=1) + "\n")
     print("\n".join(lines))
 
 
