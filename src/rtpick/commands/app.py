@@ -70,9 +70,9 @@ def handles_errors(func: F) -> F:
 def make_console(log_width: int = 200) -> Any:
     """A rich Console for a command's tables: the terminal's width on a terminal; in a log or a pipe (where rich
     would assume 80 columns and squeeze every number into ellipses) `log_width` columns, unless COLUMNS says."""
-    from rich.console import Console
-
     import os
+
+    from rich.console import Console
 
     console = Console()
     if console.is_terminal or os.environ.get("COLUMNS"):  # a terminal, or a width the user set: theirs
