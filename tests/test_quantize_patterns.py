@@ -80,7 +80,7 @@ def patterns(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def _variants() -> list[Variant]:
-    vnni = quantize_search.candidates({"vnni": True}, {"Conv": 1, "MatMul": 1})
+    vnni = quantize_search.candidates({"vnni": True}, {"Conv": 1, "MatMul": 4})  # every variant, dynamic too
     no_vnni = quantize_search.candidates({"vnni": False}, {"Conv": 1})
     return [quantize.RECIPES["ort"], quantize.RECIPES["tensorrt"], *vnni, no_vnni[0]]
 

@@ -93,7 +93,7 @@ def test_real_search_on_a_tiny_model_within_its_budget(small_onnx: Path, private
 def test_no_vnni_means_reduce_range() -> None:
     without = quantize_search.candidates({"vnni": False, "amx": False}, {"Conv": 3})
     assert without and all(v.reduce_range for v in without)
-    with_vnni = quantize_search.candidates({"vnni": True}, {"Conv": 3, "MatMul": 1})
+    with_vnni = quantize_search.candidates({"vnni": True}, {"Conv": 3, "MatMul": 4})
     assert not with_vnni[0].reduce_range and any(v.fmt == "dynamic" for v in with_vnni)
     assert all(v.activation == "u8" for v in with_vnni)  # s8 activations: 0.56x on ddddocr-det with VNNI
 
@@ -105,6 +105,8 @@ def test_conv_models_try_every_op_in_int8_first_and_depthwise_out_later() -> Non
     assert names[:2] == ["qdq-u8s8-pc-all", "qop-u8s8-pc-all"]
     assert names.index("qdq-u8s8-pc") < names.index("qop-u8s8-pc-nodw")
     assert len(names) == len(set(names))
+    head_only = quantize_search.candidates({"vnni": True}, {"Conv": 30, "MatMul": 1})  # a CNN classifier's head
+    assert head_only and all(v.fmt != "dynamic" and "Conv" in (v.ops or ("Conv",)) for v in head_only)
 
 
 def _images(count: int) -> np.ndarray:

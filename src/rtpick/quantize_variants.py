@@ -25,6 +25,10 @@ from rtpick.quantize import FAST_INT8_OPS, Variant
 
 QUANTISED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
                  "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeLSTM"}
+# A convolutional model gets MatMul/Gemm-only variants when it has at least this many: a CNN's one classifier-head
+# MatMul in int8 is not int8 inference of the model, and its "speed-up" is noise (0.90-1.05x on ppocr-cls and
+# orientation, where the search kept it as the fastest accurate variant).
+MATRIX_HEAVY = 4
 _QDQ = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
 
 
@@ -79,7 +83,8 @@ def candidates(features: Mapping[str, Any], ops: Mapping[str, int]) -> list[Vari
             Variant(f"qdq-u8s8-pc-nodw{tag}", "qdq", "u8", True, rr, fast, skip_depthwise=True),
             Variant(f"qop-u8s8-pt-nodw{tag}", "qoperator", "u8", False, rr, fast, skip_depthwise=True),
         ]
-    if ops.get("MatMul", 0) + ops.get("Gemm", 0):
+    matrices = ops.get("MatMul", 0) + ops.get("Gemm", 0)
+    if matrices >= MATRIX_HEAVY or (matrices and not ops.get("Conv", 0)):
         result += [
             Variant(f"dynamic-pc{tag}", "dynamic", "u8", True, rr, ("MatMul", "Gemm")),
             Variant(f"dynamic-pt{tag}", "dynamic", "u8", False, rr, ("MatMul", "Gemm")),
