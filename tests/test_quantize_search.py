@@ -200,3 +200,29 @@ def test_min_speedup_zero_keeps_a_slower_int8_and_says_how_slow(small_onnx: Path
                                                                 for n in sessions}, 5))
     with rtpick.load(str(small_onnx), "ort-cpu", "int8", int8_min_speedup=0) as session:
         assert "0.80x fp32 at batch 1" in session.info.notes[1]
+
+
+def test_leading_layers_kept_in_fp32_are_found_per_family_of_variants(small_onnx: Path, private_cache: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keeping the first layers in fp32 rescues conv-only variants but not every-op ones (there, a kept layer's
+    input is still quantised by the op before it): the count is searched once per family and reused in it."""
+    from rtpick.quantize import Variant
+
+    every = [Variant("all-a", ops=()), Variant("all-b", fmt="qoperator", ops=())]
+    convs = [Variant("conv-a", ops=("Conv",)), Variant("conv-b", ops=("Conv",), skip_depthwise=True)]
+    monkeypatch.setattr(quantize_search, "candidates", lambda features, ops: [*every, *convs])
+    built: list[str] = []
+
+    def fake_try(model: Any, shapes: Any, data: Any, variant: Any, *rest: Any) -> tuple[Any, Any, str]:
+        built.append(variant.name)
+        if variant.ops and variant.keep_first >= 6:
+            return object(), small_onnx, "accurate"
+        return None, None, "inaccurate: output 0: cosine 0.97 < 0.99"
+
+    monkeypatch.setattr(quantize_search, "_try", fake_try)
+    _fake_timing(monkeypatch, {"fp32": 2.0, "conv-a-keep6": 1.5, "conv-b-keep6": 1.0})
+    model = load_source(str(small_onnx))
+    path, notes = quantize_search.choose_int8(model, {"x": (1, 8)}, None, 4, min_speedup=0)
+    assert built == ["all-a", "all-a-keep3", "all-a-keep6", "all-a-keep12", "all-b",
+                     "conv-a", "conv-a-keep3", "conv-a-keep6", "conv-b-keep6"]
+    assert "int8 variant conv-b-keep6" in notes[1]
