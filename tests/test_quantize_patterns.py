@@ -120,6 +120,7 @@ def test_node_report_counts_the_other_ops_an_all_op_variant_runs_in_int8(pattern
         path, _ = quantize_int8(model, {"x": (1, 3, 32, 32)}, None, 4, variant=variant)
         report = quantize_search.node_report(path)
         assert report["quantised"] and report["other_ops_int8"], variant.name
+        assert "HardSigmoid" not in report["other_ops_int8"]  # no int8 kernel: fp32 even between DQ and Q
         assert {"Concat", "MaxPool"} & set(report["other_ops_int8"]) or \
             {"QLinearConcat"} & set(report["other_ops_int8"]), (variant.name, report["other_ops_int8"])
 

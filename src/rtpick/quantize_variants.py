@@ -30,6 +30,13 @@ QUANTISED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger",
 # orientation, where the search kept it as the fastest accurate variant).
 MATRIX_HEAVY = 4
 _QDQ = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+# Ops that ONNX Runtime's CPU provider runs in int8 when a QDQ graph puts them between DequantizeLinear and
+# QuantizeLinear: int8 kernels (binary, variadic, unary lookup tables and pools) or data movement whose Q/DQ pair
+# it drops; Relu and Clip are absorbed into the QuantizeLinear before them. Anything else (HardSigmoid, Div...)
+# between a DQ and a Q still runs in fp32.
+INT8_BETWEEN_QDQ = {"Add", "Mul", "Concat", "Sigmoid", "LeakyRelu", "Softmax", "AveragePool", "GlobalAveragePool",
+                    "MaxPool", "Resize", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Gather",
+                    "Slice", "Split", "Pad", "Where", "Relu", "Clip"}
 
 
 def cpu_features() -> dict[str, Any]:
@@ -140,7 +147,7 @@ def node_report(path: Path, keep_first: int = 0) -> dict[str, Any]:
 def _between_qdq(node: Any, made_by: Mapping[str, Any], used_by: Mapping[str, list[Any]]) -> bool:
     """A node of a QDQ graph whose data inputs all come from DequantizeLinear and whose outputs all go to
     QuantizeLinear: ONNX Runtime runs it as an int8 kernel (or drops the pair around a data-movement op)."""
-    if node.op_type in (*_QDQ, "Constant") or not node.input or not node.output:
+    if node.op_type not in INT8_BETWEEN_QDQ or not node.input or not node.output:
         return False
     data = [made_by.get(name) for name in node.input if name and name in made_by]
     if not data or any(p.op_type != "DequantizeLinear" for p in data):
