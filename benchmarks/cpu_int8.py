@@ -7,9 +7,10 @@ at batch 1 (corpus models on images of rendered text, see `text_images`; the enc
 - builds ``ort-cpu:fp32`` and ``ort-cpu:int8`` through rtpick (int8 runs its variant search: time recorded) and,
   as the baseline of issue 16, ONNX Runtime's ``quantize_static`` with default settings (QDQ, s8 activations and
   weights, per-tensor, MinMax) on the same opset-13, pre-processed graph;
-- times all three interleaved (rounds of fp32, rtpick int8, default int8 in rotating order; each slot one warm
-  untimed call, workers that do not spin: `rtpick.quantize_timing`; median of the per-round means), so a busy
-  neighbour on a shared machine slows all of them alike, and reports p50 ratios. Where rtpick refuses int8, the
+- times all three interleaved (rounds of fp32, rtpick int8, default int8 in rotating order; each slot a pause
+  for the previous session's workers to stop spinning and one untimed warm call: `rtpick.quantize_timing`;
+  median of the per-round means), so a busy neighbour on a shared machine slows all of them alike, and reports
+  p50 ratios. Where rtpick refuses int8, the
   search's best variant (or, when no variant kept the int8 tolerance, its first candidate) is timed and checked
   all the same and marked "refused": what int8 would have given;
 - compares int8's outputs with fp32's on 32 inputs not used to calibrate: cosine, and top-1 agreement where the output
@@ -342,7 +343,7 @@ def main() -> int:
                    "rendered text (see each row's inputs), the BERT-like encoder on synthetic token ids < 100; "
                    "fp32, rtpick int8 (the search's best variant, also where int8 is refused as not faster: marked "
                    "'refused') and ONNX Runtime's default int8 timed in interleaved rounds (rotating order, each "
-                   "slot one untimed warm call then ~20 ms of calls, sessions with non-spinning workers: "
+                   "slot a 50 ms pause, one untimed warm call, then ~20 ms of calls, sessions as ort-cpu builds them: "
                    "rtpick.quantize_timing; 9-21 rounds); p50 = median of per-round means; ratio = fp32 p50 / int8 "
                    "p50; accuracy on 32 other inputs against fp32 (top-1 agreement only for class-score outputs), "
                    "neither calibrated nor gated on; ORT threads: default"),

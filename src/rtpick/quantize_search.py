@@ -7,7 +7,7 @@ activations on x86 take a slower path than u8 ones. So a few variants are built 
 every op or only Conv/MatMul/Gemm in int8, QDQ or QOperator, depthwise convolutions in or out, per-channel or
 per-tensor weights, reduce_range where the CPU has no VNNI, dynamic int8 for MatMul-heavy models), each is
 checked against fp32 with `compare`'s int8 tolerance on inputs it was not calibrated on (`split_calibration`)
-and timed against fp32 (`rtpick.quantize_timing`: interleaved, warm, non-spinning), and the fastest accurate one
+and timed against fp32 (`rtpick.quantize_timing`: interleaved, settled, warm), and the fastest accurate one
 is kept. If it is not faster than fp32 by `MIN_SPEEDUP` (the runtime option ``int8_min_speedup``), int8 is
 refused with one line saying the measured ratio; ``int8_min_speedup=0`` keeps it anyway (for its size), and the
 notes say how fast it is.
@@ -47,7 +47,7 @@ from rtpick.settings import cache_dir
 __all__ = ["Choice", "accuracy_problem", "candidates", "choose_int8", "cpu_features", "measure", "node_report",
            "not_faster_message"]
 
-SEARCH_VERSION = "search-v2"  # v2: held-out gate, warm non-spinning timing, all-op variants
+SEARCH_VERSION = "search-v2"  # v2: held-out gate, settled warm timing, all-op variants
 MIN_SPEEDUP = 1.10  # int8 must beat fp32 by this much to count: a 1.05x choice measured 0.96x in the benchmark
 BUDGET_S = 60.0  # the whole choice (quantising, checking, timing) for one model
 MEASURE_S = 25.0  # of which timing at most (the confirmation included)
