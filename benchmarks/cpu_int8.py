@@ -324,8 +324,8 @@ def main() -> int:
             f"{r['model']} ({effective(r):.2f}x)" for r in measured)
         + (": MET" if all(effective(r) >= 1.0 for r in measured) else ": NOT MET"),
         "top-1 agreement of the best int8 variant against fp32 on the 32 check inputs, classifiers (>= 99%): "
-        + ", ".join(f"{name} {value}" + (" (refused)" if next(r for r in classifiers if r["model"] == name)
-                                         ["int8_build"] != "ok" else "") for name, value in top1.items())
+        + ", ".join(f"{r['model']} {top1[r['model']]} ({r.get('search', {}).get('variant', '-')}"
+                    + ("" if r["int8_build"] == "ok" else f"; {_status(r)}") + ")" for r in classifiers)
         + (": MET" if all(v is not None and v >= 0.99 for v in top1.values()) else ": NOT MET"),
         f"choice time per model (s, the whole rtpick.load of int8, choice cache cold unless the command ran with "
         f"one): {choice}; target <= 60 s: "
