@@ -205,7 +205,8 @@ def test_min_speedup_zero_keeps_a_slower_int8_and_says_how_slow(small_onnx: Path
 def test_leading_layers_kept_in_fp32_are_found_per_family_of_variants(small_onnx: Path, private_cache: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Keeping the first layers in fp32 rescues conv-only variants but not every-op ones (there, a kept layer's
-    input is still quantised by the op before it): the count is searched once per family and reused in it."""
+    input is still quantised by the op before it): the count is searched once per family and reused in it; the
+    rest of a family that no count rescued is skipped (it quantises the same tensors)."""
     from rtpick.quantize import Variant
 
     every = [Variant("all-a", ops=()), Variant("all-b", fmt="qoperator", ops=())]
@@ -223,6 +224,8 @@ def test_leading_layers_kept_in_fp32_are_found_per_family_of_variants(small_onnx
     _fake_timing(monkeypatch, {"fp32": 2.0, "conv-a-keep6": 1.5, "conv-b-keep6": 1.0})
     model = load_source(str(small_onnx))
     path, notes = quantize_search.choose_int8(model, {"x": (1, 8)}, None, 4, min_speedup=0)
-    assert built == ["all-a", "all-a-keep3", "all-a-keep6", "all-a-keep12", "all-b",
+    assert built == ["all-a", "all-a-keep3", "all-a-keep6", "all-a-keep12",
                      "conv-a", "conv-a-keep3", "conv-a-keep6", "conv-b-keep6"]
     assert "int8 variant conv-b-keep6" in notes[1]
+    record = json.loads(Path(notes[2].split(": ", 1)[1]).read_text())
+    assert next(row for row in record["tried"] if row["name"] == "all-b")["status"].startswith("skipped: its family")
