@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -199,6 +200,11 @@ def one_model(name: str, path: Path, kind: str, shape: str, folder: Path, normal
         row["int8_variant_notes"] = [f"no variant kept the int8 tolerance ({exc}); timed and checked here: "
                                      f"{first.name}, outside the gate"]
         row["search"] = {"variant": f"{first.name}, inaccurate", "ratio": "-", "calibration": "-"}
+        found = re.search(r"details in (\S+\.json)\)", str(exc))
+        if found and Path(found.group(1)).is_file():  # the search's own record: what it tried, on which inputs
+            record = json.loads(Path(found.group(1)).read_text())
+            row["search"].update(calibration=record["calibration"], search_s=record["search_s"],
+                                 tried=record["tried"])
     try:
         default = ort_default_int8(path, calibration_feeds, folder)
         sessions["ort-default-int8"] = timing_session(default)
@@ -264,12 +270,17 @@ def markdown(payload: dict[str, Any]) -> str:
     lines += ["", "Inputs and what each search did:", ""]
     for row in payload["models"]:
         if "skipped" not in row:
-            nodes = row.get("nodes", {})
-            lines.append(f"- {row['model']}: {row['inputs']}; search: {row.get('search', {}).get('calibration', '-')}; "
-                         f"{nodes.get('int8_conv_matmul_gemm', 0)} Conv/MatMul/Gemm in int8, "
-                         f"{nodes.get('fp32_conv_matmul_gemm', 0)} left fp32, other ops in int8: "
-                         f"{nodes.get('other_ops_int8', {})}")
-    lines += ["", "Targets (issue 16):", "", *[f"- {line}" for line in payload["summary"]], ""]
+            nodes, search = row.get("nodes", {}), row.get("search", {})
+            tried = search.get("tried", [])
+            kept = (f"{nodes.get('int8_conv_matmul_gemm', 0)} Conv/MatMul/Gemm in int8, "
+                    f"{nodes.get('fp32_conv_matmul_gemm', 0)} left fp32, other ops in int8: "
+                    f"{nodes.get('other_ops_int8', {})}" if nodes else "no variant kept")
+            lines.append(f"- {row['model']}: {row['inputs']}; search: {search.get('calibration', '-')}; "
+                         f"{len(tried)} variants tried, {sum(t['status'] == 'accurate' for t in tried)} accurate; "
+                         f"{kept}")
+    lines += ["", "Where the time goes (per-operator profiles of fp32 and of these int8 choices): "
+              "cpu_int8_profile.md, made by benchmarks/cpu_int8_profile.py.", "", "Targets (issue 16):", "",
+              *[f"- {line}" for line in payload["summary"]], ""]
     return "\n".join(lines)
 
 
