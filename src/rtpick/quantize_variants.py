@@ -1,17 +1,21 @@
 """Which int8 variants are worth building for a model on this CPU, and what a quantised model runs in int8.
 
-The order of `candidates` is the order of likely wins, measured with `rtpick.quantize_timing` on the corpus of
-`scripts/fetch_int8_corpus.py` (2-core AMD EPYC with AVX-512 VNNI, onnxruntime 1.32, batch 1, fp32 p50 / int8
-p50 from one interleaved run per model):
+The order of `candidates` is the order of likely wins, measured on the corpus of `scripts/fetch_int8_corpus.py`
+(`benchmarks/cpu_int8_variants.py`, results in ``benchmarks/results/cpu_int8_variants.md``: 2-core AMD EPYC with
+AVX-512 VNNI, onnxruntime 1.32, batch 1, fp32 p50 / variant p50 from one interleaved run per model):
 
-- every op quantised, QDQ or QOperator, u8 activations: ddddocr-det 2.33x / 2.23x against 1.73x / 1.70x with only
-  the convolutions in int8 (its SiLU activations and Concats then run as int8 lookup tables and copies instead
-  of DequantizeLinear -> Sigmoid -> Mul -> QuantizeLinear in fp32); ppocr-det 1.24x / 1.29x against 1.24x;
-- convolutions only, depthwise ones in or out of int8: the small MobileNetV3 classifiers (ppocr-cls,
-  orientation) were 0.86-0.96x whatever was quantised, their fp32 convolutions already fused with their
-  activations; depthwise out was the best of them (0.94-0.96x);
-- s8 activations: 0.56x on ddddocr-det (ONNX Runtime's x86 int8 kernels take u8 activations with s8 weights,
-  VNNI's u8*s8 dot product), so they are not built where the CPU has VNNI.
+- every op quantised, QDQ or QOperator, u8 activations: ddddocr-det 2.29x against 1.76-1.83x with only the
+  convolutions in int8 (its SiLU activations and Concats run as int8 lookup tables and copies instead of
+  DequantizeLinear -> Sigmoid -> Mul -> QuantizeLinear in fp32); on ppocr-det 1.11-1.17x against 1.21-1.22x,
+  and less accurate (cosine 0.974 against 0.976-0.980 on held-out images), so convolution-only variants follow;
+- depthwise convolutions in or out of int8: out kept the MobileNetV3 orientation classifier accurate (cosine
+  0.998 against 0.961), though no variant of it was faster than fp32 (0.71-0.83x: its fp32 convolutions
+  already run fused with their activations);
+- s8 activations: 0.58x on ddddocr-det, 0.60x on ppocr-det, 0.24x on orientation, with the same accuracy as u8
+  (asymmetric s8 and u8 make the same grid): ONNX Runtime's x86 int8 kernels take u8 activations with s8
+  weights (VNNI's u8*s8 dot product), so s8 is never built;
+- ONNX Runtime's ``session.enable_quant_qdq_cleanup``: no gain (2.27x against 2.29x on ddddocr-det) and on
+  ppocr-det a worse answer (cosine 0.900 against 0.974); percentile calibration: no accuracy gain.
 """
 
 from __future__ import annotations
