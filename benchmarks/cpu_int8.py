@@ -7,13 +7,20 @@ at batch 1 (corpus models on images of rendered text, see `text_images`; the enc
 - builds ``ort-cpu:fp32`` and ``ort-cpu:int8`` through rtpick (int8 runs its variant search: time recorded) and,
   as the baseline of issue 16, ONNX Runtime's ``quantize_static`` with default settings (QDQ, s8 activations and
   weights, per-tensor, MinMax) on the same opset-13, pre-processed graph;
-- times all three interleaved (rounds of fp32, rtpick int8, default int8 in rotating order; median of the
-  per-round means), so a busy neighbour on a shared machine slows all of them alike, and reports p50 ratios;
+- times all three interleaved (rounds of fp32, rtpick int8, default int8 in rotating order; each slot a pause
+  for the previous session's workers to stop spinning and one untimed warm call: `rtpick.quantize_timing`;
+  median of the per-round means), so a busy neighbour on a shared machine slows all of them alike, and reports
+  p50 ratios. Where rtpick refuses int8, the
+  search's best variant (or, when no variant kept the int8 tolerance, its first candidate) is timed and checked
+  all the same and marked "refused": what int8 would have given;
 - compares int8's outputs with fp32's on 32 inputs not used to calibrate: cosine, and top-1 agreement where the output
   is class scores.
 
     PYTHONPATH=src python scripts/fetch_int8_corpus.py
-    PYTHONPATH=src python benchmarks/cpu_int8.py --out benchmarks/results/cpu_int8.json
+    PYTHONPATH=src python benchmarks/cpu_int8.py --cold --out benchmarks/results/cpu_int8.json
+
+``--cold`` puts every cache but the corpus in a fresh temporary folder, so each int8 choice is searched (and its
+time measured) from scratch.
 
 Writes a JSON file and a Markdown table beside it (same stem), with the command and the machine.
 """
@@ -21,9 +28,11 @@ Writes a JSON file and a Markdown table beside it (same stem), with the command 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -41,7 +50,10 @@ from fetch_int8_corpus import CORPUS, model_path  # noqa: E402
 import rtpick  # noqa: E402
 from rtpick.data import parse_shape, synthetic_feeds  # noqa: E402
 from rtpick.files import atomic_write_bytes, write_json  # noqa: E402
-from rtpick.quantize_search import cpu_features, measure  # noqa: E402
+from rtpick.quantize import quantize_int8  # noqa: E402
+from rtpick.quantize_search import choose_int8, cpu_features, measure  # noqa: E402
+from rtpick.quantize_timing import timing_session  # noqa: E402
+from rtpick.quantize_variants import candidates, op_counts  # noqa: E402
 
 
 def bert_like(folder: Path, width: int = 256, layers: int = 4, sequence: int = 128) -> Path:
@@ -133,7 +145,6 @@ def ort_default_int8(source: Path, calibration: list[dict[str, np.ndarray]], fol
 
 def one_model(name: str, path: Path, kind: str, shape: str, folder: Path, normalise: str = "") -> dict[str, Any]:
     """Build, check and time one model; `normalise` set: inputs are rendered-text images, else synthetic."""
-    import onnxruntime as ort
 
     from rtpick.comparison.metrics import output_metrics
     from rtpick.model import resolve_shapes
@@ -165,18 +176,38 @@ def one_model(name: str, path: Path, kind: str, shape: str, folder: Path, normal
         int8 = rtpick.load(str(path), "ort-cpu", "int8", shapes=shapes, **options)
         row["int8_build"] = "ok"
         row["int8_notes"] = list(int8.info.notes)
+        int8.close()
     except rtpick.errors.RtpickError as exc:
-        int8 = None
         row["int8_build"] = f"refused: {exc}"
     row["int8_choice_s"] = round(time.perf_counter() - started, 1)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sessions["fp32"] = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    if int8 is not None:
-        sessions["rtpick-int8"] = int8._session  # the very ONNX Runtime session rtpick built
+    sessions["fp32"] = timing_session(path)
+    try:  # the variant the search kept, refused or not: the cached choice, nothing measured again
+        best, notes = choose_int8(loaded, shapes, options.get("calibration"), 32, min_speedup=0)
+        sessions["rtpick-int8"] = timing_session(best)
+        row["int8_variant_notes"] = notes
+        record = json.loads(Path(notes[2].split(": ", 1)[1]).read_text())
+        row["search"] = {key: record[key] for key in ("variant", "ratio", "rounds", "search_s", "calibration",
+                                                      "tried")}
+        row["search"]["variant"] = record["variant"]["name"]
+        row["nodes"] = {"int8_conv_matmul_gemm": len(record["nodes"]["quantised"]),
+                        "fp32_conv_matmul_gemm": len(record["nodes"]["fp32"]),
+                        "other_ops_int8": record["nodes"].get("other_ops_int8", {}),
+                        "other_ops_fp32": record["nodes"]["other_ops_fp32"]}
+    except rtpick.errors.RtpickError as exc:  # no variant kept the int8 tolerance: show the first candidate's
+        first = candidates(cpu_features(), op_counts(path))[0]  # figures anyway, marked as refused
+        built, _ = quantize_int8(loaded, shapes, options.get("calibration"), 32, variant=first)
+        sessions["rtpick-int8"] = timing_session(built)
+        row["int8_variant_notes"] = [f"no variant kept the int8 tolerance ({exc}); timed and checked here: "
+                                     f"{first.name}, outside the gate"]
+        row["search"] = {"variant": f"{first.name}, inaccurate", "ratio": "-", "calibration": "-"}
+        found = re.search(r"details in (\S+\.json)\)", str(exc))
+        if found and Path(found.group(1)).is_file():  # the search's own record: what it tried, on which inputs
+            record = json.loads(Path(found.group(1)).read_text())
+            row["search"].update(calibration=record["calibration"], search_s=record["search_s"],
+                                 tried=record["tried"])
     try:
         default = ort_default_int8(path, calibration_feeds, folder)
-        sessions["ort-default-int8"] = ort.InferenceSession(str(default), so, providers=["CPUExecutionProvider"])
+        sessions["ort-default-int8"] = timing_session(default)
         row["ort_default_build"] = "ok"
     except Exception as exc:  # noqa: BLE001 - the baseline failing is a finding, not a crash
         row["ort_default_build"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
@@ -199,13 +230,19 @@ def one_model(name: str, path: Path, kind: str, shape: str, folder: Path, normal
             "top1_agreement": (round(float(metrics["top1_agreement"]), 4)
                                if kind == "classifier" and metrics["top1_agreement"] is not None else None),
         }
-    if int8 is not None:
-        int8.close()
     return row
 
 
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def _status(row: dict[str, Any]) -> str:
+    if row["int8_build"] == "ok":
+        return "ok"
+    if "not faster" in row["int8_build"]:
+        return "refused: not faster"
+    return "refused: inaccurate" if "tolerance" in row["int8_build"] else row["int8_build"][:60]
 
 
 def markdown(payload: dict[str, Any]) -> str:
@@ -214,19 +251,36 @@ def markdown(payload: dict[str, Any]) -> str:
              f"Machine shared: {payload['machine']['shared']} (load average, 1/5/15 min: "
              f"{payload['machine']['load_average_1_5_15_min']}).", "",
              f"Command: `{payload['command']}`", "", payload["method"], "",
-             "| model | kind | int8 builds | fp32 p50 ms | rtpick int8 p50 ms | ratio | ORT-default int8 ratio | "
-             "cosine | top-1 agr. | choice s |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | kind | rtpick int8 | variant (search's ratio) | fp32 p50 ms | int8 p50 ms | ratio | "
+             "ORT-default int8 ratio | cosine | top-1 agr. | choice s (load / search) |", "|---" * 11 + "|"]
     for row in payload["models"]:
         if "skipped" in row:
-            lines.append(f"| {row['model']} | skipped: {row['skipped']} |||||||||")
+            lines.append(f"| {row['model']} | skipped: {row['skipped']} ||||||||||")
             continue
         p50, ratio = row["p50_ms"], row["speedup_vs_fp32"]
         acc = row.get("accuracy", {}).get("rtpick-int8", {})
+        search = row.get("search", {})
+        refused = " (refused)" if row["int8_build"] != "ok" and "rtpick-int8" in ratio else ""
         lines.append(
-            f"| {row['model']} | {row['kind']} | {row['int8_build'][:60]} | {p50['fp32']} | "
-            f"{p50.get('rtpick-int8', '-')} | {ratio.get('rtpick-int8', '-')} | {ratio.get('ort-default-int8', '-')}"
-            f" | {acc.get('cosine', '-')} | {acc.get('top1_agreement', '-')} | {row['int8_choice_s']} |")
-    lines += ["", *[f"- {line}" for line in payload["summary"]], ""]
+            f"| {row['model']} | {row['kind']} | {_status(row)} | {search.get('variant', '-')} "
+            f"({search.get('ratio', '-')}x) | {p50['fp32']} | {p50.get('rtpick-int8', '-')}{refused} | "
+            f"{ratio.get('rtpick-int8', '-')}{refused} | {ratio.get('ort-default-int8', '-')} | "
+            f"{acc.get('cosine', '-')}{refused} | {acc.get('top1_agreement', '-')}{refused} | "
+            f"{row['int8_choice_s']} / {search.get('search_s', '-')} |")
+    lines += ["", "Inputs and what each search did:", ""]
+    for row in payload["models"]:
+        if "skipped" not in row:
+            nodes, search = row.get("nodes", {}), row.get("search", {})
+            tried = search.get("tried", [])
+            kept = (f"{nodes.get('int8_conv_matmul_gemm', 0)} Conv/MatMul/Gemm in int8, "
+                    f"{nodes.get('fp32_conv_matmul_gemm', 0)} left fp32, other ops in int8: "
+                    f"{nodes.get('other_ops_int8', {})}" if nodes else "no variant kept")
+            lines.append(f"- {row['model']}: {row['inputs']}; search: {search.get('calibration', '-')}; "
+                         f"{len(tried)} variants tried, {sum(t['status'] == 'accurate' for t in tried)} accurate; "
+                         f"{kept}")
+    lines += ["", "Where the time goes (per-operator profiles of fp32 and of these int8 choices): "
+              "cpu_int8_profile.md, made by benchmarks/cpu_int8_profile.py.", "", "Targets (issue 16):", "",
+              *[f"- {line}" for line in payload["summary"]], ""]
     return "\n".join(lines)
 
 
@@ -234,16 +288,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="benchmarks/results/cpu_int8.json")
     parser.add_argument("--models", default="", help="comma-separated subset of the corpus names and bert-like")
+    parser.add_argument("--cold", action="store_true", help="search every int8 choice from scratch (private cache)")
     args = parser.parse_args()
     wanted = set(filter(None, args.models.split(",")))
     load_before = os.getloadavg()
     rows = []
+    paths = {entry.name: model_path(entry) for entry in CORPUS}  # the corpus stays where the fetch script put it
     with tempfile.TemporaryDirectory(prefix="rtpick-int8-bench-") as tmp:
         folder = Path(tmp)
+        if args.cold:
+            os.environ["RTPICK_CACHE_DIR"] = str(folder / "cache")
         for entry in CORPUS:
             if wanted and entry.name not in wanted:
                 continue
-            path = model_path(entry)
+            path = paths[entry.name]
             if not path.exists():
                 rows.append({"model": entry.name, "skipped": f"absent ({path}); run scripts/fetch_int8_corpus.py"})
                 continue
@@ -256,15 +314,33 @@ def main() -> int:
     cnn = [r for r in measured if r["model"] not in ("bert-like", "ppocr-rec")]  # ppocr-rec: conv + attention
 
     def effective(row: dict[str, Any]) -> float:  # a refused int8 means the user runs fp32: 1.0x
-        return row["speedup_vs_fp32"].get("rtpick-int8", 1.0)
+        return row["speedup_vs_fp32"].get("rtpick-int8", 1.0) if row["int8_build"] == "ok" else 1.0
 
+    def best(row: dict[str, Any]) -> float:  # the search's best variant, kept or refused
+        return row["speedup_vs_fp32"].get("rtpick-int8", float("nan"))
+
+    classifiers = [r for r in measured if r["kind"] == "classifier"]
+    top1 = {r["model"]: r.get("accuracy", {}).get("rtpick-int8", {}).get("top1_agreement") for r in classifiers}
+    choice = {r["model"]: r["int8_choice_s"] for r in measured}
+    cnn_geomean = geomean([effective(r) for r in cnn])
     summary = [
         f"int8 builds (or is refused as slower, with its ratio) on {len(measured)}/{len(measured)} models; built on "
-        f"{sum(r['int8_build'] == 'ok' for r in measured)}",
-        f"geomean speed-up over the CNNs at batch 1, rtpick int8 (refused = 1.0x): "
-        f"{geomean([effective(r) for r in cnn]):.2f}x; ONNX Runtime defaults: "
-        f"{geomean([r['speedup_vs_fp32'].get('ort-default-int8', float('nan')) for r in cnn]):.2f}x",
-        "rtpick int8 p50 <= fp32 p50 on: " + ", ".join(f"{r['model']} ({effective(r):.2f}x)" for r in measured),
+        f"{sum(r['int8_build'] == 'ok' for r in measured)}: MET",
+        f"geomean speed-up over the CNNs ({', '.join(r['model'] for r in cnn)}) at batch 1, rtpick int8 "
+        f"(refused = 1.0x, fp32 is what runs): {cnn_geomean:.2f}x; the best variants' own, refused ones included: "
+        f"{geomean([best(r) for r in cnn]):.2f}x; ONNX Runtime defaults: "
+        f"{geomean([r['speedup_vs_fp32'].get('ort-default-int8', float('nan')) for r in cnn]):.2f}x; target >= 1.8x: "
+        f"{'MET' if cnn_geomean >= 1.8 else 'NOT MET'}",
+        "rtpick int8 p50 <= fp32 p50 (refused = fp32 runs): " + ", ".join(
+            f"{r['model']} ({effective(r):.2f}x)" for r in measured)
+        + (": MET" if all(effective(r) >= 1.0 for r in measured) else ": NOT MET"),
+        "top-1 agreement of the best int8 variant against fp32 on the 32 check inputs, classifiers (>= 99%): "
+        + ", ".join(f"{r['model']} {top1[r['model']]} ({r.get('search', {}).get('variant', '-')}"
+                    + ("" if r["int8_build"] == "ok" else f"; {_status(r)}") + ")" for r in classifiers)
+        + (": MET" if all(v is not None and v >= 0.99 for v in top1.values()) else ": NOT MET"),
+        f"choice time per model (s, the whole rtpick.load of int8, choice cache cold unless the command ran with "
+        f"one): {choice}; target <= 60 s: "
+        + ("MET" if all(v <= 60 for v in choice.values()) else "NOT MET"),
     ]
     payload = {
         "command": "PYTHONPATH=src python benchmarks/cpu_int8.py " + " ".join(sys.argv[1:]),
@@ -276,10 +352,12 @@ def main() -> int:
                                                 "end": [round(x, 2) for x in os.getloadavg()]}},
         "method": ("batch 1; the corpus models are calibrated (calibration=FILE.npz) and checked on images of "
                    "rendered text (see each row's inputs), the BERT-like encoder on synthetic token ids < 100; "
-                   "fp32, rtpick int8 and ONNX Runtime's "
-                   "default int8 timed in interleaved rounds (rotating order, ~20 ms of calls per slot, 9-21 rounds); "
-                   "p50 = median of per-round means; ratio = fp32 p50 / int8 p50; accuracy on 32 other inputs "
-                   "against fp32 (top-1 agreement only for class-score outputs); ORT threads: default"),
+                   "fp32, rtpick int8 (the search's best variant, also where int8 is refused as not faster: marked "
+                   "'refused') and ONNX Runtime's default int8 timed in interleaved rounds (rotating order, each "
+                   "slot a 50 ms pause, one untimed warm call, then ~20 ms of calls, sessions as ort-cpu builds them: "
+                   "rtpick.quantize_timing; 9-21 rounds); p50 = median of per-round means; ratio = fp32 p50 / int8 "
+                   "p50; accuracy on 32 other inputs against fp32 (top-1 agreement only for class-score outputs), "
+                   "neither calibrated nor gated on; ORT threads: default"),
         "models": rows,
         "summary": summary,
     }

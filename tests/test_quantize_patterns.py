@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rtpick import quantize, quantize_search
+from rtpick import quantize, quantize_search, quantize_variants
 from rtpick.quantize import Variant, quantize_int8
 from rtpick.sources import load_model as load_source
 
@@ -80,7 +80,7 @@ def patterns(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 def _variants() -> list[Variant]:
-    vnni = quantize_search.candidates({"vnni": True}, {"Conv": 1, "MatMul": 1})
+    vnni = quantize_search.candidates({"vnni": True}, {"Conv": 1, "MatMul": 4})  # every variant, dynamic too
     no_vnni = quantize_search.candidates({"vnni": False}, {"Conv": 1})
     return [quantize.RECIPES["ort"], quantize.RECIPES["tensorrt"], *vnni, no_vnni[0]]
 
@@ -109,7 +109,20 @@ def test_node_report_says_what_is_int8_and_why_not(patterns: Path) -> None:
     report = quantize_search.node_report(path)
     assert len(report["quantised"]) >= 4  # conv0 (bias fused), both shared convs, the MatMul
     assert any("depthwise" in why for why in report["fp32"].values())
-    assert "Sigmoid" in report["other_ops_fp32"] and "only Conv" in report["why"]
+    assert "Sigmoid" in report["other_ops_fp32"] and "Conv, MatMul, Gemm" in report["why"]
+
+
+def test_node_report_counts_the_other_ops_an_all_op_variant_runs_in_int8(patterns: Path) -> None:
+    """The all-op variants (first in the search's order) put the ops between convolutions in int8 too, so that
+    the Q/DQ pairs around them vanish; the report says which op types ended up int8 and which stayed fp32."""
+    model = load_source(str(patterns))
+    for variant in [v for v in _variants() if not v.ops]:
+        path, _ = quantize_int8(model, {"x": (1, 3, 32, 32)}, None, 4, variant=variant)
+        report = quantize_search.node_report(path)
+        assert report["quantised"] and report["other_ops_int8"], variant.name
+        assert "HardSigmoid" not in report["other_ops_int8"]  # no int8 kernel: fp32 even between DQ and Q
+        assert {"Concat", "MaxPool"} & set(report["other_ops_int8"]) or \
+            {"QLinearConcat"} & set(report["other_ops_int8"]), (variant.name, report["other_ops_int8"])
 
 
 def test_scratch_files_never_land_in_the_current_directory(patterns: Path, tmp_path: Path,
@@ -148,7 +161,7 @@ def test_bert_like_encoder_gets_dynamic_int8_that_stays_close(tmp_path: Path) ->
 
     path = bert_like(tmp_path, width=64, layers=2, sequence=16)
     model = load_source(str(path))
-    variants = quantize_search.candidates({"vnni": True}, quantize_search._op_counts(path))
+    variants = quantize_search.candidates({"vnni": True}, quantize_variants.op_counts(path))
     dynamic = [v for v in variants if v.fmt == "dynamic"]
     assert dynamic
     ids = {"ids": np.random.default_rng(0).integers(0, 100, (8, 16)).astype(np.int64)}

@@ -161,6 +161,7 @@ class Calibration:
     key: str
     samples: int
     real: bool
+    source: str = ""  # the file or folder name of real data
 
 
 def batch_one(model: Model, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -187,7 +188,7 @@ def calibration_data(model: Model, shapes: Mapping[str, tuple[int, ...]], calibr
         chunks = _real_chunks(model, read_inputs(model.spec, shapes, path), str(path))
         count = sum(int(np.shape(next(iter(chunk.values())))[0]) for chunk in chunks)
         return Calibration(tuple(chunks), f"int8 calibrated on {count} samples from {path.name}",
-                           _content_hash(path), 0, True)
+                           _content_hash(path), 0, True, path.name)
     if int(samples) <= 0:
         raise RtpickError(f"calibration_samples must be a positive number, not {samples}")
     samples = int(samples)
