@@ -32,6 +32,12 @@ def test_demo_prints_a_row_per_configuration_with_real_accuracy() -> None:
     out = result.stdout
     for config in ("ort-cpu:fp32", "ort-cpu:int8"):
         row = next(line for line in out.splitlines() if config in line)
+        if config.endswith("int8") and "failed" in row:
+            # int8 must measure >= 1.10x fp32 to build (the never-slower rule); on a busy machine the timing can
+            # say otherwise, and then the row says so with the ratio instead of figures: both are right
+            text = re.sub(r"[│┃\s]+", " ", out)  # the cell may wrap over several table lines
+            assert re.search(r"int8 is not faster than fp32 for this model on this CPU: \d+\.\d+×", text), out
+            continue
         assert "failed" not in row
         accuracy = float(re.search(r"(\d+\.\d+)%", row).group(1))
         assert accuracy >= 95.0, row
