@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -81,9 +82,33 @@ def _inside(folder: Path) -> Iterator[None]:
         previous = os.getcwd()
         os.chdir(folder)
         try:
-            yield
+            with _without_preprocessing_advice():
+                yield
         finally:
             os.chdir(previous)
+
+
+_ADVICE = ("Please consider to run pre-processing", "Please consider pre-processing")
+
+
+class _PreprocessingAdvice(logging.Filter):
+    """Drops the quantiser's "Please consider (to run) pre-processing" warnings: rtpick pre-processes the model
+    itself (`_prepared`), and the advice, printed to the root logger for every variant, buried recommend's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ADVICE)
+
+
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    advice = _PreprocessingAdvice()
+    logging.getLogger().addFilter(advice)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(advice)
+
+
 # Real calibration data is fed in chunks of at most this many samples along a dynamic leading axis.
 CALIBRATION_CHUNK = 64
 
