@@ -1,11 +1,11 @@
-"""`rtpick recommend` end to end on a GPU machine, cold then warm compile caches (issue 17's H200 target).
+"""`rtpick recommend` end to end, cold then warm compile caches (issue 17: H200 and CPU targets).
 
 Runs ``python -m rtpick recommend MODEL --p99-ms P --quick --json RUN.json`` twice in fresh processes: first with
 empty Inductor, Triton and rtpick caches (cold: every torch.compile and int8 choice starts from nothing), then
 again with the caches the first run filled (warm). Each run's wall time is the process's, start to exit; the
 phase times come from its progress log. Writes ``<out>/{cold,warm}.{json,log,txt}`` and ``<out>/summary.md``.
 
-    PYTHONPATH=src python benchmarks/gpu_recommend.py --out benchmarks/results/h200/recommend
+    PYTHONPATH=src python benchmarks/recommend_cold_warm.py --out benchmarks/results/h200/recommend
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-PHASE = re.compile(r"^\[recommend +([0-9.]+) s\] (correctness check|probe round \d|full measurement)[^:]*: \d+ steps")
+PHASE = re.compile(r"^\[recommend +([0-9.]+) s\] (correctness check|probe round \d|full measurement)[^:]*: \d+ steps?$")
 
 
 def run_once(name: str, model: str, p99_ms: float, caches: Path, out: Path, timeout_s: float) -> dict:
@@ -71,7 +71,7 @@ def main() -> None:
     finally:
         shutil.rmtree(caches, ignore_errors=True)
     lines = [f"# `rtpick recommend {args.model} --p99-ms {args.p99_ms:g} --quick`, cold then warm caches", "",
-             f"Command: `PYTHONPATH=src python benchmarks/gpu_recommend.py --out {args.out} --timeout-s "
+             f"Command: `PYTHONPATH=src python benchmarks/recommend_cold_warm.py --out {args.out} --timeout-s "
              f"{args.timeout_s:g}` (exit None: killed at the timeout)", "",
              "| run | exit | wall s | phases (s) | answer | candidates |", "|---|---|---|---|---|---|"]
     for row in rows:
