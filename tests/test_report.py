@@ -73,3 +73,22 @@ def test_diff_says_when_the_machine_load_differed() -> None:
     busy_too = _record(1.0, [0.98, 1.02])
     busy_too.measurement.data["load_avg"] = {"before": 4.9, "after": 5.0, "cpus": 2}
     assert "busy with other work" in diff(results(busy_too), results(busy))[0].note
+
+
+def test_diff_never_pairs_two_option_sets_of_one_configuration() -> None:
+    """A recommend search stores several variants of ort-cpu:fp32 at batch 1 (threads=1 and the default): each
+    pairs with its own kind, so a file diffed with itself changes nothing; a lone option set still pairs with
+    the other file's lone record (a run with --option against one without is what diff is for)."""
+    default, one_thread = _record(1.0, [0.98, 1.02]), _record(3.0, [2.9, 3.1])
+    one_thread.options = {"threads": 1}
+
+    def results(*records: Record) -> Results:
+        return Results(command="c", scenario={}, model={"sha256": "x", "spec": {"name": "m"}},
+                       configurations=list(records))
+
+    both = results(default, one_thread)
+    changes = diff(both, both)
+    assert len(changes) == 4 and not any(c.significant for c in changes)
+    assert {c.key for c in changes} == {"ort-cpu:fp32 b1 single-stream", "ort-cpu:fp32 [threads=1] b1 single-stream"}
+    lone = diff(results(default), results(one_thread))
+    assert lone and all(c.significant for c in lone)

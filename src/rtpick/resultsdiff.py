@@ -31,8 +31,22 @@ class Change:
         return self.new / self.old if self.old else float("inf")
 
 
-def _key(record: Record) -> str:
+def _key(record: Record, options: bool = False) -> str:
+    if options and record.options:
+        words = ", ".join(k if v is True else f"{k}={v}" for k, v in sorted(record.options.items()))
+        return f"{record.config} [{words}] b{record.batch} {record.scenario}"
     return f"{record.label} {record.scenario}"
+
+
+def _keyed(results: Results) -> dict[str, Record]:
+    """The measured records by configuration, batch and scenario; where one file holds several option sets of
+    the same configuration (a recommend search's variants), each is keyed with its options too, so that they
+    are never paired with each other's figures."""
+    ok = list(results.ok())
+    counts: dict[str, int] = {}
+    for record in ok:
+        counts[_key(record)] = counts.get(_key(record), 0) + 1
+    return {_key(r, options=counts[_key(r)] > 1): r for r in ok}
 
 
 def check_same_model(old: Results, new: Results) -> None:
@@ -51,10 +65,10 @@ def diff(old: Results, new: Results) -> list[Change]:
     The intervals are the ones stored in each file (sectioning over blocks, see `rtpick.perf.stats`), the same
     a reader sees in each file's table: "changed" means the two brackets a user would compare do not touch.
     """
-    olds = {_key(r): r for r in old.ok()}
+    olds = _keyed(old)
     changes: list[Change] = []
-    for record in new.ok():
-        before = olds.get(_key(record))
+    for key, record in _keyed(new).items():
+        before = olds.get(key)
         if before is None:
             continue
         h_old, h_new = before.headline(), record.headline()
@@ -73,7 +87,7 @@ def diff(old: Results, new: Results) -> list[Change]:
             else:
                 significant = False
                 note = "no confidence interval recorded: not judged"
-            changes.append(Change(_key(record), metric, a, b, significant, note,
+            changes.append(Change(key, metric, a, b, significant, note,
                                   list(ci_old) if ci_old else None, list(ci_new) if ci_new else None))
     return changes
 
