@@ -288,3 +288,21 @@ def test_a_runtime_that_cannot_run_the_model_is_a_row_with_the_reason_not_a_buil
     assert rows["torch-cpu:fp32"].verdict == NOT_FOR_MODEL
     assert "ONNX only" in rows["torch-cpu:fp32"].reason
     assert outcome.chosen is not None and outcome.chosen.name == "ort-cpu:fp32"
+
+
+def test_a_runtime_that_refuses_the_model_at_build_is_not_for_this_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build that raises MissingRuntime (fp8 on a network whose Linear layers do 0.1% of the work) is a
+    'not for this model' row with the runtime's reason, folded into one CLI line, not a failed build."""
+    from rtpick.errors import MissingRuntime
+    from rtpick.recommendation import NOT_FOR_MODEL, recommend
+    from rtpick.runtimes.torch import TorchCpu
+
+    def refuse_bf16(self, model, precision, shapes, options):  # noqa: ANN001, ANN202
+        raise MissingRuntime(f"torch-cpu:{precision} is not available for this model: a made-up reason")
+
+    monkeypatch.setattr(TorchCpu, "_build", refuse_bf16)
+    outcome = recommend("rtpick:digits", configs="ort-cpu:fp32,torch-cpu:bf16", p99_ms=10_000.0, quick=True,
+                        variants=False)
+    row = next(row for row in outcome.rows() if row.config == "torch-cpu:bf16")
+    assert row.verdict == NOT_FOR_MODEL and "a made-up reason" in row.reason
+    assert outcome.chosen is not None and outcome.chosen.config == "ort-cpu:fp32"

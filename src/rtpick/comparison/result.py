@@ -27,6 +27,7 @@ class ComparisonRow:
     build_time_s: float | None = None
     notes: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)  # the options the user gave for this runtime
+    unavailable: bool = False  # the runtime refused the model before running it (MissingRuntime: e.g. fp8 on a CNN)
 
     @property
     def label(self) -> str:

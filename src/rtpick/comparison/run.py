@@ -19,7 +19,7 @@ from rtpick.comparison.policy import (
     tolerance_for,
 )
 from rtpick.comparison.result import Comparison, ComparisonRow
-from rtpick.errors import RtpickError
+from rtpick.errors import MissingRuntime, RtpickError
 from rtpick.model import ModelSpec
 
 if TYPE_CHECKING:
@@ -254,6 +254,7 @@ def _run_one(
         return _joined(produced, next(iter(feeds.values())).shape[0] if len(parts) > 1 else 0)
     except Exception as exc:  # noqa: BLE001 - a failing configuration never takes the others down
         row.reason = _one_line(exc)
+        row.unavailable = isinstance(exc, MissingRuntime)
         return None
     finally:
         if session is not None and sessions is None:

@@ -60,21 +60,22 @@ class SessionCache:
         try:
             session = get_runtime(runtime).build(self.model, precision, dict(shapes), **dict(options))
         except Exception as exc:  # noqa: BLE001 - a failed build is this candidate's reason, not a crash
-            from rtpick.errors import RtpickError
+            from rtpick.errors import MissingRuntime, RtpickError
 
             named = str(exc) if isinstance(exc, RtpickError) else f"{type(exc).__name__}: {exc}"  # ours: one line
             text = (named.strip().splitlines() or [type(exc).__name__])[0][:400]
-            return Built(error=text, status="oom" if is_oom(text) else "failed")
+            status = "unavailable" if isinstance(exc, MissingRuntime) else "oom" if is_oom(text) else "failed"
+            return Built(error=text, status=status)
         return Built(session=session, build_time_s=session.info.build_time_s, notes=tuple(session.info.notes))
 
     def provide(self, runtime: str, precision: str, options: Mapping[str, Any],
                 shapes: Mapping[str, tuple[int, ...]]) -> Any:
         """The cached session (a `compare_configs` session provider); a failed build raises its one line."""
-        from rtpick.errors import BuildError
+        from rtpick.errors import BuildError, MissingRuntime
 
         built = self.get(runtime, precision, options, shapes)
         if built.session is None:
-            raise BuildError(built.error or "the build failed")
+            raise (MissingRuntime if built.status == "unavailable" else BuildError)(built.error or "the build failed")
         return built.session
 
     def discard(self, keep: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
@@ -107,7 +108,8 @@ def measure(cache: SessionCache, job: Any) -> Record:
     shapes = with_batch(resolve_shapes(spec.inputs, job.shapes or None, None), job.batch)
     built = cache.get(job.runtime, job.precision, job.options, shapes)
     if built.session is None:
-        return Record.failed(job.runtime, job.precision, job.batch, job.scenario, built.status,
+        status = "failed" if built.status == "unavailable" else built.status  # a record's statuses: ok/failed/oom
+        return Record.failed(job.runtime, job.precision, job.batch, job.scenario, status,
                              f"build failed: {built.error}", job.options)
     record = Record(runtime=job.runtime, precision=job.precision, batch=job.batch, scenario=job.scenario,
                     options=dict(job.options), isolated=False, device=built.session.device,

@@ -24,6 +24,7 @@ from rtpick.recommendation.constraints import (
     MEETS,
     NOT_ALLOWED,
     NOT_FASTER,
+    NOT_FOR_MODEL,
     NOT_MEASURED,
     ON_TIME_NEEDED,
     OOM,
@@ -236,7 +237,8 @@ def _judge(row: Candidate, record: Record, c: Constraints) -> None:
         return
     correctness = record.correctness or {}
     if correctness.get("status") == "error":
-        row.verdict, row.reason = BUILD_FAILED, f"{correctness.get('reason') or 'did not build or run'}"
+        row.verdict = NOT_FOR_MODEL if correctness.get("unavailable") else BUILD_FAILED
+        row.reason = f"{correctness.get('reason') or 'did not build or run'}"
         return
     if correctness and not correctness.get("passed"):
         row.verdict = FAILED_ACCURACY
@@ -369,7 +371,7 @@ def correctness_records(comparison: Any, configs: Sequence[str], max_accuracy_dr
             "status": row.status, "reference": comparison.reference, "reason": row.reason,
             "accuracy": row.accuracy, "reference_accuracy": ref_accuracy, "top1_agreement": row.top1_agreement,
             "max_abs": row.max_abs, "cosine": row.cosine, "feeds": comparison.feeds_description,
-            "gate": "tolerance", "passed": row.ok,
+            "gate": "tolerance", "passed": row.ok, "unavailable": row.unavailable,
         }
         if row.status in ("error", "unchecked"):
             entry["passed"] = False
