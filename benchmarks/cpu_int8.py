@@ -36,6 +36,7 @@ import re
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +234,25 @@ def one_model(name: str, path: Path, kind: str, shape: str, folder: Path, normal
     return row
 
 
+def corpus(wanted: set[str]) -> Iterator[tuple[Any, Path, str | None]]:
+    """(entry, path, why it is absent or None) for each corpus model asked for (every one when `wanted` is
+    empty); the corpus stays where scripts/fetch_int8_corpus.py put it."""
+    for entry in CORPUS:
+        if wanted and entry.name not in wanted:
+            continue
+        path = model_path(entry)
+        yield entry, path, None if path.exists() else f"absent ({path}); run scripts/fetch_int8_corpus.py"
+
+
+def results_header(title: str, script: str, doc: str | None) -> list[str]:
+    """The first lines of a results file: title, the command that made it, its method (the script docstring's
+    second paragraph), and the machine's load."""
+    return [f"# {title}", "", f"Command: `PYTHONPATH=src python benchmarks/{script} {' '.join(sys.argv[1:])}`", "",
+            (doc or "").split("\n\n")[1].replace("\n", " "), "",
+            f"Load average at start (1/5/15 min): {[round(x, 2) for x in os.getloadavg()]}; 2-core machine shared "
+            "with other engineers.", ""]
+
+
 def geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
@@ -293,17 +313,13 @@ def main() -> int:
     wanted = set(filter(None, args.models.split(",")))
     load_before = os.getloadavg()
     rows = []
-    paths = {entry.name: model_path(entry) for entry in CORPUS}  # the corpus stays where the fetch script put it
     with tempfile.TemporaryDirectory(prefix="rtpick-int8-bench-") as tmp:
         folder = Path(tmp)
         if args.cold:
             os.environ["RTPICK_CACHE_DIR"] = str(folder / "cache")
-        for entry in CORPUS:
-            if wanted and entry.name not in wanted:
-                continue
-            path = paths[entry.name]
-            if not path.exists():
-                rows.append({"model": entry.name, "skipped": f"absent ({path}); run scripts/fetch_int8_corpus.py"})
+        for entry, path, absent in corpus(wanted):
+            if absent:
+                rows.append({"model": entry.name, "skipped": absent})
                 continue
             rows.append(one_model(entry.name, path, entry.kind, entry.shape, folder, entry.normalise))
             print(rows[-1]["model"], rows[-1]["int8_build"][:80], rows[-1]["speedup_vs_fp32"], flush=True)

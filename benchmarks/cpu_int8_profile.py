@@ -27,8 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-from cpu_int8 import text_images  # noqa: E402
-from fetch_int8_corpus import CORPUS, model_path  # noqa: E402
+from cpu_int8 import corpus, results_header, text_images  # noqa: E402
 
 from rtpick.errors import RtpickError  # noqa: E402
 from rtpick.files import atomic_write_bytes  # noqa: E402
@@ -91,21 +90,14 @@ def main() -> int:
     from rtpick.sources import load_model
 
     wanted = set(filter(None, args.models.split(",")))
-    paths = {entry.name: model_path(entry) for entry in CORPUS}
-    lines = ["# Where the time goes: per-operator ONNX Runtime profile, fp32 vs rtpick's int8 choice", "",
-             f"Command: `PYTHONPATH=src python benchmarks/cpu_int8_profile.py {' '.join(sys.argv[1:])}`", "",
-             (__doc__ or "").split("\n\n")[1].replace("\n", " "), "",
-             f"Load average at start (1/5/15 min): {[round(x, 2) for x in os.getloadavg()]}; 2-core machine shared "
-             "with other engineers.", ""]
+    lines = results_header("Where the time goes: per-operator ONNX Runtime profile, fp32 vs rtpick's int8 choice",
+                           "cpu_int8_profile.py", __doc__)
     with tempfile.TemporaryDirectory(prefix="rtpick-int8-profile-") as tmp:
         folder = Path(tmp)
         os.environ["RTPICK_CACHE_DIR"] = str(folder / "cache")
-        for entry in CORPUS:
-            if wanted and entry.name not in wanted:
-                continue
-            path = paths[entry.name]
-            if not path.exists():
-                lines += [f"## {entry.name}", "", f"absent ({path}); run scripts/fetch_int8_corpus.py", ""]
+        for entry, path, absent in corpus(wanted):
+            if absent:
+                lines += [f"## {entry.name}", "", absent, ""]
                 continue
             int8, what = int8_of(entry.name, path, entry.shape, entry.normalise, folder)
             (input_spec,) = load_model(str(path)).spec.inputs

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
-from cpu_int8 import text_images  # noqa: E402
+from cpu_int8 import results_header, text_images  # noqa: E402
 from fetch_int8_corpus import CORPUS, model_path  # noqa: E402
 
 from rtpick.files import atomic_write_bytes  # noqa: E402
@@ -113,11 +113,8 @@ def main() -> int:
     parser.add_argument("--models", default="ddddocr-det,ppocr-det", help="comma-separated corpus names")
     args = parser.parse_args()
     wanted = set(filter(None, args.models.split(",")))
-    lines = ["# int8 variants against fp32, one interleaved run per model", "",
-             f"Command: `PYTHONPATH=src python benchmarks/cpu_int8_variants.py {' '.join(sys.argv[1:])}`", "",
-             (__doc__ or "").split("\n\n")[1].replace("\n", " "), "",
-             f"Load average at start (1/5/15 min): {[round(x, 2) for x in os.getloadavg()]}; 2-core machine shared "
-             "with other engineers.", ""]
+    lines = results_header("int8 variants against fp32, one interleaved run per model", "cpu_int8_variants.py",
+                           __doc__)
     with tempfile.TemporaryDirectory(prefix="rtpick-int8-variants-") as tmp:
         for entry in CORPUS:
             if entry.name in wanted:

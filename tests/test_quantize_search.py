@@ -113,15 +113,20 @@ def _images(count: int) -> np.ndarray:
     return np.random.default_rng(0).random((count, 1, 32, 32), dtype=np.float32)
 
 
-def test_real_calibration_is_split_and_the_gate_never_sees_a_calibrated_sample(tmp_path: Path) -> None:
+def _split_real(tmp_path: Path, name: str, count: int) -> tuple[Any, Any, Any]:
+    """The demo model's calibration from an .npz of `count` images, split: (data, calibrate, checks)."""
     from rtpick.quantize import calibration_data
     from rtpick.sources import load_bundled
 
     model = load_bundled("digits")
-    data_file = tmp_path / "cal.npz"
-    np.savez(data_file, image=_images(32))
-    data = calibration_data(model, {"image": (1, 1, 32, 32)}, str(data_file), 32)
-    calibrate, checks = quantize_search.split_calibration(model, {"image": (1, 1, 32, 32)}, data)
+    data_file = tmp_path / name
+    np.savez(data_file, image=_images(count))
+    data = calibration_data(model, {"image": (1, 1, 32, 32)}, str(data_file), count)
+    return (data, *quantize_search.split_calibration(model, {"image": (1, 1, 32, 32)}, data))
+
+
+def test_real_calibration_is_split_and_the_gate_never_sees_a_calibrated_sample(tmp_path: Path) -> None:
+    data, calibrate, checks = _split_real(tmp_path, "cal.npz", 32)
     calibrated = np.concatenate([feed["image"] for feed in calibrate.feeds])
     checked = np.concatenate([feed["image"] for feed in checks])
     assert len(calibrated) == 24 and len(checked) == 8
@@ -142,14 +147,7 @@ def test_synthetic_calibration_is_gated_on_fresh_random_inputs(small_onnx: Path)
 
 
 def test_one_real_sample_cannot_be_split_and_the_note_says_so(tmp_path: Path) -> None:
-    from rtpick.quantize import calibration_data
-    from rtpick.sources import load_bundled
-
-    model = load_bundled("digits")
-    data_file = tmp_path / "one.npz"
-    np.savez(data_file, image=_images(1))
-    data = calibration_data(model, {"image": (1, 1, 32, 32)}, str(data_file), 1)
-    calibrate, checks = quantize_search.split_calibration(model, {"image": (1, 1, 32, 32)}, data)
+    _, calibrate, checks = _split_real(tmp_path, "one.npz", 1)
     assert len(checks) == 1 and "too few to hold any out" in calibrate.note
 
 

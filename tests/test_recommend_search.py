@@ -166,29 +166,51 @@ def test_pruned_search_chooses_what_the_exhaustive_full_run_chooses() -> None:
             assert row.reason.startswith("probe round"), row.reason
 
 
-def test_a_build_that_refuses_is_a_row_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
-    from rtpick.errors import BuildError
-    from rtpick.recommendation import BUILD_FAILED, recommend
-    from rtpick.runtimes.ort import OrtCpu
+def _one_refused(monkeypatch, runtime_class, config: str, error: Exception):  # type: ignore[no-untyped-def]
+    """recommend on the demo model with ort-cpu:fp32 and `config`, whose build raises `error`: (outcome, its row).
+    The refusal never takes ort-cpu:fp32 down with it."""
+    from rtpick.recommendation import recommend
 
-    original = OrtCpu._build
+    original = runtime_class._build
 
-    def refuse_int8(self, model, precision, shapes, options):  # type: ignore[no-untyped-def]
-        if precision == "int8":
-            raise BuildError("ort-cpu:int8 not faster than fp32 here; use fp32")
+    def refuse(self, model, precision, shapes, options):  # type: ignore[no-untyped-def]
+        if f"{self.name}:{precision}" == config:
+            raise error
         return original(self, model, precision, shapes, options)
 
-    monkeypatch.setattr(OrtCpu, "_build", refuse_int8)
-    outcome = recommend("rtpick:digits", configs="ort-cpu:fp32,ort-cpu:int8", p99_ms=10_000.0, quick=True,
+    monkeypatch.setattr(runtime_class, "_build", refuse)
+    outcome = recommend("rtpick:digits", configs=f"ort-cpu:fp32,{config}", p99_ms=10_000.0, quick=True,
                         variants=False)
-    int8 = next(row for row in outcome.rows() if row.precision == "int8")
-    assert int8.verdict == BUILD_FAILED and "not faster than fp32" in int8.reason
     assert outcome.chosen is not None and outcome.chosen.config == "ort-cpu:fp32"
+    return outcome, next(row for row in outcome.rows() if row.config == config)
+
+
+def test_a_build_that_refuses_is_a_row_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rtpick.errors import BuildError
+    from rtpick.recommendation import BUILD_FAILED
+    from rtpick.runtimes.ort import OrtCpu
+
+    outcome, int8 = _one_refused(monkeypatch, OrtCpu, "ort-cpu:int8",
+                                 BuildError("ort-cpu:int8 not faster than fp32 here; use fp32"))
+    assert int8.verdict == BUILD_FAILED and "not faster than fp32" in int8.reason
     assert "ort-cpu:fp32" in repr(outcome) and "build failed" in repr(outcome)
 
 
-def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_full(monkeypatch) -> None:
-    """A probe said A surely beats B; in full A misses the budget (the load changed): B is measured and wins."""
+def test_a_runtime_that_refuses_the_model_at_build_is_not_for_this_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A build that raises MissingRuntime (fp8 on a network whose Linear layers do 0.1% of the work) is a
+    'not for this model' row with the runtime's reason, folded into one CLI line, not a failed build."""
+    from rtpick.errors import MissingRuntime
+    from rtpick.recommendation import NOT_FOR_MODEL
+    from rtpick.runtimes.torch import TorchCpu
+
+    _, row = _one_refused(monkeypatch, TorchCpu, "torch-cpu:bf16",
+                          MissingRuntime("torch-cpu:bf16 is not available for this model: a made-up reason"))
+    assert row.verdict == NOT_FOR_MODEL and "a made-up reason" in row.reason
+
+
+def _survey_of_two(monkeypatch, figures: dict, p99_ms: float):  # type: ignore[no-untyped-def]
+    """A search over candidates a (defaults) and b (threads=1) whose probe and full figures are `figures`
+    {(name, full): (p99, ci)}; (measured, dropped, notes)."""
     from dataclasses import replace
 
     from rtpick.perf.progress import Phases
@@ -197,50 +219,36 @@ def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_ful
     from rtpick.sources import load_model
 
     def fake_measure(cache, job):  # type: ignore[no-untyped-def]
-        full = float(job.params.duration_s) >= 2.0
-        figures = {("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
-                   ("a", True): (9.0, (8.5, 9.5)), ("b", True): (2.0, (1.9, 2.1))}
-        name = "b" if job.options else "a"
-        p99, ci = figures[(name, full)]
+        p99, ci = figures[("b" if job.options else "a", float(job.params.duration_s) >= 2.0)]
         return replace(record(p99, ci, options=job.options), batch=job.batch)
 
     monkeypatch.setattr(survey_module, "measure", fake_measure)
-    c = Constraints(p99_ms=5.0)
-    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), c, quick=True, repeats=1,
-                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
+    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), Constraints(p99_ms=p99_ms),
+                                  quick=True, repeats=1, batches=None, shapes={}, timeout_s=None, command="",
+                                  phases=Phases())
     a, b = Choice("ort-cpu", "fp32", {}), Choice("ort-cpu", "fp32", {"threads": 1}, index=1)
     measured, dropped = survey.run([a, b], exhaustive=False)
+    return measured, dropped, survey.notes
+
+
+def test_dominated_candidates_are_measured_when_the_dominating_one_misses_in_full(monkeypatch) -> None:
+    """A probe said A surely beats B; in full A misses the budget (the load changed): B is measured and wins."""
+    measured, dropped, notes = _survey_of_two(monkeypatch, {
+        ("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
+        ("a", True): (9.0, (8.5, 9.5)), ("b", True): (2.0, (1.9, 2.1))}, p99_ms=5.0)
     assert {r.headline().p99 for r in measured} == {9.0, 2.0}  # both measured in full in the end
     assert not dropped
-    assert any("dropped as dominated were measured in full" in note for note in survey.notes)
+    assert any("dropped as dominated were measured in full" in note for note in notes)
 
 
 def test_dominated_candidates_are_measured_when_the_winner_costs_more_in_full_than_they_might(monkeypatch) -> None:
     """A probe said A (at most 1.1 ms) surely beats B (at least 1.9 ms); in full A still meets a loose budget
     but at 4 ms (the load changed): B's probe could beat that, so B is measured in full and chosen over A."""
-    from dataclasses import replace
-
-    from rtpick.perf.progress import Phases
-    from rtpick.recommendation import survey as survey_module
-    from rtpick.recommendation.search import Choice
-    from rtpick.sources import load_model
-
-    def fake_measure(cache, job):  # type: ignore[no-untyped-def]
-        full = float(job.params.duration_s) >= 2.0
-        figures = {("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
-                   ("a", True): (4.0, (3.8, 4.2)), ("b", True): (2.0, (1.9, 2.1))}
-        name = "b" if job.options else "a"
-        p99, ci = figures[(name, full)]
-        return replace(record(p99, ci, options=job.options), batch=job.batch)
-
-    monkeypatch.setattr(survey_module, "measure", fake_measure)
-    c = Constraints(p99_ms=10_000.0)
-    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), c, quick=True, repeats=1,
-                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
-    a, b = Choice("ort-cpu", "fp32", {}), Choice("ort-cpu", "fp32", {"threads": 1}, index=1)
-    measured, dropped = survey.run([a, b], exhaustive=False)
+    measured, dropped, notes = _survey_of_two(monkeypatch, {
+        ("a", False): (1.0, (0.9, 1.1)), ("b", False): (2.0, (1.9, 2.1)),
+        ("a", True): (4.0, (3.8, 4.2)), ("b", True): (2.0, (1.9, 2.1))}, p99_ms=10_000.0)
     assert sorted(r.headline().p99 for r in measured) == [2.0, 4.0] and not dropped
-    assert any("cost more than the probe's bound" in note for note in survey.notes)
+    assert any("cost more than the probe's bound" in note for note in notes)
 
 
 def test_unavailable_runtimes_are_one_summary_line_unless_verbose() -> None:
@@ -289,20 +297,3 @@ def test_a_runtime_that_cannot_run_the_model_is_a_row_with_the_reason_not_a_buil
     assert "ONNX only" in rows["torch-cpu:fp32"].reason
     assert outcome.chosen is not None and outcome.chosen.name == "ort-cpu:fp32"
 
-
-def test_a_runtime_that_refuses_the_model_at_build_is_not_for_this_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A build that raises MissingRuntime (fp8 on a network whose Linear layers do 0.1% of the work) is a
-    'not for this model' row with the runtime's reason, folded into one CLI line, not a failed build."""
-    from rtpick.errors import MissingRuntime
-    from rtpick.recommendation import NOT_FOR_MODEL, recommend
-    from rtpick.runtimes.torch import TorchCpu
-
-    def refuse_bf16(self, model, precision, shapes, options):  # noqa: ANN001, ANN202
-        raise MissingRuntime(f"torch-cpu:{precision} is not available for this model: a made-up reason")
-
-    monkeypatch.setattr(TorchCpu, "_build", refuse_bf16)
-    outcome = recommend("rtpick:digits", configs="ort-cpu:fp32,torch-cpu:bf16", p99_ms=10_000.0, quick=True,
-                        variants=False)
-    row = next(row for row in outcome.rows() if row.config == "torch-cpu:bf16")
-    assert row.verdict == NOT_FOR_MODEL and "a made-up reason" in row.reason
-    assert outcome.chosen is not None and outcome.chosen.config == "ort-cpu:fp32"
