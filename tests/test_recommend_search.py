@@ -146,15 +146,19 @@ def _words(options: dict) -> list[str]:
 @pytest.mark.slow
 def test_pruned_search_chooses_what_the_exhaustive_full_run_chooses() -> None:
     """Same candidates, budget loose enough that all meet it: the choice is the cheapest p99. The two runs
-    measure at different times on a shared machine, so two candidates within each other's noise may swap;
-    the test then accepts the other choice only when the exhaustive run's intervals of both overlap."""
+    measure at different times on a shared machine, so candidates must be apart by more than its noise for the
+    comparison to mean anything: ONNX Runtime, eager torch and eager torch in bf16 on the demo model (about
+    0.15, 0.5 and 0.6 ms at batch 1 here; the thread-count variants of one runtime, 0.15 vs 0.2 ms, swapped
+    under load, so they are left out). Should two still swap, the test accepts the other choice only when the
+    exhaustive run's intervals of both overlap."""
     from rtpick.recommendation import recommend
 
-    kwargs = {"configs": "ort-cpu:fp32,torch-cpu:fp32", "p99_ms": 10_000.0, "quick": True}
+    kwargs = {"configs": "ort-cpu:fp32,torch-cpu:fp32,torch-cpu:bf16", "p99_ms": 10_000.0, "quick": True,
+              "variants": False}
     exhaustive = recommend("rtpick:digits", exhaustive=True, **kwargs)
     pruned = recommend("rtpick:digits", **kwargs)
     assert exhaustive.chosen is not None and pruned.chosen is not None
-    assert len(exhaustive.rows()) == len(pruned.rows()) == 4  # 2 configurations x 2 declared variants
+    assert len(exhaustive.rows()) == len(pruned.rows()) == 3
     assert all(row.verdict != DROPPED for row in exhaustive.rows())
     assert any("search:" in note for note in pruned.notes)
     if pruned.chosen.name != exhaustive.chosen.name:

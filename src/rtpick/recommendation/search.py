@@ -14,12 +14,12 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
-from rtpick.recommendation.constraints import CHECK_BATCH, NOT_ALLOWED, NOT_FOR_MODEL, UNAVAILABLE, Constraints
+from rtpick.recommendation.checking import check_choices, eval_data
+from rtpick.recommendation.constraints import NOT_ALLOWED, NOT_FOR_MODEL, UNAVAILABLE, Constraints
 from rtpick.recommendation.ranking import (
     Candidate,
     Recommendation,
     candidate_name,
-    correctness_records,
     rank,
     variant_label,
 )
@@ -115,36 +115,6 @@ def _precision_availability(runtime: str, precision: str) -> Any:
         return get_runtime(runtime).precision_availability(precision)
     except Exception as exc:  # noqa: BLE001 - a broken probe is a fact to report, not a crash
         return Availability(False, f"checking {precision} failed: {type(exc).__name__}: {exc}")
-
-
-def _eval_data(loaded: Any, labels: Any, feeds: Any, label_array: Any) -> tuple[Any, Any, str | None]:
-    """(feeds, labels, description) for the correctness check: given, from a labelled .npz, or the bundled set."""
-    import numpy as np
-
-    from rtpick.data import validate_feeds
-
-    if feeds is not None:
-        return dict(feeds), label_array, None
-    path = labels
-    if path is None and loaded.spec.source == "bundled":
-        from rtpick.sources import assets_dir
-
-        bundled = assets_dir() / f"{loaded.spec.name.split(':', 1)[-1]}_eval.npz"
-        path = bundled if bundled.is_file() else None
-    if path is None:
-        return None, None, None
-    if not os.path.isfile(path):
-        raise RtpickError(f"--labels {str(path)!r} does not exist; give an .npz with the model's inputs and 'label'")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except Exception as exc:  # noqa: BLE001 - numpy raises several types for a bad file
-        raise RtpickError(f"--labels {path} is not a readable .npz ({type(exc).__name__}: {exc})") from exc
-    key = next((k for k in ("label", "labels") if k in arrays), None)
-    if key is None:
-        raise RtpickError(f"--labels {path} has no 'label' array (it has {sorted(arrays)}); add one of class ids")
-    found = arrays.pop(key)
-    return validate_feeds(loaded.spec.inputs, arrays, source=str(path)), found, f"labelled data from {path}"
 
 
 def _usable(record: Record, c: Constraints) -> bool:
@@ -279,7 +249,7 @@ def recommend(
     try:
         to_check = [choice for key, choice in choices.items() if key not in checks]
         if to_check:
-            eval_feeds, eval_labels, how = _eval_data(loaded, labels, feeds, label_array)
+            eval_feeds, eval_labels, how = eval_data(loaded, labels, feeds, label_array)
             checks.update(check_choices(loaded, to_check, runnable, eval_feeds, eval_labels, how, shape_map,
                                         max_accuracy_drop, notes, phases, survey))
         return _search(survey, model, loaded, c, choices, checks, stored, stored_records, from_results, notes,
@@ -380,50 +350,6 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
         for index, (opts, cost) in enumerate(declared):
             choice = Choice(runtime_name, precision, opts, cost, index)
             out[choice.key] = choice
-    return out
-
-
-def check_choices(loaded: Any, choices: Sequence[Choice], runnable: Sequence[str], eval_feeds: Any,
-                  eval_labels: Any, how: str | None, shape_map: Mapping[str, tuple[int, ...]],
-                  max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any = None
-                  ) -> dict[str, dict[str, Any]]:
-    """Each candidate against the fp32 reference, one `compare_configs` per variant position (each runtime's
-    n-th option set together), so options that change the numbers (fused conv, frozen weights) are checked.
-
-    With a `survey`, each candidate is checked on the session its search will measure (built once, at the
-    search's first batch, the check's rows run through it that many at a time): a compiled build costs
-    tens of seconds, and checking at another batch would pay it twice."""
-    from rtpick.comparison.run import compare_configs
-
-    chunk = survey.first_batch() if survey is not None else None
-    rows = CHECK_BATCH if not chunk else chunk * -(-CHECK_BATCH // chunk)
-
-    reference = next((n for n in runnable if n.endswith(":fp32")), "ort-cpu:fp32")
-    groups: dict[int, list[Choice]] = {}
-    for choice in choices:
-        groups.setdefault(choice.index, []).append(choice)
-    phases.phase("correctness check", len(groups))
-    out: dict[str, dict[str, Any]] = {}
-    for group in groups.values():
-        names = [choice.config for choice in group]
-        phases.step(f"{', '.join(choice.key for choice in group)} against the fp32 reference {reference}")
-        comparison = compare_configs(
-            loaded, names, feeds=eval_feeds, labels=eval_labels, reference=reference, shapes=shape_map or None,
-            batch=None if eval_feeds is not None else rows,
-            options={choice.runtime: choice.options for choice in group if choice.options},
-            feeds_description=how, sessions=survey.cache.provide if survey is not None else None, chunk=chunk,
-        )
-        for note in comparison.notes:
-            if note not in notes:
-                notes.append(note)
-        verdicts = correctness_records(comparison, names, max_accuracy_drop)
-        for choice in group:
-            if choice.config in verdicts:
-                out[choice.key] = verdicts[choice.config]
-        text = (f"correctness: each configuration against {comparison.reference} on "
-                f"{comparison.feeds_description}")
-        if text not in notes:
-            notes.append(text)
     return out
 
 
