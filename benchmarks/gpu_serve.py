@@ -23,17 +23,16 @@ A short table goes to stdout, everything with its method to `--out`. Without CUD
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from gpu_streams import bucket_list  # the CUDA-graph sizes batches are padded to, as the streams benchmark uses
+from gpu_streams import bucket_list, require_cuda  # the CUDA-graph sizes batches are padded to, as streams uses
+from serve_cpu import free_port, stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_FRACTION = 0.7
@@ -103,12 +102,6 @@ def perf_analyzer_images_per_s(stdout: str, rows_per_request: int) -> float | No
     return float(found[-1]) * rows_per_request if found else None
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def client_worker(port: int, model: str, input_name: str, shape: list[int], concurrency: int,
                   duration_s: float, shared_memory: str = "none") -> dict[str, Any]:
     """One client process: `concurrency` gRPC calls in flight, closed loop, for `duration_s` seconds; the
@@ -138,30 +131,6 @@ def transports(shared_memory: str) -> list[str]:
     return {"both": ["none", "system"], "none": ["none"], "system": ["system"]}[shared_memory]
 
 
-def require_cuda() -> Any:
-    try:
-        import torch
-    except ImportError:
-        raise SystemExit("gpu_serve: torch is not installed; this benchmark needs torch with CUDA") from None
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_serve: no CUDA device here; run it on the GPU machine")
-    return torch
-
-
-def wait_ready(port: int, server: subprocess.Popen, timeout_s: float) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end and server.poll() is None:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("GET", "/v2/health/ready")
-            if conn.getresponse().status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"gpu_serve: the server was not ready within {timeout_s:g} s (exit {server.poll()})")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON results file")
@@ -177,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     buckets = bucket_list(args.max_batch)
     check_plan(args.max_batch, args.rows_per_request, args.client_procs, args.concurrency)
-    torch = require_cuda()
+    torch = require_cuda("gpu_serve")
     sys.path.insert(0, str(ROOT / "src"))
     import multiprocessing
 
@@ -215,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     server = subprocess.Popen(command, env=env)
     results["server_command"] = " ".join(["rtpick", *command[3:]])
     try:
-        wait_ready(port, server, 600)
+        wait_ready(port, server, "gpu_serve", 600)
         request_shape = [args.rows_per_request, *shape[1:]]
         context = multiprocessing.get_context("spawn")
         for mode in transports(args.shared_memory):
@@ -252,12 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             results[key] = {"returncode": run.returncode, "stdout_tail": run.stdout[-3000:],
                             "images_per_s": perf_analyzer_images_per_s(run.stdout, args.rows_per_request)}
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(10)
+        stop_server(server)
     for key, verdict_key in (("served", "result"), ("served_shm", "result_shm")):
         if key in results and not results[key].get("skipped"):
             results[verdict_key] = verdict(offline["images_per_s"], results[key]["images_per_s"])

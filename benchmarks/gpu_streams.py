@@ -67,13 +67,14 @@ def table(offline: dict[str, Any], rows: list[dict[str, Any]], fps: float) -> st
     return "\n".join(lines)
 
 
-def require_cuda() -> Any:
+def require_cuda(who: str = "gpu_streams") -> Any:
+    """torch with a CUDA device, or the benchmark `who` stops with one line saying what is missing."""
     try:
         import torch
     except ImportError:
-        raise SystemExit("gpu_streams: torch is not installed; this benchmark needs torch with CUDA") from None
+        raise SystemExit(f"{who}: torch is not installed; this benchmark needs torch with CUDA") from None
     if not torch.cuda.is_available():
-        raise SystemExit("gpu_streams: no CUDA device here; run it on the GPU machine")
+        raise SystemExit(f"{who}: no CUDA device here; run it on the GPU machine")
     return torch
 
 

@@ -71,7 +71,19 @@ def wait_ready(port: int, server: subprocess.Popen[str], who: str, limit_s: floa
         except OSError:
             pass
         time.sleep(0.1)
-    raise SystemExit(f"{who}: the server did not become ready: {server.stderr.read()[-500:]}")
+    said = server.stderr.read()[-500:] if server.stderr is not None else f"exit {server.poll()}"
+    raise SystemExit(f"{who}: the server did not become ready within {limit_s:g} s: {said}")
+
+
+def stop_server(server: subprocess.Popen[str]) -> dict[str, Any]:
+    """Stop a started server (SIGTERM, then SIGKILL after 30 s): its exit status and the tail of its stderr."""
+    server.terminate()
+    try:
+        _, err = server.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        _, err = server.communicate(timeout=10)
+    return {"returncode": server.returncode, "stderr_tail": (err or "")[-400:]}
 
 
 def drain_seconds(port: int, poll_s: float, limit_s: float = 10) -> float | None:
@@ -233,13 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         results["concurrency_4"]["vs_in_process_scheduler"] = (
             capacity / results["in_process"]["scheduler_requests_per_s"])
     finally:
-        server.terminate()
-        try:
-            _, err = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate(timeout=10)
-        results["server_exit"] = {"returncode": server.returncode, "stderr_tail": (err or "")[-400:]}
+        results["server_exit"] = stop_server(server)
         results["load_average_after"] = os.getloadavg()
     write_json(args.out, results, "benchmark results")
     o = results.get("overload", {})

@@ -23,9 +23,7 @@ hits all alike; the table reports each one's median over rounds. MB/s counts the
 from __future__ import annotations
 
 import argparse
-import http.client
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -35,15 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from serve_cpu import free_port, stop_server, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "large_tensors"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_model(path: Path) -> None:
@@ -85,25 +78,10 @@ class Server:
         self.process = subprocess.Popen(self.command, env=env, stderr=subprocess.PIPE, text=True)
 
     def wait_ready(self, timeout_s: float = 120.0) -> None:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end and self.process.poll() is None:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/v2/health/ready")
-                if conn.getresponse().status == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise SystemExit(f"serve_large_tensors: the {self.label} server was not ready (exit {self.process.poll()})")
+        wait_ready(self.port, self.process, f"serve_large_tensors ({self.label} server)", timeout_s)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        stop_server(self.process)
 
 
 def run_one(server: Server, mode: str, images: np.ndarray, concurrency: int, duration_s: float,

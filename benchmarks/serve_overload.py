@@ -41,6 +41,7 @@ from serve_cpu import (  # noqa: E402
     get,
     histogram_p99_ms,
     rss_bytes,
+    stop_server,
     wait_ready,
 )
 
@@ -196,13 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                       "scheduled time (admitted_p*) and from its actual send (admitted_p99_from_send_ms)",
         }
     finally:
-        server.terminate()
-        try:
-            _, err = server.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            _, err = server.communicate(timeout=10)
-        results["server_exit"] = {"returncode": server.returncode, "stderr_tail": (err or "")[-400:]}
+        results["server_exit"] = stop_server(server)
         results["load_average_after"] = os.getloadavg()
         model_path.unlink(missing_ok=True)
         work.rmdir()
