@@ -54,6 +54,14 @@ def demo_options(**overrides: Any) -> ServeOptions:
 
 
 @contextmanager
+def running_demo(**overrides: Any) -> Iterator[tuple[Any, ServeOptions]]:
+    """The demo model served with `demo_options(**overrides)`: yields (its `ServedModel`, the options)."""
+    options = demo_options(**overrides)
+    with running_server(options) as served:
+        yield served, options
+
+
+@contextmanager
 def running_server(options: ServeOptions, target: str = "rtpick:digits", runtime: str = "ort-cpu:fp32",
                    slow_s: float = 0.0, start_timeout_s: float = 60.0, wrap: Any = None) -> Iterator[Any]:
     """Start a server on a thread, yield its `ServedModel`, and always stop it (drain, then join)."""

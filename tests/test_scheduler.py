@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scheduler_fakes import seeded_predictor
 
 from rtpick.errors import RtpickError
 from rtpick.model import TensorSpec
@@ -48,8 +49,7 @@ def run_cameras(cost: float, per_row: float, *, cameras: int, fps: float, frames
     session = FakeSession(clock, cost, per_row)
     policy = SyntheticCameras(cameras, fps, frames, deadline_s, start=0.0, queue_frames=depth, seed=seed,
                               feeds=feeds(max_batch))
-    predictor = ComputePredictor(max_batch)
-    predictor.seed({1: cost + per_row, max_batch: cost + per_row * max_batch})
+    predictor = seeded_predictor(max_batch, cost, per_row)
     scheduler = Scheduler(session, policy, max_batch=max_batch, max_queue_delay_s=window_s, clock=clock,
                           predictor=predictor)
     scheduler.run()

@@ -9,40 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scheduler_fakes import FakeSession, HostRows, seeded_predictor
 
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult, WouldMissDeadline
-from rtpick.perf.scheduler import ComputePredictor, FakeClock, Scheduler
-
-
-class FakeSession:
-    """`cost + per_row * rows` seconds of fake time per batch."""
-
-    def __init__(self, clock: FakeClock, cost: float, per_row: float) -> None:
-        self.clock, self.cost, self.per_row = clock, cost, per_row
-
-    def run(self, feeds: dict) -> dict:
-        self.clock.advance(self.cost + self.per_row * int(feeds["x"].shape[0]))
-        return {"y": feeds["x"]}
-
-    def synchronize(self) -> None:
-        return None
-
-
-class HostRows:
-    def __init__(self, max_batch: int) -> None:
-        self.buffers = {"x": np.zeros((max_batch, 3), np.float32)}
-
-    def host(self, name: str) -> np.ndarray:
-        return self.buffers[name]
-
-    def stage(self, size: int) -> dict:
-        return {name: value[:size] for name, value in self.buffers.items()}
-
-    def before_run(self) -> None:
-        return None
-
-    def after_run(self) -> None:
-        return None
+from rtpick.perf.scheduler import FakeClock, Scheduler
 
 
 class Arrivals(RequestQueue):
@@ -84,8 +54,7 @@ def overload(admission: bool, *, factor: float = 10.0, timeout_s: float = 0.050,
     rng = np.random.default_rng(seed)
     arrival = np.cumsum(rng.exponential(1 / (capacity * factor), size=int(capacity * factor * 2)))
     clock = FakeClock()
-    predictor = ComputePredictor(max_batch)
-    predictor.seed({1: cost + per_row, max_batch: cost + per_row * max_batch})
+    predictor = seeded_predictor(max_batch, cost, per_row)
     queue = Arrivals(arrival, timeout_s, max_queue=max_queue, max_batch=max_batch, clock=clock.now)
     scheduler = Scheduler(FakeSession(clock, cost, per_row), queue, max_batch=max_batch, max_queue_delay_s=0.002,
                           clock=clock, staging=HostRows(max_batch), predictor=predictor)

@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient.grpc")
 
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
-from serve_fixtures import demo_options, free_port, running_server  # noqa: E402
+from serve_fixtures import free_port, running_demo, running_server  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import rtpick  # noqa: E402
@@ -30,9 +30,8 @@ MODEL = "rtpick_digits"
 
 @pytest.fixture(scope="module")
 def server():
-    options = demo_options()
-    with running_server(options) as served:
-        yield served, options
+    with running_demo() as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ if not os.path.isdir("/dev/shm"):
 import tritonclient.grpc as grpcclient  # noqa: E402
 import tritonclient.http as httpclient  # noqa: E402
 import tritonclient.utils.shared_memory as shm  # noqa: E402
-from serve_fixtures import demo_options, free_port, running_server  # noqa: E402
+from serve_fixtures import free_port, running_demo, running_server  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import rtpick  # noqa: E402
@@ -37,9 +37,8 @@ OUT_BYTES = ROWS * 10 * 4
 
 @pytest.fixture(scope="module")
 def server():
-    options = demo_options()
-    with running_server(options) as served:
-        yield served, options
+    with running_demo() as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

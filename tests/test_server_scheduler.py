@@ -7,31 +7,12 @@ import math
 import numpy as np
 import pytest
 from bench_fakes import SlowEnergyWindow, SpinSession, feeds
+from scheduler_fakes import FakeSession, HostRows, rows_of, seeded_predictor
 
 from rtpick.errors import RtpickError
 from rtpick.perf import scenarios
 from rtpick.perf.request_arrivals import DONE, LATE, REJECTED, ScheduledRequests
-from rtpick.perf.scheduler import ComputePredictor, FakeClock, Scheduler
-
-
-class FakeSession:
-    """Costs `cost + per_row * rows` seconds of fake time per call and records each batch's rows."""
-
-    def __init__(self, clock: FakeClock, cost: float, per_row: float = 0.0) -> None:
-        self.clock, self.cost, self.per_row = clock, cost, per_row
-        self.sizes: list[int] = []
-
-    def run(self, feeds: dict) -> dict:
-        self.sizes.append(int(feeds["x"].shape[0]))
-        self.clock.advance(self.cost + self.per_row * self.sizes[-1])
-        return {"y": feeds["x"]}
-
-    def synchronize(self) -> None:
-        return None
-
-
-def rows_of(rows: int) -> dict[str, np.ndarray]:
-    return {"x": np.ones((rows, 3), dtype=np.float32)}
+from rtpick.perf.scheduler import FakeClock, Scheduler
 
 
 def run_requests(arrival: np.ndarray, cost: float, *, max_batch: int, window_s: float = 0.0,
@@ -41,8 +22,7 @@ def run_requests(arrival: np.ndarray, cost: float, *, max_batch: int, window_s: 
     session = FakeSession(clock, cost, per_row)
     policy = ScheduledRequests(arrival, max_queue=max_queue, timeout_s=timeout_s, cutoff=cutoff,
                                feeds=rows_of(max_batch))
-    predictor = ComputePredictor(max_batch)
-    predictor.seed({1: cost + per_row, max_batch: cost + per_row * max_batch})
+    predictor = seeded_predictor(max_batch, cost, per_row)
     scheduler = Scheduler(session, policy, max_batch=max_batch, max_queue_delay_s=window_s, clock=clock,
                           predictor=predictor)
     scheduler.run()
@@ -130,25 +110,6 @@ def test_a_slow_start_of_the_energy_window_makes_no_query_late(monkeypatch: pyte
     assert result["latency_ms"]["max"] < 250, result["latency_ms"]
 
 
-class HostRows:
-    """The staging a `RequestQueue` writes into: one host buffer per input, sliced to the batch."""
-
-    def __init__(self, max_batch: int) -> None:
-        self.buffers = rows_of(max_batch)
-
-    def host(self, name: str) -> np.ndarray:
-        return self.buffers[name]
-
-    def stage(self, size: int) -> dict[str, np.ndarray]:
-        return {name: value[:size] for name, value in self.buffers.items()}
-
-    def before_run(self) -> None:
-        return None
-
-    def after_run(self) -> None:
-        return None
-
-
 def test_computed_arrivals_batch_drop_and_refuse_exactly_as_the_servers_own_queue() -> None:
     """The reference: `rtpick serve`'s `RequestQueue`, fed each arrival when its time comes (as a handler thread
     would submit it and wake the loop). On the same Poisson arrivals, the same fake clock and costs, the
@@ -196,8 +157,7 @@ def test_computed_arrivals_batch_drop_and_refuse_exactly_as_the_servers_own_queu
         clock = FakeClock()
         session = FakeSession(clock, cost, per_row)
         reference = Submitting(arrival, timeout, max_queue=queue, max_batch=4, clock=clock.now)
-        predictor = ComputePredictor(4)
-        predictor.seed({1: cost + per_row, 4: cost + 4 * per_row})
+        predictor = seeded_predictor(4, cost, per_row)
         Scheduler(session, reference, max_batch=4, max_queue_delay_s=window, clock=clock, staging=HostRows(4),
                   predictor=predictor).run()
         assert my_session.sizes == session.sizes
