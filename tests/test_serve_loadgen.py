@@ -32,6 +32,16 @@ def test_loopback_only() -> None:
             check_loopback(host)
 
 
+def test_every_target_takes_a_url_or_host_port_and_refuses_other_hosts() -> None:
+    from rtpick.serve.loadgen_wire import loopback_endpoint
+
+    assert loopback_endpoint("127.0.0.1:9000", "http", 8000) == ("127.0.0.1", 9000)
+    assert loopback_endpoint("http://localhost", "http", 8000) == ("localhost", 8000)
+    assert loopback_endpoint("grpc://[::1]:9001", "grpc", 8001) == ("::1", 9001)
+    with pytest.raises(RtpickError, match="loopback"):
+        loopback_endpoint("10.0.0.1:8001", "grpc", 8001)
+
+
 def test_body_and_summary() -> None:
     body, headers = http_infer_body({"x": np.ones((2, 3), np.float32)}, {"x": "FP32"})
     length = int(headers["Inference-Header-Content-Length"])

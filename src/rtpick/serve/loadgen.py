@@ -34,6 +34,7 @@ from rtpick.serve.loadgen_wire import (  # noqa: F401 - part of this module's in
     HttpConnection,
     check_loopback,
     http_request_bytes,
+    loopback_endpoint,
 )
 
 
@@ -114,9 +115,7 @@ class HttpTarget:
 
     def __init__(self, url: str, model: str, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str],
                  binary: bool = True) -> None:
-        parsed = urlparse(url if "://" in url else f"http://{url}")
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 8000
-        check_loopback(self.host)
+        self.host, self.port = loopback_endpoint(url, "http", 8000)
         body, headers = http_infer_body(inputs, datatypes, binary)
         self.raw = http_request_bytes(self.host, self.port, f"/v2/models/{model}/infer", body, headers)
 
@@ -145,9 +144,7 @@ class GrpcTarget:
                  datatypes: Mapping[str, str]) -> None:
         from tritonclient.grpc import service_pb2
 
-        parsed = urlparse(address if "://" in address else f"grpc://{address}")
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 8001
-        check_loopback(self.host)
+        self.host, self.port = loopback_endpoint(address, "grpc", 8001)
         request = service_pb2.ModelInferRequest(model_name=model)
         for name, array in inputs.items():
             request.inputs.add(name=name, datatype=datatypes[name], shape=list(array.shape))

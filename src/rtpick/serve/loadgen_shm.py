@@ -18,12 +18,11 @@ import uuid
 from collections.abc import Mapping
 from multiprocessing import shared_memory
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 
 from rtpick.errors import RtpickError
-from rtpick.serve.loadgen_wire import GrpcConnection, HttpConnection, check_loopback, http_request_bytes
+from rtpick.serve.loadgen_wire import GrpcConnection, HttpConnection, http_request_bytes, loopback_endpoint
 from rtpick.serve.tensors import numpy_dtype
 
 
@@ -138,9 +137,7 @@ class ShmHttpTarget(_ShmTarget):
                  slots: int) -> None:
         import http.client
 
-        parsed = urlparse(url if "://" in url else f"http://{url}")
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 8000
-        check_loopback(self.host)
+        self.host, self.port = loopback_endpoint(url, "http", 8000)
         self.model = model
         self._http = http.client
         status, body = self._call("GET", f"/v2/models/{model}", None)
@@ -204,9 +201,7 @@ class ShmGrpcTarget(_ShmTarget):
         import grpc
         from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-        parsed = urlparse(address if "://" in address else f"grpc://{address}")
-        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 8001
-        check_loopback(self.host)
+        self.host, self.port = loopback_endpoint(address, "grpc", 8001)
         self.model = model
         self._pb = service_pb2
         self._channel = grpc.insecure_channel(f"{self.host}:{self.port}")

@@ -11,6 +11,7 @@ import ipaddress
 import socket
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 from rtpick.errors import RtpickError
 
@@ -26,6 +27,15 @@ def check_loopback(host: str) -> None:
     except ValueError:
         pass
     raise RtpickError(f"the load generator talks to loopback only (127.0.0.1, ::1, localhost), not {host!r}")
+
+
+def loopback_endpoint(url: str, scheme: str, default_port: int) -> tuple[str, int]:
+    """(host, port) of a server URL or host:port (`scheme` assumed when none is given), refused unless it is
+    loopback: the load generator never sends traffic off this machine."""
+    parsed = urlparse(url if "://" in url else f"{scheme}://{url}")
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or default_port
+    check_loopback(host)
+    return host, port
 
 
 class HttpConnection:
