@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from streams_host import mlp_model as streams_mlp_model
 
 MAX_BATCH = 8
 P99_MS = 20.0
@@ -38,20 +39,8 @@ FIXED_RATES = (2000.0, 20000.0)  # well under both variants' find-max rates: bot
 
 
 def mlp_model(path: Path, width: int = 32) -> Path:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    weights = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32), f"w{i}")
-               for i, s in enumerate([(8, width), (width, 8)])]
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]), helper.make_node("Relu", ["h0"], ["r0"]),
-             helper.make_node("MatMul", ["r0", "w1"], ["y"])]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    """The MLP of the committed results: one hidden layer of `width` (streams_host's builder)."""
+    return streams_mlp_model(path, width, hidden=1)
 
 
 def cpu_s() -> float:

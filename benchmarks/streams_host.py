@@ -41,16 +41,23 @@ def identity_model(path: Path) -> Path:
     return path
 
 
-def mlp_model(path: Path, width: int = 512) -> Path:
+def mlp_model(path: Path, width: int = 512, hidden: int = 2) -> Path:
+    """An ONNX MLP, 8 -> `hidden` layers of `width` (ReLU) -> 8, weights from seed 0; written to `path`.
+    (`server_scenario_host.py` uses it with one hidden layer of 32: the models of the committed results.)"""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
+    dims = [8, *[width] * hidden, 8]
     weights = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(s[0])).astype(np.float32), f"w{i}")
-               for i, s in enumerate([(8, width), (width, width), (width, 8)])]
-    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h0"]), helper.make_node("Relu", ["h0"], ["r0"]),
-             helper.make_node("MatMul", ["r0", "w1"], ["h1"]), helper.make_node("Relu", ["h1"], ["r1"]),
-             helper.make_node("MatMul", ["r1", "w2"], ["y"])]
+               for i, s in enumerate(zip(dims, dims[1:]))]
+    nodes, last = [], "x"
+    for i in range(len(weights)):
+        out = "y" if i == len(weights) - 1 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [last, f"w{i}"], [out]))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [out], [f"r{i}"]))
+            last = f"r{i}"
     graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
