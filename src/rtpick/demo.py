@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from rtpick.errors import RtpickError
+from rtpick.errors import one_line
 from rtpick.model import Model
 
 EVAL_BATCH = 64
@@ -137,8 +137,7 @@ def run_demo(
                     throughput = single_stream(session, many, min_duration_s=duration_s, min_queries=10,
                                                warmup=5)
         except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the demo
-            text = (str(exc).strip().splitlines() or [""])[0]
-            row.error = (text if isinstance(exc, RtpickError) else f"{type(exc).__name__}: {text}")[:240]
+            row.error = one_line(exc)[:240]
             continue
         if reference is None:
             reference = logits

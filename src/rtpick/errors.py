@@ -17,6 +17,16 @@ class MissingRuntime(RtpickError):
     """A runtime was asked for that this machine cannot run; the message says why and how to get it."""
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a table row or a record: rtpick's own errors as their message (written for
+    the user), anything else prefixed with its type (a bug or a library's error needs its name)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else ""
+    if isinstance(exc, RtpickError):
+        return text or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class BuildError(RtpickError):
     """A configuration could not be built (unsupported operator, compile failure, out of memory...)."""
 

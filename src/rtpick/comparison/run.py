@@ -19,7 +19,7 @@ from rtpick.comparison.policy import (
     tolerance_for,
 )
 from rtpick.comparison.result import Comparison, ComparisonRow
-from rtpick.errors import MissingRuntime, RtpickError
+from rtpick.errors import MissingRuntime, RtpickError, one_line
 from rtpick.model import ModelSpec
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def _run_one(
         produced = [{name: as_numpy(value) for name, value in session.run(part).items()} for part in parts]
         return _joined(produced, next(iter(feeds.values())).shape[0] if len(parts) > 1 else 0)
     except Exception as exc:  # noqa: BLE001 - a failing configuration never takes the others down
-        row.reason = _one_line(exc)
+        row.reason = one_line(exc)
         row.unavailable = isinstance(exc, MissingRuntime)
         return None
     finally:
@@ -261,7 +261,7 @@ def _run_one(
             try:
                 session.close()
             except Exception as exc:  # noqa: BLE001
-                row.notes.append(f"closing the session failed: {_one_line(exc)}")
+                row.notes.append(f"closing the session failed: {one_line(exc)}")
 
 
 def _chunks(feeds: Mapping[str, np.ndarray], chunk: int | None) -> list[dict[str, np.ndarray]]:
@@ -296,14 +296,6 @@ def _joined(parts: Sequence[Mapping[str, np.ndarray]], rows: int) -> dict[str, n
             raise RtpickError(f"output {name} has no batch axis, so the rows cannot be checked in chunks")
         joined[name] = np.concatenate(pieces, axis=0)[:rows]
     return joined
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
-    if isinstance(exc, RtpickError):
-        return text or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _judge(

@@ -60,10 +60,9 @@ class SessionCache:
         try:
             session = get_runtime(runtime).build(self.model, precision, dict(shapes), **dict(options))
         except Exception as exc:  # noqa: BLE001 - a failed build is this candidate's reason, not a crash
-            from rtpick.errors import MissingRuntime, RtpickError
+            from rtpick.errors import MissingRuntime, one_line
 
-            named = str(exc) if isinstance(exc, RtpickError) else f"{type(exc).__name__}: {exc}"  # ours: one line
-            text = (named.strip().splitlines() or [type(exc).__name__])[0][:400]
+            text = one_line(exc)[:400]
             status = "unavailable" if isinstance(exc, MissingRuntime) else "oom" if is_oom(text) else "failed"
             return Built(error=text, status=status)
         return Built(session=session, build_time_s=session.info.build_time_s, notes=tuple(session.info.notes))
@@ -81,8 +80,7 @@ class SessionCache:
     def discard(self, keep: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
         """Close the sessions of every configuration not in `keep` (those that failed their check hold memory,
         a GPU's too, that the measurements of the others should have)."""
-        wanted = {(runtime, precision, json.dumps(dict(options), sort_keys=True, default=str))
-                  for runtime, precision, options in keep}
+        wanted = {self.key(runtime, precision, options, {})[:3] for runtime, precision, options in keep}
         for key in [key for key in self._built if key[:3] not in wanted]:
             built = self._built.pop(key)
             if built.session is not None:
