@@ -33,8 +33,9 @@ class Change:
 
 def _key(record: Record, options: bool = False) -> str:
     if options and record.options:
-        words = ", ".join(k if v is True else f"{k}={v}" for k, v in sorted(record.options.items()))
-        return f"{record.config} [{words}] b{record.batch} {record.scenario}"
+        from rtpick.recommendation.ranking import variant_label
+
+        return f"{record.config} [{variant_label(record.options)}] b{record.batch} {record.scenario}"
     return f"{record.label} {record.scenario}"
 
 

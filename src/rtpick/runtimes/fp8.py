@@ -199,10 +199,6 @@ def _refuse_small_share(module: Any, sample: Sequence[Any], names: Sequence[str]
             f"most {bound:.2f}x faster; fp8 pays where Linear layers dominate (transformers)")
 
 
-def _parent(module: Any, name: str) -> Any:
-    return module.get_submodule(name.rpartition(".")[0]) if "." in name else module
-
-
 def swap_linear_layers(module: Any, what: str = "fp8", out_dtype: Any = None,
                        sample: Sequence[Any] | None = None) -> tuple[Any, SwapReport]:
     """Replace every nn.Linear FP8 can serve by a `Float8Linear`, in place; (module, report).
@@ -222,11 +218,7 @@ def swap_linear_layers(module: Any, what: str = "fp8", out_dtype: Any = None,
         if reason:
             raise MissingRuntime(f"{what} is not available here: {reason}")
     report = SwapReport()
-    if sample is not None:
-        candidates = [name for name, child in module.named_modules() if isinstance(child, torch.nn.Linear)
-                      and not _why_not(name, child, _parent(module, name))]
-        if candidates:
-            _refuse_small_share(module, sample, candidates, what)
+    qualifying = []  # (parent, attribute, layer, dotted name) of every Linear FP8 can serve
     for parent_name, parent in list(module.named_modules()):
         for child_name, child in list(parent.named_children()):
             if not isinstance(child, torch.nn.Linear):
@@ -235,12 +227,16 @@ def swap_linear_layers(module: Any, what: str = "fp8", out_dtype: Any = None,
             why = _why_not(name, child, parent)
             if why:
                 report.skipped[name] = why
-                continue
-            swapped = float8_linear(child, out_dtype)
-            if swapped.padded_features != swapped.out_features:
-                report.padded.append(f"{name} ({swapped.out_features} -> {swapped.padded_features})")
-            setattr(parent, child_name, swapped)
-            report.converted.append(name)
+            else:
+                qualifying.append((parent, child_name, child, name))
+    if sample is not None and qualifying:
+        _refuse_small_share(module, sample, [name for *_, name in qualifying], what)
+    for parent, child_name, child, name in qualifying:
+        swapped = float8_linear(child, out_dtype)
+        if swapped.padded_features != swapped.out_features:
+            report.padded.append(f"{name} ({swapped.out_features} -> {swapped.padded_features})")
+        setattr(parent, child_name, swapped)
+        report.converted.append(name)
     if not report.converted:
         skipped = "; ".join(f"{n}: {w}" for n, w in report.skipped.items()) or "the model has no nn.Linear layer"
         raise MissingRuntime(f"{what} is not available for this model: FP8 applies to nn.Linear layers and none "
