@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,10 @@ class Built:
 class SessionCache:
     """Sessions keyed by runtime, precision, options (and shapes, for runtimes that build for one shape)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, on_build: Callable[[str], None] | None = None) -> None:
         self.model = model
         self.builds = 0
+        self.on_build = on_build  # hears one line per build with its wall time (a log shows where minutes went)
         self._built: dict[tuple[Any, ...], Built] = {}
 
     def key(self, runtime: str, precision: str, options: Mapping[str, Any],
@@ -54,9 +56,12 @@ class SessionCache:
     def _build(self, runtime: str, precision: str, options: Mapping[str, Any],
                shapes: Mapping[str, tuple[int, ...]]) -> Built:
         from rtpick.perf.worker import is_oom
+        from rtpick.recommendation.ranking import candidate_name, variant_label
         from rtpick.runtimes.registry import get_runtime
 
         self.builds += 1
+        name = candidate_name(f"{runtime}:{precision}", variant_label(dict(options)))
+        started = time.perf_counter()
         try:
             session = get_runtime(runtime).build(self.model, precision, dict(shapes), **dict(options))
         except Exception as exc:  # noqa: BLE001 - a failed build is this candidate's reason, not a crash
@@ -64,8 +69,14 @@ class SessionCache:
 
             text = one_line(exc)[:400]
             status = "unavailable" if isinstance(exc, MissingRuntime) else "oom" if is_oom(text) else "failed"
+            self._heard(f"build of {name} stopped after {time.perf_counter() - started:.1f} s: {text[:120]}")
             return Built(error=text, status=status)
+        self._heard(f"built {name} in {time.perf_counter() - started:.1f} s")
         return Built(session=session, build_time_s=session.info.build_time_s, notes=tuple(session.info.notes))
+
+    def _heard(self, line: str) -> None:
+        if self.on_build is not None:
+            self.on_build(line)
 
     def provide(self, runtime: str, precision: str, options: Mapping[str, Any],
                 shapes: Mapping[str, tuple[int, ...]]) -> Any:

@@ -38,7 +38,7 @@ class Survey:
         self.model, self.loaded, self.c = model, loaded, constraints
         self.phases = phases
         self.command = command
-        self.cache = SessionCache(loaded)
+        self.cache = SessionCache(loaded, on_build=phases.note)
         self.notes: list[str] = []
         fields: dict[str, Any] = {"quick": quick, "shapes": dict(shapes), "timeout_s": timeout_s, "repeats": repeats}
         if constraints.mode == "streams":
