@@ -30,6 +30,7 @@ from rtpick.recommendation.constraints import (
     NOT_FASTER,
     NOT_FOR_MODEL,
     NOT_MEASURED,
+    NOT_TRIED,
     ON_TIME_NEEDED,
     OOM,
     OVER_BUDGET,
@@ -51,7 +52,7 @@ from rtpick.recommendation.search import all_configs, deploy_config, plan, recom
 
 __all__ = [
     "BUILD_FAILED", "CHECK_BATCH", "CHOSEN", "DROPPED", "FAILED", "FAILED_ACCURACY", "MEETS", "NOT_ALLOWED",
-    "NOT_FASTER", "NOT_FOR_MODEL", "NOT_MEASURED", "OOM", "ON_TIME_NEEDED", "OVER_BUDGET", "OVER_ENERGY",
+    "NOT_FASTER", "NOT_FOR_MODEL", "NOT_MEASURED", "NOT_TRIED", "OOM", "ON_TIME_NEEDED", "OVER_BUDGET", "OVER_ENERGY",
     "OVER_MEMORY", "UNAVAILABLE",
     "VERDICT_ORDER", "Candidate", "Constraints", "Recommendation", "all_configs", "candidate_from_record",
     "correctness_records", "deploy_config", "joules_text", "plan", "rank", "recommend",

@@ -74,7 +74,8 @@ def check_choices(loaded: Any, choices: Sequence[Any], runnable: Sequence[str], 
             loaded, names, feeds=eval_feeds, labels=eval_labels, reference=reference, shapes=shape_map or None,
             batch=None if eval_feeds is not None else rows,
             options={choice.runtime: choice.options for choice in group if choice.options},
-            feeds_description=how, sessions=survey.cache.provide if survey is not None else None, chunk=chunk,
+            feeds_description=how, chunk=chunk,
+            sessions=survey.cache.timed(survey.check_calls) if survey is not None else None,
         )
         for note in comparison.notes:
             if note not in notes:
@@ -88,3 +89,24 @@ def check_choices(loaded: Any, choices: Sequence[Any], runnable: Sequence[str], 
         if text not in notes:
             notes.append(text)
     return out
+
+
+def check_all(loaded: Any, choices: Mapping[str, Any], to_check: Sequence[Any], known: Mapping[str, Any],
+              runnable: Sequence[str], data: tuple[Any, Any, str | None], shape_map: Mapping[str, tuple[int, ...]],
+              max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any, *, exhaustive: bool
+              ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """(verdicts, key -> reason for candidates left out): `to_check` checked, except that a search at fixed
+    shapes leaves out each fallback whose sibling passed (`recommendation.fallbacks`; `exhaustive` checks all).
+    `data` is `eval_data`'s (feeds, labels, description)."""
+    from rtpick.recommendation.fallbacks import check_in_rounds, siblings
+
+    def check(some: list[Any]) -> dict[str, dict[str, Any]]:
+        return check_choices(loaded, some, runnable, *data, shape_map, max_accuracy_drop, notes, phases, survey)
+
+    if exhaustive or survey is None or not survey.fixed_shapes():
+        return check(list(to_check)), {}
+    found, left_out = check_in_rounds(to_check, siblings(choices), known, check)
+    if left_out:
+        notes.append(f"search: {len(left_out)} candidates not tried because a sibling that runs the same kernels "
+                     "at least as fast passed its check (--exhaustive tries them)")
+    return found, left_out

@@ -22,6 +22,7 @@ OVER_BUDGET = "over budget"
 # runtime's own baseline: never chosen for speed, whatever its figures
 NOT_FASTER = "not proven faster"
 DROPPED = "dropped after the first pass"  # a short probe already showed it cannot win (rtpick.recommendation.pruning)
+NOT_TRIED = "not tried"  # a sibling that runs the same kernels at least as fast passed (recommendation.fallbacks)
 OVER_MEMORY = "over memory limit"
 OVER_ENERGY = "over energy limit"  # --max-joules: over it, or energy not measured so it cannot be checked
 FAILED_ACCURACY = "failed accuracy check"
@@ -32,8 +33,8 @@ UNAVAILABLE = "unavailable here"
 NOT_FOR_MODEL = "not for this model"  # the runtime cannot run this kind of model (a torch runtime, an ONNX file)
 NOT_ALLOWED = "excluded by --cpu-only"
 NOT_MEASURED = "not measured"
-VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, NOT_FASTER, DROPPED, OVER_MEMORY, OVER_ENERGY, FAILED_ACCURACY, OOM,
-                 BUILD_FAILED, FAILED, NOT_MEASURED, UNAVAILABLE, NOT_FOR_MODEL, NOT_ALLOWED)
+VERDICT_ORDER = (CHOSEN, MEETS, OVER_BUDGET, NOT_FASTER, DROPPED, NOT_TRIED, OVER_MEMORY, OVER_ENERGY,
+                 FAILED_ACCURACY, OOM, BUILD_FAILED, FAILED, NOT_MEASURED, UNAVAILABLE, NOT_FOR_MODEL, NOT_ALLOWED)
 
 
 # ------------------------------------------------------------------------------------------------ constraints

@@ -88,6 +88,17 @@ class SessionCache:
             raise (MissingRuntime if built.status == "unavailable" else BuildError)(built.error or "the build failed")
         return built.session
 
+    def timed(self, calls: dict[str, list[float]]) -> Callable[..., Any]:
+        """A session provider like `provide` whose sessions time each run() into ``calls[candidate name]``."""
+        from rtpick.recommendation.ranking import candidate_name, variant_label
+
+        def provide(runtime: str, precision: str, options: Mapping[str, Any],
+                    shapes: Mapping[str, tuple[int, ...]]) -> Any:
+            name = candidate_name(f"{runtime}:{precision}", variant_label(dict(options)))
+            return TimedSession(self.provide(runtime, precision, options, shapes), calls.setdefault(name, []))
+
+        return provide
+
     def discard(self, keep: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
         """Close the sessions of every configuration not in `keep` (those that failed their check hold memory,
         a GPU's too, that the measurements of the others should have)."""
@@ -104,6 +115,25 @@ class SessionCache:
                 with contextlib.suppress(Exception):  # closing is best effort at the end of a search
                     built.session.close()
         self._built.clear()
+
+
+class TimedSession:
+    """A lent session whose run() calls are timed as a measurement times them (host clock around run() and
+    synchronize()): the correctness check's calls are then a first look at the candidate's latency for free."""
+
+    def __init__(self, session: Any, times: list[float]) -> None:
+        self._session = session
+        self._times = times
+
+    def run(self, feeds: Mapping[str, Any]) -> Any:
+        start = time.perf_counter()
+        outputs = self._session.run(feeds)
+        self._session.synchronize()
+        self._times.append(time.perf_counter() - start)
+        return outputs
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 def measure(cache: SessionCache, job: Any) -> Record:

@@ -129,3 +129,23 @@ def prune(probes: Mapping[str, Sequence[Record]], c: Constraints, *, dominance: 
     if leader is not None and leader.nearest < INF and all(k in dropped for k in judged):
         del dropped[leader.key]  # nothing left: keep the nearest miss so "closest" has full figures
     return [key for key in probes if key not in dropped], dropped
+
+
+CHECK_CALLS_NEEDED = 5  # timed calls of the correctness check below which it says nothing about latency
+
+
+def missed_in_check(calls_s: Sequence[float], c: Constraints, batch: int | None) -> str:
+    """Why a candidate surely misses a p99 budget, seen in the correctness check's own calls ("" if not seen).
+
+    The check runs its rows through the candidate's session at the search's first batch, one call per chunk,
+    each timed as a measurement's (host clock around run() and synchronize()). If every one of n calls took
+    longer than the budget, then were 99% of calls within it, n misses in a row would have probability at most
+    0.01^n (1e-10 at n = 5): the p99 misses, with no probe needed. A larger batch only takes longer."""
+    if c.p99_ms is None or len(calls_s) < CHECK_CALLS_NEEDED:
+        return ""
+    fastest_ms = min(calls_s) * 1e3
+    if fastest_ms <= c.p99_ms:
+        return ""
+    return (f"correctness check: all {len(calls_s)} of its calls at batch {batch or 1} took longer than the "
+            f"p99 budget of {c.p99_ms:g} ms (fastest {fastest_ms:.3g} ms); were 99% of calls within it, "
+            f"{len(calls_s)} misses in a row would have probability at most 0.01^{len(calls_s)}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
-from rtpick.recommendation.checking import check_choices, eval_data
+from rtpick.recommendation.checking import check_all, eval_data
 from rtpick.recommendation.constraints import NOT_ALLOWED, NOT_FOR_MODEL, UNAVAILABLE, Constraints
 from rtpick.recommendation.ranking import (
     Candidate,
@@ -36,6 +36,8 @@ class Choice:
     options: dict[str, Any]
     cost: str = ""
     index: int = 0
+    why: str = ""  # what the variant is for, as its runtime declares it
+    fallback_for: dict[str, Any] | None = None  # a sibling's options that cover it (`recommendation.fallbacks`)
 
     @property
     def config(self) -> str:
@@ -248,13 +250,19 @@ def recommend(
                     timeout_s=timeout_s, command=command, phases=phases)
     try:
         to_check = [choice for key, choice in choices.items() if key not in checks]
+        left_out: dict[str, str] = {}
         if to_check:
             eval_feeds, eval_labels, how = eval_data(loaded, labels, feeds, label_array)
-            checks.update(check_choices(loaded, to_check, runnable, eval_feeds, eval_labels, how, shape_map,
-                                        max_accuracy_drop, notes, phases, survey))
-        return _search(survey, model, loaded, c, choices, checks, stored, stored_records, from_results, notes,
-                       quick=quick, exhaustive=exhaustive, max_accuracy_drop=max_accuracy_drop, json=json,
-                       command=command, skipped=skipped, phases=phases)
+            found, left_out = check_all(loaded, choices, to_check, checks, runnable, (eval_feeds, eval_labels, how),
+                                        shape_map, max_accuracy_drop, notes, phases, survey, exhaustive=exhaustive)
+            checks.update(found)
+        from rtpick.recommendation.fallbacks import not_tried
+
+        covered = [not_tried(choices[key], reason) for key, reason in left_out.items()]
+        return _search(survey, model, loaded, c, {k: v for k, v in choices.items() if k not in left_out}, checks,
+                       stored, stored_records, from_results, notes, quick=quick, exhaustive=exhaustive,
+                       max_accuracy_drop=max_accuracy_drop, json=json, command=command,
+                       skipped=[*skipped, *covered], phases=phases)
     finally:
         survey.close()
 
@@ -303,7 +311,10 @@ def _search(survey: Any, model: Any, loaded: Any, c: Constraints, choices: Mappi
         record.correctness = checks.get(_key(record))
         records.append(record)
         results.configurations.append(record)
-    for row in dropped:  # in the file too, so that it says what happened to every candidate (and --from reads it)
+    from rtpick.recommendation.constraints import NOT_TRIED
+
+    for row in [*dropped, *(r for r in skipped if r.verdict == NOT_TRIED)]:  # in the file too, so that it says
+        # what happened to every candidate (and --from reads it)
         results.configurations.append(Record(
             runtime=row.runtime, precision=row.precision, batch=row.batch, scenario=c.scenario,
             status="not measured", options=dict(row.options), error=f"{row.verdict}: {row.reason}",
@@ -333,7 +344,7 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
     8 minutes for ResNet-50 on an H100) is left out unless `slow_builds` (`--exhaustive`) asks for it or the
     user names its options; a runtime's own default configuration always stays.
     """
-    from rtpick.runtimes.base import COST_MINUTES
+    from rtpick.runtimes.base import COST_MINUTES, Variant
     from rtpick.runtimes.registry import get_runtime
 
     out: dict[str, Choice] = {}
@@ -341,14 +352,15 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
         runtime_name, precision = name.split(":")
         runtime = get_runtime(runtime_name)
         if runtime_name in options:
-            declared = [(dict(options[runtime_name]), "given")]
+            declared = [Variant(dict(options[runtime_name]), "given")]
         elif variants:
-            declared = [(dict(v.options), v.cost) for v in runtime.candidate_variants(precision)
+            declared = [v for v in runtime.candidate_variants(precision)
                         if slow_builds or not v.options or v.cost != COST_MINUTES]
         else:
-            declared = [({}, "")]
-        for index, (opts, cost) in enumerate(declared):
-            choice = Choice(runtime_name, precision, opts, cost, index)
+            declared = [Variant(cost="")]
+        for index, variant in enumerate(declared):
+            choice = Choice(runtime_name, precision, dict(variant.options), variant.cost, index, variant.why,
+                            dict(variant.fallback_for) if variant.fallback_for is not None else None)
             out[choice.key] = choice
     return out
 

@@ -18,9 +18,10 @@ from typing import Any
 from rtpick.perf.record import Record
 from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
-from rtpick.recommendation.pruning import DOMINATED, bounds, could_meet, meets, prune
-from rtpick.recommendation.ranking import Candidate, candidate_from_record
+from rtpick.recommendation.pruning import DOMINATED, bounds, could_meet, meets, missed_in_check, prune
+from rtpick.recommendation.ranking import Candidate, candidate_from_record, variant_label
 from rtpick.recommendation.rules import speed_verdict
+from rtpick.runtimes.registry import get_runtime
 
 PROBE_SECONDS = {True: (0.25, 0.75), False: (0.5, 2.0)}  # by --quick: round 1, round 2
 PROBE_BLOCKS = 5
@@ -50,11 +51,19 @@ class Survey:
         self.quick = quick
         self.evidence: list[Record] = []  # the probes of candidates dropped early (a speed rule's baselines)
         self.checks = dict(checks or {})  # candidate name -> its correctness verdict, shown on dropped rows
+        self.check_calls: dict[str, list[float]] = {}  # candidate name -> its check's timed calls (seconds)
 
     def close(self) -> None:
         self.cache.close()
 
     # ------------------------------------------------------------------------------------------------ plan
+
+    def fixed_shapes(self) -> bool:
+        """Whether this search measures closed loop at the batches it plans (shapes fixed at build, where a CUDA
+        graph replays what it captured): where a fallback candidate (`recommendation.fallbacks`) cannot win."""
+        from rtpick.perf.scenarios.registry import get_scenario
+
+        return get_scenario(self.c.scenario).closed_loop
 
     def first_batch(self) -> int | None:
         """The smallest batch this search measures (the one correctness is checked at, on the same session)."""
@@ -114,6 +123,7 @@ class Survey:
             if self.c.max_joules is not None:
                 self.notes.append("search: --max-joules given, so only candidates whose interval misses the "
                                   "budget are dropped early (a probe is too short to measure energy)")
+            alive = self._seen_in_check(alive, dropped_rows, batches)
             for number, seconds in enumerate(PROBE_SECONDS[self.quick], 1):
                 if number > 1 and len(alive) <= 2:
                     break
@@ -176,6 +186,26 @@ class Survey:
             self.notes.append(f"full measurements ran in this process on the probe's session ({self.cache.builds} "
                               "builds in all: each runtime/precision/options built once)")
         return measured, dropped_rows
+
+    def _seen_in_check(self, alive: list[Any], dropped_rows: list[Candidate], batches: Sequence[int]) -> list[Any]:
+        """The candidates whose correctness check's own timed calls did not already show that they miss the p99
+        budget (`pruning.missed_in_check`); the one with the fastest call always stays, so a budget nothing
+        meets still gets a measured closest row."""
+        first = min(batches) if batches else None
+        missed = {ch.key: why for ch in alive if (why := missed_in_check(self.check_calls.get(ch.key, []), self.c,
+                                                                         first))}
+        if missed and len(missed) == len(alive):
+            del missed[min(alive, key=lambda ch: min(self.check_calls[ch.key])).key]
+        for choice in alive:
+            if choice.key in missed:
+                row = Candidate(choice.config, choice.runtime, choice.precision, get_runtime(choice.runtime).device,
+                                variant=variant_label(choice.options), options=dict(choice.options), batch=first,
+                                verdict=DROPPED, reason=missed[choice.key], method="correctness check's calls")
+                calls = sorted(self.check_calls[choice.key])
+                row.p50_ms = calls[len(calls) // 2] * 1e3
+                dropped_rows.append(row)
+                self.phases.note(f"dropped {choice.key}: {missed[choice.key]}")
+        return [choice for choice in alive if choice.key not in missed]
 
     def _refuted(self, pool: Sequence[Any], probes: Mapping[str, list[Record]], measured: Sequence[Record],
                  alone: bool) -> list[Any]:

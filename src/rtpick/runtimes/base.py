@@ -81,12 +81,18 @@ class Variant:
     that can change which configuration wins (a fused conv, a CUDA graph, a compile mode, a thread count)
     are facts about the runtime. `options` are given on top of the runtime's defaults; `precisions` limits
     the variant to those precisions (empty: all of the runtime's); `cost` is one of `COST_CLASSES`.
+
+    `fallback_for` names the options of a sibling variant (same runtime and precision) that runs the same
+    kernels at least as fast, so this one can only win where that one cannot run: a search of fixed shapes
+    (closed-loop budgets) tries it only when that sibling fails its build or its correctness check. The CUDA
+    graph variants are such siblings: one graph replay instead of a launch per op, the same kernels.
     """
 
     options: Mapping[str, Any] = field(default_factory=dict)
     cost: str = COST_SECONDS
     precisions: tuple[str, ...] = ()
     why: str = ""
+    fallback_for: Mapping[str, Any] | None = None
 
     @property
     def label(self) -> str:
@@ -244,6 +250,9 @@ class Runtime(ABC):
     # the option sets a search tries (the defaults first); a runtime with options that can change the answer
     # declares them here
     variants: ClassVar[tuple[Variant, ...]] = (Variant(),)
+    # precision -> (the precision that runs the same model at least as fast, why): the search tries the first
+    # only where the second fails its build or check (fp32 on a GPU: tf32 only allows tensor-core kernels too)
+    precision_fallbacks: ClassVar[dict[str, tuple[str, str]]] = {}
 
     def candidate_variants(self, precision: str) -> list[Variant]:
         """The declared variants that apply to `precision`, each checked against `options` (a typo in a

@@ -359,6 +359,10 @@ _CUDNN_BENCHMARK = Option(False, "let cuDNN time its convolution algorithms for 
                                  "and keep the fastest (torch.backends.cudnn.benchmark)")
 
 
+TF32_COVERS_FP32 = ("tf32 is fp32 with tensor-core (TF32) matmul and convolution kernels allowed too, about 8x the "
+                    "fp32 arithmetic rate since Ampere, so fp32 is tried only where tf32 fails its check")
+
+
 class TorchCuda(TorchRuntime):
     """Eager PyTorch on an NVIDIA GPU; fp32/tf32/fp16/bf16; optional CUDA-graph replay for static shapes."""
 
@@ -376,11 +380,13 @@ class TorchCuda(TorchRuntime):
     # fused conv and a CUDA graph are what take ResNet-50 at batch 1 under 1 ms on an H200 (issue 17): eager
     # batch-1 latency is launch-bound, so the variants that cut launches are the ones that can win
     variants: ClassVar[tuple[Variant, ...]] = (
-        Variant(),
+        Variant(fallback_for={"cuda_graph": True}),
         Variant({"cuda_graph": True}, COST_SECONDS, why="one graph replay per call instead of one launch per op"),
-        Variant({"fuse_conv": True}, COST_SECONDS, why="conv+BN+ReLU as single cuDNN calls"),
+        Variant({"fuse_conv": True}, COST_SECONDS, why="conv+BN+ReLU as single cuDNN calls",
+                fallback_for={"fuse_conv": True, "cuda_graph": True}),
         Variant({"fuse_conv": True, "cuda_graph": True}, COST_SECONDS, why="both"),
     )
+    precision_fallbacks: ClassVar[dict[str, tuple[str, str]]] = {"fp32": ("tf32", TF32_COVERS_FP32)}
 
     def _extra_availability(self) -> Availability:
         return torch_cuda_availability()

@@ -21,7 +21,7 @@ from rtpick.errors import BuildError, RtpickError
 from rtpick.model import Model
 from rtpick.runtimes._gpu import torch_cuda_availability
 from rtpick.runtimes.base import COST_COMPILE, COST_MINUTES, Availability, Option, SpeedRule, Variant
-from rtpick.runtimes.torch import _CUDNN_BENCHMARK, TorchCuda, TorchRuntime, TorchSession, _torch
+from rtpick.runtimes.torch import _CUDNN_BENCHMARK, TF32_COVERS_FP32, TorchCuda, TorchRuntime, TorchSession, _torch
 from rtpick.settings import cache_dir
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -186,12 +186,14 @@ class TorchCompileCuda(_Compiled, TorchCuda):
         **_COMPILE_OPTIONS,
     }
     variants: ClassVar[tuple[Variant, ...]] = (
-        Variant(cost=COST_COMPILE),
+        Variant(cost=COST_COMPILE, fallback_for={"mode": "reduce-overhead"}),
         Variant({"mode": "reduce-overhead"}, COST_COMPILE, why="Inductor kernels replayed in CUDA graphs"),
         Variant({"mode": "reduce-overhead", "freezing": True}, COST_COMPILE,
                 why="CUDA graphs with frozen weights (no weight copies into the graph)"),
         Variant({"mode": "max-autotune"}, COST_MINUTES, why="autotuned GEMM/conv kernels and CUDA graphs"),
     )
+
+    precision_fallbacks: ClassVar[dict[str, tuple[str, str]]] = {"fp32": ("tf32", TF32_COVERS_FP32)}
 
     def _extra_availability(self) -> Availability:
         state = torch_cuda_availability()
