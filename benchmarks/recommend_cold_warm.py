@@ -36,14 +36,25 @@ def run_once(name: str, model: str, p99_ms: float, caches: Path, out: Path, time
         except subprocess.TimeoutExpired:
             code = None
     wall = time.perf_counter() - start
+    return summarise(name, out, code, wall, " ".join(["python", "-m", "rtpick", *command[3:]]))
+
+
+def summarise(name: str, out: Path, code: int | None, wall: float, command: str) -> dict:
+    """One run's row from its files: phase times summed per phase (a search checks in rounds, so a phase can
+    start more than once), the answer line and what happened to each candidate."""
     phases, last = [], None
     for line in (out / f"{name}.log").read_text().splitlines():
         if match := PHASE.match(line):
             phases.append((match.group(2), float(match.group(1))))
         if line.startswith("[recommend"):
             last = float(line.split()[1])
-    spans = {what: round((phases[i + 1][1] if i + 1 < len(phases) else (last or at)) - at, 1)
-             for i, (what, at) in enumerate(phases)}
+    spans: dict[str, float] = {}
+    for i, (what, at) in enumerate(phases):
+        end = phases[i + 1][1] if i + 1 < len(phases) else (last or at)
+        spans[what] = round(spans.get(what, 0.0) + end - at, 1)
+    load = phases[0][1] if phases else None
+    if load is not None:
+        spans = {"load": round(load, 1), **spans}
     first_line = next(iter((out / f"{name}.txt").read_text().splitlines()), "")
     counts: dict[str, int] = {}
     path = out / f"{name}.json"
@@ -53,7 +64,7 @@ def run_once(name: str, model: str, p99_ms: float, caches: Path, out: Path, time
             key = "measured in full" if record["status"] == "ok" else error.split(":")[0] or record["status"]
             counts[key] = counts.get(key, 0) + 1
     return {"run": name, "exit": code, "wall_s": round(wall, 1), "phases_s": spans, "answer": first_line,
-            "records": counts, "command": " ".join(["python", "-m", "rtpick", *command[3:]])}
+            "records": counts, "command": command}
 
 
 def main() -> None:
@@ -62,14 +73,20 @@ def main() -> None:
     parser.add_argument("--p99-ms", type=float, default=1.0)
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout-s", type=float, default=330.0, help="per run")
+    parser.add_argument("--resummarise", action="store_true",
+                        help="no runs: rebuild summary.md/json from the logs and results already in --out")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    caches = Path(tempfile.mkdtemp(prefix="rtpick-recommend-caches-"))
-    try:
-        rows = [run_once(name, args.model, args.p99_ms, caches, out, args.timeout_s) for name in ("cold", "warm")]
-    finally:
-        shutil.rmtree(caches, ignore_errors=True)
+    if args.resummarise:
+        before = {row["run"]: row for row in json.loads((out / "summary.json").read_text())["runs"]}
+        rows = [summarise(name, out, row["exit"], row["wall_s"], row["command"]) for name, row in before.items()]
+    else:
+        caches = Path(tempfile.mkdtemp(prefix="rtpick-recommend-caches-"))
+        try:
+            rows = [run_once(name, args.model, args.p99_ms, caches, out, args.timeout_s) for name in ("cold", "warm")]
+        finally:
+            shutil.rmtree(caches, ignore_errors=True)
     lines = [f"# `rtpick recommend {args.model} --p99-ms {args.p99_ms:g} --quick`, cold then warm caches", "",
              f"Command: `PYTHONPATH=src python benchmarks/recommend_cold_warm.py --out {args.out} --timeout-s "
              f"{args.timeout_s:g}` (exit None: killed at the timeout)", "",

@@ -1,5 +1,5 @@
-"""Inductor's CPU instruction-set verdict: recorded after a compile, reused by the next process only when every
-advertised instruction set passed on this torch, compiler and CPU."""
+"""Inductor's CPU instruction-set checks: one that passed is answered from rtpick's record in a later process;
+one that failed always runs again; the user's own switch and another torch's internals are left alone."""
 
 from __future__ import annotations
 
@@ -9,65 +9,98 @@ import pytest
 
 torch = pytest.importorskip("torch")
 cpu_vec_isa = pytest.importorskip("torch._inductor.cpu_vec_isa")
-inductor_config = pytest.importorskip("torch._inductor.config")
 
 from rtpick.runtimes import inductor_isa  # noqa: E402
 
 pytestmark = pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not inductor_isa._compiler()
                                 or not inductor_isa._cpu_flags(),
-                                reason="the verdict is kept only on x86 with a C++ compiler and /proc/cpuinfo")
+                                reason="the record is kept only on x86 with a C++ compiler and /proc/cpuinfo")
 
 
 class _Isa:
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, flags: str) -> None:
+        self.flags = flags
 
-    def __str__(self) -> str:
-        return self.name
+    def build_arch_flags(self) -> str:
+        return self.flags
+
+
+class _Inductor:
+    """Stands in for Inductor's own check (a compile and a subprocess): counts calls, answers `result`."""
+
+    def __init__(self, result: bool) -> None:
+        self.result = result
+        self.calls = 0
+
+    def install(self, monkeypatch) -> None:
+        inductor = self
+
+        def check_build(self, code):  # noqa: ARG001 - the signature Inductor's check has
+            inductor.calls += 1
+            return inductor.result
+
+        monkeypatch.setattr(cpu_vec_isa.VecISA, "check_build", check_build)  # restored after the test
 
 
 @pytest.fixture
 def fresh(monkeypatch, tmp_path):
-    """An empty rtpick cache, no user setting, and Inductor's switch restored after the test."""
     monkeypatch.setenv("RTPICK_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_VEC_ISA_OK", raising=False)
-    before = inductor_config.cpp.vec_isa_ok
-    inductor_config.cpp.vec_isa_ok = None  # Inductor's config proxy is not monkeypatch-able: set and restore
-    yield monkeypatch
-    inductor_config.cpp.vec_isa_ok = before
+    return monkeypatch
 
 
-def _inductor_found(monkeypatch, offered: list[str], passed: list[str]) -> None:
-    isas = {name: _Isa(name) for name in offered}
-    monkeypatch.setattr(cpu_vec_isa, "supported_vec_isa_list", list(isas.values()))
-    monkeypatch.setattr(cpu_vec_isa, "x86_isa_checker", lambda: [flag for n in offered for flag in n.split()])
-    monkeypatch.setattr(cpu_vec_isa, "valid_vec_isa_list", lambda: [isas[n] for n in passed])
+def _new_process(monkeypatch, result: bool) -> _Inductor:
+    """Inductor's check as a fresh process finds it, then rtpick's record put in front of it."""
+    inductor = _Inductor(result)
+    inductor.install(monkeypatch)
+    assert inductor_isa.remember_checks(torch) is True
+    return inductor
 
 
-def test_a_verdict_where_every_isa_passed_is_reused_by_the_next_process(fresh):
-    assert inductor_isa.reuse_verdict(torch) is False  # nothing recorded yet: Inductor checks
-    assert inductor_config.cpp.vec_isa_ok is None
-    _inductor_found(fresh, ["avx512", "avx2"], ["avx512", "avx2"])
-    inductor_isa.record_verdict(torch)
-    assert inductor_isa.reuse_verdict(torch) is True
-    assert inductor_config.cpp.vec_isa_ok is True
+def test_a_passed_check_is_answered_from_the_record_in_the_next_process(fresh):
+    first = _new_process(fresh, True)
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mavx512f"), "int main() {}") is True
+    assert first.calls == 1
+    later = _new_process(fresh, True)
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mavx512f"), "int main() {}") is True
+    assert later.calls == 0  # no compile, no subprocess
+    # another check (other code or other compiler flags) is its own question
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mamx-tile"), "int main() {}") is True
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mavx512f"), "int main() { return 0; }") is True
+    assert later.calls == 2
 
 
-def test_a_failed_isa_is_never_assumed(fresh):
-    _inductor_found(fresh, ["amx_tile", "avx512"], ["avx512"])
-    inductor_isa.record_verdict(torch)
-    path = inductor_isa.record_path(torch)
-    assert path is not None and path.is_file()  # recorded, as failed
-    assert inductor_isa.reuse_verdict(torch) is False
-    assert inductor_config.cpp.vec_isa_ok is None
+def test_a_failed_check_always_runs_again(fresh):
+    first = _new_process(fresh, False)
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mamx-tile"), "amx") is False
+    later = _new_process(fresh, False)
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mamx-tile"), "amx") is False
+    assert (first.calls, later.calls) == (1, 1)
 
 
-def test_the_users_setting_wins(fresh):
-    _inductor_found(fresh, ["avx2"], ["avx2"])
-    inductor_isa.record_verdict(torch)
-    fresh.setenv("TORCHINDUCTOR_VEC_ISA_OK", "0")
-    assert inductor_isa.reuse_verdict(torch) is False
-    assert inductor_config.cpp.vec_isa_ok is None
+def test_installed_once_per_process(fresh):
+    inductor = _new_process(fresh, True)
+    wrapped = cpu_vec_isa.VecISA.check_build
+    assert inductor_isa.remember_checks(torch) is True
+    assert cpu_vec_isa.VecISA.check_build is wrapped  # not wrapped twice
+    assert inductor.calls == 0
+
+
+def test_the_users_switch_and_other_torches_are_left_alone(fresh):
+    inductor = _Inductor(True)
+    inductor.install(fresh)
+    mine = cpu_vec_isa.VecISA.check_build
+    fresh.setenv("TORCHINDUCTOR_VEC_ISA_OK", "1")
+    assert inductor_isa.remember_checks(torch) is False
+    fresh.delenv("TORCHINDUCTOR_VEC_ISA_OK")
+
+    def other_signature(self, code, extra):  # noqa: ARG001 - a torch whose check takes more
+        return True
+
+    fresh.setattr(cpu_vec_isa.VecISA, "check_build", other_signature)
+    assert inductor_isa.remember_checks(torch) is False
+    assert cpu_vec_isa.VecISA.check_build is other_signature
+    assert mine is not other_signature
 
 
 def test_another_torch_or_cpu_is_another_record(fresh):
@@ -85,5 +118,6 @@ def test_an_unreadable_record_means_inductor_checks(fresh):
     path = inductor_isa.record_path(torch)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("{not json")
-    assert inductor_isa.reuse_verdict(torch) is False
-    assert inductor_config.cpp.vec_isa_ok is None
+    inductor = _new_process(fresh, True)
+    assert cpu_vec_isa.VecISA.check_build(_Isa("-mavx2"), "x") is True
+    assert inductor.calls == 1

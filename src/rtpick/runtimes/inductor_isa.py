@@ -1,34 +1,38 @@
-"""Inductor's CPU instruction-set check, paid once per machine instead of once per process.
+"""Inductor's CPU instruction-set checks, paid once per machine instead of once per process.
 
 Before its first CPU compile in a process, Inductor proves each vector instruction set the CPU advertises
-(AVX2, AVX-512, AMX...) by compiling a test program with it and loading that in a fresh Python that imports
-torch: one subprocess per instruction set. On the H200 host (16 cores, AMX) that took 45 of the 55 s of a
-*warm* torch.compile of ResNet-50 (cProfile: ``cpu_vec_isa.check_build`` -> ``subprocess.check_call``), in
-every process, because only the compiled test program is cached, not the verdict.
+(AVX2, AVX-512 and its bf16 and VNNI extensions, AMX...) by compiling a test program with it and loading that
+in a fresh Python that imports torch: one subprocess per check (``VecISA.check_build``). Only the compiled test
+program is cached, not the verdict, so every process pays again. On the H200 host (16 cores, AMX) that was 45 of
+the 55 s of a *warm* torch.compile of ResNet-50 (cProfile: ``check_build`` -> ``subprocess`` wait).
 
-rtpick records the verdict after a successful compile: when every instruction set the CPU advertises passed,
-with this torch, this C++ compiler and these CPU flags, a later process tells Inductor so
-(``torch._inductor.config.cpp.vec_isa_ok = True``) instead of proving it again. When any of them failed, or
-anything here is not as expected (another torch's internals), nothing is recorded and Inductor checks as it
-always does. ``TORCHINDUCTOR_VEC_ISA_OK``, when the user sets it, always wins.
+rtpick remembers each check that passed, keyed by torch's version, the C++ compiler, the CPU's flags and the
+check itself (its test program and compiler flags), and answers the same check from that record in a later
+process. A check that failed is never remembered (it runs again, as Inductor would run it). Where Inductor's
+internals are not what this expects (another torch), nothing is changed. ``TORCHINDUCTOR_VEC_ISA_OK``, when
+the user sets it, is Inductor's own switch and stays in charge.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import platform
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 from rtpick.settings import cache_dir
 
+_LOCK = threading.Lock()
+
 
 def _cpu_flags() -> str:
-    """The first ``flags`` line of /proc/cpuinfo ("" where there is none: then nothing is cached)."""
+    """The first ``flags`` line of /proc/cpuinfo ("" where there is none: then nothing is remembered)."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8", errors="replace") as cpuinfo:
         for line in cpuinfo:
             if line.startswith("flags"):
@@ -49,7 +53,7 @@ def _compiler() -> str:
 
 
 def record_path(torch: Any) -> Path | None:
-    """Where this machine's verdict lives, keyed by torch, compiler and CPU flags (None: not an x86 Linux)."""
+    """Where this machine's passed checks live, keyed by torch, compiler and CPU flags (None: not x86 Linux)."""
     if platform.machine() not in ("x86_64", "AMD64"):
         return None
     flags, compiler = _cpu_flags(), _compiler()
@@ -59,46 +63,61 @@ def record_path(torch: Any) -> Path | None:
     return cache_dir() / "inductor-isa" / f"{key}.json"
 
 
-def reuse_verdict(torch: Any) -> bool:
-    """Tell Inductor the instruction sets are proven when this machine's record says so; True if it did."""
-    if "TORCHINDUCTOR_VEC_ISA_OK" in os.environ:
-        return False
-    path = record_path(torch)
-    if path is None or not path.is_file():
-        return False
+def check_key(code: str, arch_flags: str) -> str:
+    return hashlib.sha256(repr((code, arch_flags)).encode()).hexdigest()[:32]
+
+
+def _passed(path: Path) -> set[str]:
     from rtpick.errors import RtpickError
     from rtpick.files import read_json
 
+    if not path.is_file():
+        return set()
     try:
-        record = read_json(path, "Inductor ISA verdict")
+        record = read_json(path, "Inductor ISA checks")
     except RtpickError:
-        return False
-    if not isinstance(record, dict) or record.get("all_passed") is not True:
-        return False
-    import torch._inductor.config as inductor_config
-
-    inductor_config.cpp.vec_isa_ok = True
-    return True
+        return set()
+    passed = record.get("passed") if isinstance(record, dict) else None
+    return {str(k) for k in passed} if isinstance(passed, list) else set()
 
 
-def record_verdict(torch: Any) -> None:
-    """After a CPU compile (the check has run): record whether every advertised instruction set passed."""
+def remember_checks(torch: Any) -> bool:
+    """Answer Inductor's instruction-set checks that passed before on this machine from the record; True if the
+    record is in use (installed once per process)."""
     if "TORCHINDUCTOR_VEC_ISA_OK" in os.environ:
-        return
+        return False
+    path = record_path(torch)
+    if path is None:
+        return False
     try:
         from torch._inductor import cpu_vec_isa
 
-        advertised = cpu_vec_isa.x86_isa_checker()
-        offered = [str(isa) for isa in cpu_vec_isa.supported_vec_isa_list
-                   if all(flag in advertised for flag in str(isa).split())]
-        passed = [str(isa) for isa in cpu_vec_isa.valid_vec_isa_list()]
-    except Exception:  # noqa: BLE001 - another torch's internals: keep Inductor's own check
-        return
-    path = record_path(torch)
-    if path is None or not offered:
-        return
-    from rtpick.files import write_json
+        original = cpu_vec_isa.VecISA.check_build
+        if getattr(original, "rtpick_record", None) is not None:
+            return True
+        if list(inspect.signature(original).parameters) != ["self", "code"]:
+            return False  # another torch's check: leave it alone
+    except Exception:  # noqa: BLE001 - Inductor's internals moved: its own checks run as always
+        return False
 
-    with contextlib.suppress(Exception):  # a cache that cannot be written only costs the next process the check
-        write_json(path, {"all_passed": passed == offered, "offered": offered, "passed": passed,
-                          "torch": torch.__version__}, "Inductor ISA verdict")
+    def check_build(self: Any, code: str) -> bool:
+        try:
+            key = check_key(code, str(self.build_arch_flags()))
+        except Exception:  # noqa: BLE001 - an ISA object without the expected method: ask Inductor
+            return original(self, code)
+        with _LOCK:
+            if key in _passed(path):
+                return True
+        ok = original(self, code)
+        if ok:
+            from rtpick.files import write_json
+
+            with _LOCK, contextlib.suppress(Exception):  # unwritable cache: the next process checks again
+                write_json(path, {"passed": sorted(_passed(path) | {key}), "torch": torch.__version__},
+                           "Inductor ISA checks")
+        return bool(ok)
+
+    check_build.rtpick_record = path  # type: ignore[attr-defined]
+    check_build.__wrapped__ = original  # type: ignore[attr-defined]
+    cpu_vec_isa.VecISA.check_build = check_build
+    return True

@@ -153,20 +153,13 @@ class TorchCompileCpu(_Compiled, TorchRuntime):
         return _compiler_availability()
 
     def _wrap(self, module: Any, options: Mapping[str, Any]) -> Any:
-        """Inductor's per-process instruction-set check is skipped where an earlier process on this machine saw
-        it pass (`rtpick.runtimes.inductor_isa`: 45 s of a warm ResNet-50 compile on a 16-core AMX host)."""
+        """Inductor's per-process instruction-set checks are answered from an earlier process on this machine
+        where they passed (`rtpick.runtimes.inductor_isa`: 45 s of a warm ResNet-50 compile on a 16-core AMX
+        host)."""
         from rtpick.runtimes import inductor_isa
 
-        inductor_isa.reuse_verdict(_torch())
+        inductor_isa.remember_checks(_torch())
         return super()._wrap(module, options)
-
-    def _warm_up(self, session: TorchSession, model: Model, shapes: Mapping[str, tuple[int, ...]],
-                 options: Mapping[str, Any]) -> None:
-        """The compile; then the instruction-set check it ran is recorded for the next process."""
-        from rtpick.runtimes import inductor_isa
-
-        super()._warm_up(session, model, shapes, options)
-        inductor_isa.record_verdict(_torch())
 
 
 class TorchCompileCuda(_Compiled, TorchCuda):
