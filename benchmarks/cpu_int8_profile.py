@@ -92,10 +92,11 @@ def main() -> int:
     wanted = set(filter(None, args.models.split(",")))
     lines = results_header("Where the time goes: per-operator ONNX Runtime profile, fp32 vs rtpick's int8 choice",
                            "cpu_int8_profile.py", __doc__)
+    models = list(corpus(wanted))  # found in the real cache, before it is pointed at a private one
     with tempfile.TemporaryDirectory(prefix="rtpick-int8-profile-") as tmp:
         folder = Path(tmp)
         os.environ["RTPICK_CACHE_DIR"] = str(folder / "cache")
-        for entry, path, absent in corpus(wanted):
+        for entry, path, absent in models:
             if absent:
                 lines += [f"## {entry.name}", "", absent, ""]
                 continue
