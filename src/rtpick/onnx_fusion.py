@@ -52,7 +52,7 @@ class FusionReport:
         if not self.total:
             return "no decomposed HardSwish found"
         forms = ", ".join(f"{count} {form}" for form, count in sorted(self.rewritten.items()))
-        return f"{self.total} decomposed HardSwish rewritten as {self.emitted} ({forms})"
+        return f"{self.total} decomposed HardSwish ({forms}) fused as {self.emitted}"
 
 
 @dataclass(frozen=True)
