@@ -238,7 +238,9 @@ def fuse_hardswish(model: Any) -> tuple[Any, FusionReport]:
             taken.update(id(n) for n in found.nodes)
     if not matches:
         return result, report
-    names = {n.name for n in result.graph.node} | {t for n in result.graph.node for t in n.output}
+    graph = result.graph
+    names = ({n.name for n in graph.node} | {t for n in graph.node for t in n.output} | {i.name for i in graph.input}
+             | {i.name for i in graph.initializer} | {i.name for i in graph.value_info})
     replacement: dict[int, list[Any]] = {}
     removed: list[Any] = []
     for match in matches:
