@@ -233,3 +233,63 @@ def test_the_output_keeps_its_name_and_several_activations_share_an_input() -> N
     assert [n.output[0] for n in fused.graph.node if n.op_type == "HardSwish"] == ["h", "h2"]
     np.testing.assert_allclose(run(fused, feeds()[0])[0], run(model, feeds()[0])[0], rtol=1e-5, atol=1e-6)
     assert report.describe() == "2 decomposed HardSwish (2 x*relu6(x+3)/6) fused as HardSwish"
+
+
+def affine_model(scale_shape: tuple[int, ...] = (1,), bias: bool = True, weights_as_constants: bool = False,
+                 shared_weight: bool = False, second_reader: bool = False, shift: bool = True) -> onnx.ModelProto:
+    """input -> Conv -> Mul(s) -> Add(t) -> Relu -> y (PP-OCRv4's LearnableAffineBlock after a convolution)."""
+    rng = np.random.default_rng(5)
+    tensors = {"w": rng.standard_normal((4, 4, 3, 3)).astype(np.float32),
+               "b": rng.standard_normal(4).astype(np.float32),
+               "s": np.full(scale_shape, -1.7, dtype=np.float32), "t": np.full((1,), 0.4, dtype=np.float32)}
+    nodes, inits = [], []
+    for name, value in tensors.items():
+        if weights_as_constants:
+            nodes.append(helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value)))
+        else:
+            inits.append(numpy_helper.from_array(value, name))
+    nodes.append(helper.make_node("Conv", ["input", "w", "b"] if bias else ["input", "w"], ["c"], pads=[1, 1, 1, 1]))
+    nodes.append(helper.make_node("Mul", ["s", "c"], ["m"]))
+    last = "m"
+    if shift:
+        nodes.append(helper.make_node("Add", ["m", "t"], ["a"]))
+        last = "a"
+    out = last
+    if shared_weight:  # the weight read by a second Conv too: scaling it would change that one
+        nodes += [helper.make_node("Conv", [last, "w"], ["c2"], pads=[1, 1, 1, 1])]
+        out = "c2"
+    if second_reader:  # the Conv's output read by something else too
+        nodes += [helper.make_node("Add", [last, "c"], ["both"])]
+        out = "both"
+    nodes.append(helper.make_node("Relu", [out], ["y"]))
+    graph = helper.make_graph(nodes, "affine", [helper.make_tensor_value_info("input", TensorProto.FLOAT, SHAPE)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, SHAPE)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize("options", [{}, {"weights_as_constants": True}, {"bias": False}, {"shift": False},
+                                     {"scale_shape": ()}, {"scale_shape": (1, 1, 1, 1)}])
+def test_scalar_scale_and_shift_after_a_conv_fold_into_it(options: dict[str, Any]) -> None:
+    from rtpick.onnx_fusion import fold_scalar_affine, fuse
+
+    model = affine_model(**options)
+    folded, count = fold_scalar_affine(model)
+    onnx.checker.check_model(folded, full_check=True)
+    assert count == 1
+    assert [op for op in ops(folded) if op != "Constant"] == ["Conv", "Relu"]
+    for feed in feeds():
+        np.testing.assert_allclose(run(folded, feed)[0], run(model, feed)[0], rtol=1e-5, atol=1e-5)
+    assert fuse(model)[1].describe() == "1 scalar scale/shift after a Conv folded into it"
+
+
+@pytest.mark.parametrize("options", [{"shared_weight": True}, {"second_reader": True}, {"scale_shape": (4, 1, 1)},
+                                     {"scale_shape": (1, 1, 1, 1, 1)}])
+def test_what_a_fold_would_change_is_left_alone(options: dict[str, Any]) -> None:
+    from rtpick.onnx_fusion import fold_scalar_affine
+
+    model = affine_model(**options)
+    folded, count = fold_scalar_affine(model)
+    assert count == 0 and ops(folded) == ops(model)

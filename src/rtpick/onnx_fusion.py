@@ -43,16 +43,29 @@ class FusionReport:
 
     rewritten: Counter[str] = field(default_factory=Counter)
     emitted: str = ""
+    affine_folded: int = 0  # Conv -> Mul(s) [-> Add(t)] folded into the Conv (`fold_scalar_affine`, via `fuse`)
 
     @property
     def total(self) -> int:
-        return sum(self.rewritten.values())
+        return sum(self.rewritten.values()) + self.affine_folded
 
     def describe(self) -> str:
-        if not self.total:
-            return "no decomposed HardSwish found"
-        forms = ", ".join(f"{count} {form}" for form, count in sorted(self.rewritten.items()))
-        return f"{self.total} decomposed HardSwish ({forms}) fused as {self.emitted}"
+        parts = []
+        if self.rewritten:
+            forms = ", ".join(f"{count} {form}" for form, count in sorted(self.rewritten.items()))
+            parts.append(f"{sum(self.rewritten.values())} decomposed HardSwish ({forms}) fused as {self.emitted}")
+        if self.affine_folded:
+            parts.append(f"{self.affine_folded} scalar scale/shift after a Conv folded into it")
+        return " and ".join(parts) or "no decomposed HardSwish or foldable scalar scale/shift found"
+
+
+def fuse(model: Any) -> tuple[Any, FusionReport]:
+    """Both rewrites of this module, as ort-cpu's fp32 and its int8 preparation apply them: scalar scale/shift
+    folded into the Conv before them first (so a HardSwish's input is the Conv's output), then HardSwish."""
+    folded, count = fold_scalar_affine(model)
+    result, report = fuse_hardswish(folded)
+    report.affine_folded = count
+    return result, report
 
 
 @dataclass(frozen=True)
@@ -78,6 +91,10 @@ class _Graph:
         graph = model.graph
         self.graph = graph
         self.producer = {out: node for node in graph.node for out in node.output if out}
+        self.users: dict[str, list[Any]] = {}
+        for node in graph.node:
+            for name in node.input:
+                self.users.setdefault(name, []).append(node)
         self.consumers: Counter[str] = Counter(name for node in graph.node for name in node.input if name)
         for node in graph.node:
             for name in _subgraph_inputs(node):
@@ -101,16 +118,21 @@ class _Graph:
                 rank = len(tensor.shape.dim) if tensor.HasField("shape") else None
                 self.types[info.name] = (tensor.elem_type, rank)
 
-    def scalar(self, name: str, target: float, x: str) -> bool:
-        """`name` is a float32 one-element constant equal to `target` that broadcasts to `x`'s shape unchanged."""
+    def scalar_value(self, name: str, rank: int | None) -> float | None:
+        """The value of `name` when it is a finite float32 one-element constant that broadcasts to a tensor of
+        `rank` (None: unknown) without changing its shape; else None."""
         value = self.constants.get(name)
         if value is None or value.dtype != np.float32 or value.size != 1:
-            return False
-        if value.ndim > 0:
-            rank = self.types.get(x, (0, None))[1]
-            if rank is None or value.ndim > rank:
-                return False
-        return _close(float(value.reshape(-1)[0]), target)
+            return None
+        if value.ndim > 0 and (rank is None or value.ndim > rank):
+            return None
+        number = float(value.reshape(-1)[0])
+        return number if np.isfinite(number) else None
+
+    def scalar(self, name: str, target: float, x: str) -> bool:
+        """`name` is a float32 one-element constant equal to `target` that broadcasts to `x`'s shape unchanged."""
+        value = self.scalar_value(name, self.types.get(x, (0, None))[1])
+        return value is not None and _close(value, target)
 
     def is_float32(self, name: str) -> bool:
         import onnx
@@ -288,3 +310,84 @@ def _drop_orphaned_constants(graph: Any, kept: list[Any], removed: list[Any]) ->
     initialisers = [init for init in graph.initializer if init.name not in orphans]
     del graph.initializer[:]
     graph.initializer.extend(initialisers)
+
+
+def fold_scalar_affine(model: Any) -> tuple[Any, int]:
+    """A copy of `model` with each ``Conv -> Mul(s) [-> Add(t)]`` whose `s` and `t` are one-element float32
+    constants folded into the convolution (weights times s, bias times s plus t), and how many were folded.
+
+    Why: PP-OCRv4's LearnableAffineBlock follows its convolutions with a scalar scale and shift; ONNX Runtime
+    fuses neither into the Conv (its Conv+Mul fusion wants a per-channel constant), so each is one more pass over
+    the tensor, and in int8 two fp32 ops between the quantised convolutions. Folded only where exact up to
+    float32 rounding: the weight and bias are constants read by this Conv alone, the Conv's output and the
+    Mul's are read once and are not graph outputs, and the constants broadcast without changing the shape."""
+    import onnx
+    from onnx import numpy_helper
+
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    g = _Graph(result)
+    # where each constant's tensor lives: an initialiser, or the value of a Constant node (paddle2onnx's weights)
+    tensors = {init.name: init for init in graph.initializer if init.name in g.constants}
+    tensors.update({name: node.attribute[0].t for name, node in g.producer.items()
+                    if node.op_type == "Constant" and name in g.constants})
+    names = {n.name for n in graph.node} | {t for n in graph.node for t in n.output} | set(tensors) \
+        | {i.name for i in graph.input}
+    removed: list[Any] = []
+    for conv in graph.node:
+        if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx") or len(conv.input) < 2:
+            continue
+        weight, bias = conv.input[1], conv.input[2] if len(conv.input) > 2 and conv.input[2] else ""
+        if weight not in tensors or g.consumers[weight] != 1 or (bias and (bias not in tensors
+                                                                            or g.consumers[bias] != 1)):
+            continue
+        w = g.constants[weight]
+        if w.dtype != np.float32 or (bias and g.constants[bias].dtype != np.float32):
+            continue
+        chain = _affine_after(g, conv.output[0], w.ndim)
+        if chain is None:
+            continue
+        scale, shift, nodes = chain
+        b = g.constants[bias] if bias else np.zeros(w.shape[0], dtype=np.float32)
+        tensors[weight].CopyFrom(numpy_helper.from_array((w * np.float32(scale)).astype(np.float32), weight))
+        new_bias = (b * np.float32(scale) + np.float32(shift)).astype(np.float32)
+        if bias:
+            tensors[bias].CopyFrom(numpy_helper.from_array(new_bias, bias))
+        elif shift != 0.0:
+            name = _unique(f"{conv.name or weight}_folded_bias", names)
+            graph.initializer.append(numpy_helper.from_array(new_bias, name))
+            del conv.input[2:]
+            conv.input.append(name)
+        conv.output[0] = nodes[-1].output[0]
+        removed.extend(nodes)
+    if removed:
+        gone = {id(node) for node in removed}
+        _drop_orphaned_constants(graph, [node for node in graph.node if id(node) not in gone], removed)
+        dead = {t for node in removed for t in node.input}
+        live = [info for info in graph.value_info if info.name not in dead]
+        del graph.value_info[:]
+        graph.value_info.extend(live)
+    return result, sum(node.op_type == "Mul" for node in removed)
+
+
+def _affine_after(g: _Graph, name: str, rank: int) -> tuple[float, float, list[Any]] | None:
+    """(s, t, [Mul, Add]) or (s, 0, [Mul]) when tensor `name` is read only by Mul(name, s) [then Add(., t)]."""
+    users = g.users.get(name, [])
+    if not g.single_use(name) or len(users) != 1:
+        return None
+    mul = users[0]
+    if mul.op_type != "Mul" or mul.domain not in ("", "ai.onnx") or len(mul.input) != 2 or len(mul.output) != 1:
+        return None
+    other = mul.input[1] if mul.input[0] == name else mul.input[0]
+    scale = g.scalar_value(other, rank) if other != name else None
+    if scale is None:
+        return None
+    after = g.users.get(mul.output[0], [])
+    if g.single_use(mul.output[0]) and len(after) == 1 and after[0].op_type == "Add" \
+            and after[0].domain in ("", "ai.onnx") and len(after[0].input) == 2 and len(after[0].output) == 1:
+        add = after[0]
+        shift = g.scalar_value(add.input[1] if add.input[0] == mul.output[0] else add.input[0], rank)
+        if shift is not None:
+            return scale, shift, [mul, add]
+    return scale, 0.0, [mul]
