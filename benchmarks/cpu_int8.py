@@ -8,7 +8,8 @@ at batch 1 (corpus models on images of rendered text, see `text_images`; the enc
   as the baseline of issue 16, ONNX Runtime's ``quantize_static`` with default settings (QDQ, s8 activations and
   weights, per-tensor, MinMax) on the same opset-13, pre-processed graph;
 - times fp32 as given, fp32 rewritten (the copy ``ort-cpu:fp32`` runs, its decomposed HardSwish activations
-  fused: `rtpick.fused_model`; only where there was something to rewrite), rtpick int8 and the default int8
+  and scalar scale/shift after convolutions fused: `rtpick.fused_model`; only where there was something to
+  rewrite), rtpick int8 and the default int8
   interleaved (rounds in rotating order; each slot a pause
   for the previous session's workers to stop spinning and one untimed warm call: `rtpick.quantize_timing`;
   median of the per-round means), so a busy neighbour on a shared machine slows all of them alike, and reports
@@ -393,8 +394,9 @@ def main() -> int:
                                                 "end": [round(x, 2) for x in os.getloadavg()]}},
         "method": ("batch 1; the corpus models are calibrated (calibration=FILE.npz) and checked on images of "
                    "rendered text (see each row's inputs), the BERT-like encoder on synthetic token ids < 100; "
-                   "fp32 as given, fp32 rewritten (the copy ort-cpu:fp32 runs, its decomposed HardSwish fused and "
-                   "verified: rtpick.fused_model; only where something was rewritten), rtpick int8 (the search's "
+                   "fp32 as given, fp32 rewritten (the copy ort-cpu:fp32 runs, its decomposed HardSwish and scalar "
+                   "scale/shift after convolutions fused and verified: rtpick.fused_model; only where something was "
+                   "rewritten), rtpick int8 (the search's "
                    "best variant, also where int8 is refused as not faster: marked 'refused'; the search judges it "
                    "against fp32 rewritten) and ONNX Runtime's default int8 timed in interleaved rounds (rotating "
                    "order, each "

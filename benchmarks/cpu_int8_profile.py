@@ -4,7 +4,8 @@ For each model of the int8 corpus (`scripts/fetch_int8_corpus.py`) at batch 1, o
 (`cpu_int8.text_images`, normalised as the model's package does): the int8 variant rtpick's search keeps
 (searched on a fresh private cache; where int8 is refused, the variant the search found best, and where no variant
 kept the int8 tolerance, its first candidate), then fp32 as given, fp32 rewritten (the copy ``ort-cpu:fp32`` runs,
-its decomposed HardSwish fused: `rtpick.fused_model`; where there was something to rewrite) and that int8 model
+its decomposed HardSwish and scalar scale/shift fused: `rtpick.fused_model`; where there was something to
+rewrite) and that int8 model
 each run alone with
 ``SessionOptions.enable_profiling`` (3 warm-up runs, then 20 profiled ones) and their kernel times are summed per
 operator type (ms per run). Profiling adds its own overhead: the totals say where time goes, not the latency

@@ -1,4 +1,5 @@
-"""Exact rewrite of decomposed HardSwish activations into the form ONNX Runtime's CPU provider runs fused.
+"""Exact rewrites of element-wise chains ONNX Runtime's CPU provider leaves unfused: decomposed HardSwish
+activations (`fuse_hardswish`) and scalar scale/shift after a convolution (`fold_scalar_affine`); `fuse` runs both.
 
 Why: paddle2onnx (the PaddleOCR models of the int8 corpus) writes every HardSwish as four element-wise ops,
 ``Div(Mul(x, Clip(Add(x, 3), 0, 6)), 6)``. ONNX Runtime fuses none of them, so each is one more pass over the
