@@ -248,7 +248,13 @@ class OrtCpu(OrtRuntime):
     def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                      options: Mapping[str, Any]) -> str:
         if precision != "int8":
-            return str(model.onnx_path())
+            if options["graph_optimization"] == "disable":  # the model exactly as given, as asked
+                return str(model.onnx_path())
+            from rtpick.fused_model import fp32_model  # decomposed HardSwish fused, in a verified cached copy
+
+            path, note = fp32_model(model, shapes)
+            self._last_notes.extend([note] if note else [])
+            return str(path)
         from rtpick.quantize_search import choose_int8
 
         path, notes = choose_int8(model, shapes, options["calibration"] or None, options["calibration_samples"],
