@@ -63,14 +63,23 @@ def test_ort_cpu_repository_through_the_cli(tmp_path: Path, small_onnx: Path) ->
 def test_int8_exports_the_quantised_model(tmp_path: Path, small_onnx: Path) -> None:
     model = tmp_path / "mlp.onnx"
     shutil.copyfile(small_onnx, model)
-    deploy = write_deploy(tmp_path, str(model), "ort-cpu", "int8")
+    # int8_min_speedup 0: keep the fastest accurate variant whatever the timing (a busy machine decides nothing)
+    deploy = write_deploy(tmp_path, str(model), "ort-cpu", "int8", options={"int8_min_speedup": 0})
     done = run_cli("export", "triton", str(deploy), "-o", str(tmp_path / "repo"))
     assert done.returncode == 0, done.stderr
     exported = tmp_path / "repo" / "mlp" / "1" / "model.onnx"
     import onnx
 
+    from rtpick.deploy import DeployConfig
+    from rtpick.files import file_sha256
+
     ops = {node.op_type for node in onnx.load(str(exported)).graph.node}
-    assert "QuantizeLinear" in ops  # the int8 model itself, not the fp32 one
+    assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "MatMulInteger"}  # int8, not fp32
+    # the very file the runtime loads: the variant its int8 search chose (cached by model hash), not a recipe's
+    config = DeployConfig.read(deploy)
+    loaded, _ = get_runtime("ort-cpu").onnx_file(load_model(str(model)), "int8",
+                                                 {k: tuple(v) for k, v in config.shapes.items()}, config.options)
+    assert file_sha256(exported) == file_sha256(loaded)
 
 
 def test_refusals_are_one_line_exit_2_and_write_nothing(tmp_path: Path, small_onnx: Path) -> None:

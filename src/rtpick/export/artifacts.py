@@ -36,32 +36,17 @@ def _copy(source: Path, target: Path) -> list[str]:
 
 
 def write_onnx(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
-    return _copy(Path(model.onnx_path()), version / "model.onnx")
+    """The ONNX file the deploy file's ONNX Runtime configuration loads, as rtpick built and measured it: the
+    model as given, or its verified fused copy (ort-cpu fp32), fp16 conversion, or int8 model (the variant the
+    int8 search chose for ort-cpu; TensorRT's recipe for ort-tensorrt)."""
+    from rtpick.runtimes.registry import get_runtime
 
-
-def write_onnx_fp16(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
-    from rtpick.runtimes.ort import fp16_model
-
-    _copy(fp16_model(model), version / "model.onnx")
-    return ["model.onnx is the fp16 conversion rtpick measured (inputs and outputs stay fp32)"]
-
-
-def _write_int8(deploy: DeployConfig, model: Model, version: Path, recipe: str) -> list[str]:
-    from rtpick.quantize import quantize_int8
-
-    calibration = str(deploy.options.get("calibration") or "") or None
-    samples = int(deploy.options.get("calibration_samples") or 32)
-    path, note = quantize_int8(model, _shapes(deploy), calibration, samples, recipe=recipe)
-    _copy(Path(path), version / "model.onnx")
-    return [f"model.onnx is the int8 QDQ model rtpick measured ({note})"]
-
-
-def write_onnx_int8(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
-    return _write_int8(deploy, model, version, tf.INT8_RECIPES[tf.ONNX_INT8])
-
-
-def write_onnx_int8_tensorrt(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
-    return _write_int8(deploy, model, version, tf.INT8_RECIPES[tf.ONNX_INT8_TENSORRT])
+    path, notes = get_runtime(deploy.runtime).onnx_file(model, deploy.precision, _shapes(deploy), deploy.options)
+    _copy(path, version / "model.onnx")
+    if path == Path(model.onnx_path()):
+        return []
+    return [f"model.onnx is the file {deploy.config} loads, not the model as given"
+            + (f": {'; '.join(notes)}" if notes else "")]
 
 
 def write_plan(deploy: DeployConfig, model: Model, version: Path) -> list[str]:
@@ -167,7 +152,7 @@ def write_python(deploy: DeployConfig, model: Model, version: Path) -> list[str]
 
 
 PRODUCERS: dict[str, Callable[[DeployConfig, Model, Path], list[str]]] = {
-    tf.ONNX: write_onnx, tf.ONNX_FP16: write_onnx_fp16, tf.ONNX_INT8: write_onnx_int8,
-    tf.ONNX_INT8_TENSORRT: write_onnx_int8_tensorrt, tf.PLAN: write_plan, tf.TORCHSCRIPT: write_torchscript,
+    tf.ONNX: write_onnx, tf.ONNX_FP16: write_onnx, tf.ONNX_INT8: write_onnx,
+    tf.ONNX_INT8_TENSORRT: write_onnx, tf.PLAN: write_plan, tf.TORCHSCRIPT: write_torchscript,
     tf.PYTHON: write_python,
 }

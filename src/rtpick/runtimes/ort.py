@@ -190,6 +190,15 @@ class OrtRuntime(Runtime):
         """The ONNX file to load for this precision (converted or quantised copies live in the cache)."""
         return str(model.onnx_path())
 
+    def onnx_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                  options: Mapping[str, Any]) -> tuple[Path, list[str]]:
+        """The ONNX file a session of this configuration loads (the model as given, or the converted, fused or
+        quantised copy rtpick made and measured) and what was done to it: `rtpick export` ships this file, so
+        the deployed model is the one measured, not the one before rtpick's changes."""
+        self._last_notes: list[str] = []
+        path = self._model_bytes(model, precision, dict(shapes), self.check_options(dict(options)))
+        return Path(path), [note for note in self._last_notes if note]
+
     def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
                options: dict[str, Any]) -> Session:
         ort = _ort()

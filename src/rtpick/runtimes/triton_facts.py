@@ -17,16 +17,14 @@ from typing import Any
 from rtpick.errors import RtpickError
 
 # Artifact kinds the exporter knows how to produce (what goes into <model>/1/).
-ONNX = "onnx"  # the model's ONNX file as it is
+# The four ONNX kinds are each the file the ONNX Runtime configuration loads (`OrtRuntime.onnx_file`):
+ONNX = "onnx"  # the model's ONNX file (for ort-cpu fp32, its verified fused copy where there is one)
 ONNX_FP16 = "onnx-fp16"  # the fp16 conversion ort-cuda builds (inputs and outputs stay fp32)
-ONNX_INT8 = "onnx-int8"  # the int8 QDQ model ort-cpu builds
+ONNX_INT8 = "onnx-int8"  # the int8 model ort-cpu builds (the variant its int8 search chose)
 ONNX_INT8_TENSORRT = "onnx-int8-tensorrt"  # the int8 QDQ model built with TensorRT's recipe
 PLAN = "plan"  # a serialized TensorRT engine
 TORCHSCRIPT = "torchscript"  # a traced model.pt, inputs INPUT__i, outputs OUTPUT__i
 PYTHON = "python"  # a generated model.py that builds an rtpick Session from a copied deploy file
-
-# int8 artifact -> rtpick.quantize recipe (the one the runtime measured with)
-INT8_RECIPES = {ONNX_INT8: "ort", ONNX_INT8_TENSORRT: "tensorrt"}
 
 # runtime -> (platform, default artifact). Platform names are Triton's (model_config.proto, `platform`).
 PLATFORMS: dict[str, tuple[str, str]] = {
