@@ -346,7 +346,10 @@ def _fuse_activations(source: Path, workdir: Path) -> tuple[Path, str]:
 
     if source.stat().st_size >= 2**31:  # a protobuf this large cannot be loaded whole: leave it as it is
         return source, ""
-    rewritten, report = fuse(onnx.load(str(source)))
+    try:
+        rewritten, report = fuse(onnx.load(str(source)))
+    except Exception as exc:  # noqa: BLE001 - a graph the rewrite cannot read: quantised as it is, said so
+        return source, f"activations not fused ({type(exc).__name__})"
     if not report.total:
         return source, report.describe()
     target = workdir / "fused.onnx"
