@@ -102,3 +102,35 @@ def test_recommend_drops_on_the_checks_calls_and_still_measures_the_closest(tmp_
     dropped = [row for row in outcome.excluded if row.verdict == DROPPED]
     assert len(dropped) == 1 and re.match(r"correctness check: all \d+ of its calls", dropped[0].reason)
     assert dropped[0].p50_ms is not None and dropped[0].p50_ms > 0
+
+
+def test_fallbacks_are_kept_where_they_could_win(monkeypatch):
+    from types import SimpleNamespace
+
+    from rtpick.recommendation import checking
+    from rtpick.recommendation.survey import Survey
+
+    def verdict(scenario_constraints):
+        return Survey.fallbacks_cannot_win(SimpleNamespace(c=scenario_constraints))
+
+    assert verdict(Constraints(p99_ms=1.0)) is True
+    assert verdict(Constraints(min_throughput=100.0)) is True
+    # a CUDA graph's memory pool could put the graph variant over a limit its fallback meets
+    assert verdict(Constraints(p99_ms=1.0, max_gpu_mem_mb=1000.0)) is False
+    assert verdict(Constraints(p99_ms=1.0, max_host_mem_mb=1000.0)) is False
+    assert verdict(Constraints(p99_ms=33.0, streams=4, fps=30.0)) is False  # open loop: batches vary
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(checking, "check_choices",
+                        lambda loaded, some, *rest: seen.append(sorted(c.key for c in some)) or
+                        {c.key: {"passed": True} for c in some})
+    choices = expand(["torch-cuda:tf32"], {})
+    survey = SimpleNamespace(fallbacks_cannot_win=lambda: False)
+    found, left_out = checking.check_all(None, choices, list(choices.values()), {}, [], (None, None, None), {},
+                                         None, [], None, survey, exhaustive=False)
+    assert left_out == {} and seen == [sorted(choices)]  # all four checked, in one go
+    seen.clear()
+    survey = SimpleNamespace(fallbacks_cannot_win=lambda: True)
+    found, left_out = checking.check_all(None, choices, list(choices.values()), {}, [], (None, None, None), {},
+                                         None, [], None, survey, exhaustive=True)
+    assert left_out == {} and len(seen) == 1  # --exhaustive: everything

@@ -95,15 +95,16 @@ def check_all(loaded: Any, choices: Mapping[str, Any], to_check: Sequence[Any], 
               runnable: Sequence[str], data: tuple[Any, Any, str | None], shape_map: Mapping[str, tuple[int, ...]],
               max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any, *, exhaustive: bool
               ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """(verdicts, key -> reason for candidates left out): `to_check` checked, except that a search at fixed
-    shapes leaves out each fallback whose sibling passed (`recommendation.fallbacks`; `exhaustive` checks all).
+    """(verdicts, key -> reason for candidates left out): `to_check` checked, except that a search where a
+    fallback cannot win (`Survey.fallbacks_cannot_win`) leaves out each one whose sibling passed
+    (`recommendation.fallbacks`; `exhaustive` checks all).
     `data` is `eval_data`'s (feeds, labels, description)."""
     from rtpick.recommendation.fallbacks import check_in_rounds, siblings
 
     def check(some: list[Any]) -> dict[str, dict[str, Any]]:
         return check_choices(loaded, some, runnable, *data, shape_map, max_accuracy_drop, notes, phases, survey)
 
-    if exhaustive or survey is None or not survey.fixed_shapes():
+    if exhaustive or survey is None or not survey.fallbacks_cannot_win():
         return check(list(to_check)), {}
     found, left_out = check_in_rounds(to_check, siblings(choices), known, check)
     if left_out:

@@ -4,8 +4,9 @@ A runtime declares such pairs (`rtpick.runtimes.base.Variant.fallback_for`, `Run
 eager CUDA without a CUDA graph next to the same with one (the same kernels, one replay instead of a launch per
 op), fp32 on a GPU next to tf32 (fp32 kernels plus tensor-core ones allowed). Building and probing the slower
 of each pair costs a compile each for torch.compile (5-10 s warm, a minute cold on ResNet-50) and cannot change
-the answer while the faster one runs and passes. So a search of fixed shapes (closed-loop budgets) checks the
-others first and then each fallback whose every sibling failed; `--exhaustive` tries everything.
+the answer while the faster one runs and passes. So a search of fixed shapes (closed-loop budgets) without
+memory limits checks the others first and then each fallback whose every sibling failed; `--exhaustive`
+tries everything.
 """
 
 from __future__ import annotations

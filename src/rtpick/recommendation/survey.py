@@ -58,12 +58,15 @@ class Survey:
 
     # ------------------------------------------------------------------------------------------------ plan
 
-    def fixed_shapes(self) -> bool:
-        """Whether this search measures closed loop at the batches it plans (shapes fixed at build, where a CUDA
-        graph replays what it captured): where a fallback candidate (`recommendation.fallbacks`) cannot win."""
+    def fallbacks_cannot_win(self) -> bool:
+        """Whether a fallback candidate (`recommendation.fallbacks`) cannot win this search: it measures closed
+        loop at the batches it plans (shapes fixed at build, where a CUDA graph replays what it captured), and
+        no memory limit is given (a CUDA graph's memory pool could put its variant over a limit that the
+        variant without one meets)."""
         from rtpick.perf.scenarios.registry import get_scenario
 
-        return get_scenario(self.c.scenario).closed_loop
+        limits = self.c.max_gpu_mem_mb is not None or self.c.max_host_mem_mb is not None
+        return get_scenario(self.c.scenario).closed_loop and not limits
 
     def first_batch(self) -> int | None:
         """The smallest batch this search measures (the one correctness is checked at, on the same session)."""

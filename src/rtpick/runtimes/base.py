@@ -84,7 +84,7 @@ class Variant:
 
     `fallback_for` names the options of a sibling variant (same runtime and precision) that runs the same
     kernels at least as fast, so this one can only win where that one cannot run: a search of fixed shapes
-    (closed-loop budgets) tries it only when that sibling fails its build or its correctness check. The CUDA
+    (closed-loop budgets, no memory limit) tries it only when that sibling fails its build or its check. The CUDA
     graph variants are such siblings: one graph replay instead of a launch per op, the same kernels.
     """
 
