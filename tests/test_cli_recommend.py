@@ -40,9 +40,14 @@ def test_real_quick_recommendation_and_deploy_file(measured):
     assert saved["measured"]["p99_ms"] > 0 and saved["model"]["source"] == "rtpick:digits"
     records = json.loads(out.read_text())["configurations"]
     assert {r["config"] for r in records} == set(CONFIGS.split(","))  # every candidate, measured or dropped
-    assert all(r["correctness"]["passed"] for r in records)
+
+    def refused_as_slower(r):  # the never-slower rule is a timing: on a busy machine int8 may lose, said so
+        return r["config"] == "ort-cpu:int8" and "not faster than fp32" in (r["correctness"].get("reason") or "")
+
+    assert all(r["correctness"]["passed"] or refused_as_slower(r) for r in records)
     assert all(r["status"] == "ok" or (r["status"] == "not measured" and "probe round" in r["error"])
-               for r in records)
+               or refused_as_slower(r) for r in records)
+    assert any(r["config"] == "ort-cpu:fp32" and r["correctness"]["passed"] for r in records)
     assert any(r["options"] == {"threads": 1} for r in records)  # ort-cpu's declared variant was searched
     # rtpick.load("deploy.json") builds exactly what the file says
     check = (
