@@ -17,7 +17,7 @@ RUNTIMES: dict[str, str] = {
     "torch-compile-cuda": "rtpick.runtimes.torch_compile:TorchCompileCuda",
     "ort-cuda": "rtpick.runtimes.ort:OrtCuda",
     "tensorrt": "rtpick.runtimes.tensorrt:TensorRT",
-    "ort-tensorrt": "rtpick.runtimes.ort:OrtTensorRT",
+    "ort-tensorrt": "rtpick.runtimes.ort_tensorrt:OrtTensorRT",
 }
 
 
