@@ -185,19 +185,19 @@ class OrtRuntime(Runtime):
     def _providers(self, precision: str, options: Mapping[str, Any], model: Model) -> list[Any]:
         return [self.provider]
 
-    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
-                     options: Mapping[str, Any]) -> str:
-        """The ONNX file to load for this precision (converted or quantised copies live in the cache)."""
-        return str(model.onnx_path())
+    def _model_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                    options: Mapping[str, Any]) -> tuple[str, list[str]]:
+        """The ONNX file to load for this precision (converted, fused or quantised copies live in the cache) and
+        notes saying what was done to it (the session's notes, and `onnx_file`'s)."""
+        return str(model.onnx_path()), []
 
     def onnx_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                   options: Mapping[str, Any]) -> tuple[Path, list[str]]:
         """The ONNX file a session of this configuration loads (the model as given, or the converted, fused or
         quantised copy rtpick made and measured) and what was done to it: `rtpick export` ships this file, so
         the deployed model is the one measured, not the one before rtpick's changes."""
-        self._last_notes: list[str] = []
-        path = self._model_bytes(model, precision, dict(shapes), self.check_options(dict(options)))
-        return Path(path), [note for note in self._last_notes if note]
+        path, notes = self._model_file(model, precision, dict(shapes), self.check_options(dict(options)))
+        return Path(path), [note for note in notes if note]
 
     def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
                options: dict[str, Any]) -> Session:
@@ -205,7 +205,7 @@ class OrtRuntime(Runtime):
         if self.device == "cuda" and hasattr(ort, "preload_dlls"):
             # onnxruntime-gpu finds CUDA and cuDNN from NVIDIA's pip packages this way (documented, 1.21+).
             ort.preload_dlls()
-        path = self._model_bytes(model, precision, shapes, options)
+        path, notes = self._model_file(model, precision, shapes, options)
         providers = self._providers(precision, options, model)
         try:
             session = ort.InferenceSession(path, sess_options=_session_options(options), providers=providers)
@@ -217,7 +217,9 @@ class OrtRuntime(Runtime):
                 f"{self.name}:{precision}: ONNX Runtime placed the model on {used}, not {self.provider} "
                 "(rtpick does not fall back silently); check that the provider's libraries load"
             )
-        return OrtSession(model, precision, self.name, self.device, session, options)
+        built = OrtSession(model, precision, self.name, self.device, session, options)
+        built.info.notes.extend(note for note in notes if note)
+        return built
 
 
 def _first_line(exc: BaseException) -> str:
@@ -254,30 +256,21 @@ class OrtCpu(OrtRuntime):
         concrete shapes first."""
         return precision == "fp32"
 
-    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
-                     options: Mapping[str, Any]) -> str:
+    def _model_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                    options: Mapping[str, Any]) -> tuple[str, list[str]]:
         if precision != "int8":
             if options["graph_optimization"] == "disable":  # the model exactly as given, as asked
-                return str(model.onnx_path())
+                return str(model.onnx_path()), []
             from rtpick.fused_model import fp32_model  # decomposed HardSwish fused, in a verified cached copy
 
             path, note = fp32_model(model, shapes)
-            self._last_notes.extend([note] if note else [])
-            return str(path)
+            return str(path), [note]
         from rtpick.quantize_search import choose_int8
 
         path, notes = choose_int8(model, shapes, options["calibration"] or None, options["calibration_samples"],
                                   threads=int(options.get("threads") or 0),
                                   min_speedup=float(options["int8_min_speedup"]))
-        self._last_notes = notes
-        return str(path)
-
-    def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
-               options: dict[str, Any]) -> Session:
-        self._last_notes: list[str] = []
-        session = super()._build(model, precision, shapes, options)
-        session.info.notes.extend(self._last_notes)
-        return session
+        return str(path), list(notes)
 
 
 def fp16_model(model: Model) -> Path:
@@ -333,6 +326,6 @@ class OrtCuda(OrtRuntime):
             provider_options["prefer_nhwc"] = "1"
         return [(self.provider, provider_options)]
 
-    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
-                     options: Mapping[str, Any]) -> str:
-        return str(fp16_model(model)) if precision == "fp16" else str(model.onnx_path())
+    def _model_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                    options: Mapping[str, Any]) -> tuple[str, list[str]]:
+        return (str(fp16_model(model)) if precision == "fp16" else str(model.onnx_path())), []

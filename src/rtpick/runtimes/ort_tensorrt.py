@@ -84,10 +84,10 @@ class OrtTensorRT(OrtRuntime):
         concrete shapes first."""
         return precision == "fp32"
 
-    def _model_bytes(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
-                     options: Mapping[str, Any]) -> str:
+    def _model_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
+                    options: Mapping[str, Any]) -> tuple[str, list[str]]:
         if precision != "int8":
-            return str(model.onnx_path())
+            return str(model.onnx_path()), []
         from rtpick.quantize import quantize_int8
         from rtpick.runtimes.tensorrt_plan import qdq_zero_point_problem
 
@@ -96,14 +96,11 @@ class OrtTensorRT(OrtRuntime):
         problem = qdq_zero_point_problem(path)
         if problem:
             raise BuildError(f"{self.name}:int8: the int8 QDQ model cannot be built by TensorRT: {problem}")
-        self._last_notes.append(note)
-        return str(path)
+        return str(path), [note]
 
     def _build(self, model: Model, precision: str, shapes: dict[str, tuple[int, ...]],
                options: dict[str, Any]) -> Session:
-        self._last_notes: list[str] = []
         session = super()._build(model, precision, shapes, options)
-        session.info.notes.extend(self._last_notes)
         if precision == "tf32":
             session.info.notes.append("fp32 layers may use TF32 (TensorRT's default; the provider cannot turn it off)")
         session.info.notes.append("nodes TensorRT does not support run on the CUDA provider")
