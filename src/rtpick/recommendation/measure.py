@@ -56,11 +56,10 @@ class SessionCache:
     def _build(self, runtime: str, precision: str, options: Mapping[str, Any],
                shapes: Mapping[str, tuple[int, ...]]) -> Built:
         from rtpick.perf.worker import is_oom
-        from rtpick.recommendation.ranking import candidate_name, variant_label
         from rtpick.runtimes.registry import get_runtime
 
         self.builds += 1
-        name = candidate_name(f"{runtime}:{precision}", variant_label(dict(options)))
+        name = _name(runtime, precision, options)
         started = time.perf_counter()
         try:
             session = get_runtime(runtime).build(self.model, precision, dict(shapes), **dict(options))
@@ -90,11 +89,10 @@ class SessionCache:
 
     def timed(self, calls: dict[str, list[float]]) -> Callable[..., Any]:
         """A session provider like `provide` whose sessions time each run() into ``calls[candidate name]``."""
-        from rtpick.recommendation.ranking import candidate_name, variant_label
 
         def provide(runtime: str, precision: str, options: Mapping[str, Any],
                     shapes: Mapping[str, tuple[int, ...]]) -> Any:
-            name = candidate_name(f"{runtime}:{precision}", variant_label(dict(options)))
+            name = _name(runtime, precision, options)
             return TimedSession(self.provide(runtime, precision, options, shapes), calls.setdefault(name, []))
 
         return provide
@@ -115,6 +113,13 @@ class SessionCache:
                 with contextlib.suppress(Exception):  # closing is best effort at the end of a search
                     built.session.close()
         self._built.clear()
+
+
+def _name(runtime: str, precision: str, options: Mapping[str, Any]) -> str:
+    """A configuration's candidate name, as the search keys it ("torch-cuda:fp16 [cuda_graph]")."""
+    from rtpick.recommendation.ranking import candidate_name, variant_label
+
+    return candidate_name(f"{runtime}:{precision}", variant_label(dict(options)))
 
 
 class TimedSession:

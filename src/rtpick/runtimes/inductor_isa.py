@@ -86,18 +86,18 @@ def remember_checks(torch: Any) -> bool:
     record is in use (installed once per process)."""
     if "TORCHINDUCTOR_VEC_ISA_OK" in os.environ:
         return False
-    path = record_path(torch)
-    if path is None:
-        return False
     try:
         from torch._inductor import cpu_vec_isa
 
         original = cpu_vec_isa.VecISA.check_build
         if getattr(original, "rtpick_record", None) is not None:
-            return True
+            return True  # installed by an earlier build in this process: no second look at the compiler
         if list(inspect.signature(original).parameters) != ["self", "code"]:
             return False  # another torch's check: leave it alone
     except Exception:  # noqa: BLE001 - Inductor's internals moved: its own checks run as always
+        return False
+    path = record_path(torch)  # runs the compiler once (its version is part of the key)
+    if path is None:
         return False
 
     def check_build(self: Any, code: str) -> bool:
