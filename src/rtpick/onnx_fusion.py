@@ -28,6 +28,7 @@ with alpha 1/6 and beta 1/2. Clip's bounds may be inputs (opset >= 11) or attrib
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,31 @@ def _close(value: float, target: float) -> bool:
     return bool(np.isfinite(value)) and abs(value - target) <= 1e-6 * abs(target)
 
 
+class _Arrays(Mapping[str, np.ndarray]):
+    """A graph's constant tensors by name, each decoded to numpy when first read: the rewrites look at a few
+    one-element constants and the weights of the convolutions they fold, not at every weight of the model."""
+
+    def __init__(self, tensors: dict[str, Any]) -> None:
+        self._tensors = tensors
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            import onnx
+
+            self._arrays[name] = onnx.numpy_helper.to_array(self._tensors[name])
+        return self._arrays[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+
 class _Graph:
     """Indexes of one graph: producers, consumer counts (subgraphs included), constants, ranks and types."""
 
@@ -102,12 +128,12 @@ class _Graph:
                 self.consumers[name] += 1  # an outer-scope tensor a subgraph reads: another consumer
         self.outputs = {out.name for out in graph.output}
         inputs = {inp.name for inp in graph.input}
-        self.constants: dict[str, np.ndarray] = {
-            init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer if init.name not in inputs}
+        tensors = {init.name: init for init in graph.initializer if init.name not in inputs}
         for node in graph.node:
             if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and len(node.attribute) == 1 \
                     and node.attribute[0].name == "value":
-                self.constants[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+                tensors[node.output[0]] = node.attribute[0].t
+        self.constants = _Arrays(tensors)
         self.types: dict[str, tuple[int, int | None]] = {}  # name -> (elem_type, rank or None)
         try:
             typed = onnx.shape_inference.infer_shapes(model).graph
@@ -343,11 +369,11 @@ def fold_scalar_affine(model: Any) -> tuple[Any, int]:
         if weight not in tensors or g.consumers[weight] != 1 or (bias and (bias not in tensors
                                                                             or g.consumers[bias] != 1)):
             continue
+        chain = _affine_after(g, conv.output[0], len(tensors[weight].dims))  # before any weight is decoded
+        if chain is None:
+            continue
         w = g.constants[weight]
         if w.dtype != np.float32 or (bias and g.constants[bias].dtype != np.float32):
-            continue
-        chain = _affine_after(g, conv.output[0], w.ndim)
-        if chain is None:
             continue
         scale, shift, nodes = chain
         b = g.constants[bias] if bias else np.zeros(w.shape[0], dtype=np.float32)
