@@ -79,11 +79,6 @@ class OrtTensorRT(OrtRuntime):
         cuda_options = {"device_id": str(options["device_id"])}
         return [(self.provider, trt_options), ("CUDAExecutionProvider", cuda_options)]
 
-    def builds_without_shapes(self, precision: str) -> bool:
-        """fp32 runs any shape the feeds bring (ONNX Runtime resolves symbolic dims per call); int8 calibrates on
-        concrete shapes first."""
-        return precision == "fp32"
-
     def _model_file(self, model: Model, precision: str, shapes: Mapping[str, tuple[int, ...]],
                     options: Mapping[str, Any]) -> tuple[str, list[str]]:
         if precision != "int8":
