@@ -35,6 +35,18 @@ def test_no_sibling_no_fallback():
     assert siblings(expand(["ort-cpu:fp32", "torch-cpu:fp32"], {})) == {}  # CPU runtimes declare none
 
 
+def test_torch_compile_cpu_tries_freezing_only_where_the_default_fails_and_says_it_was_measured():
+    """Frozen and unfrozen Inductor CPU builds measured within a few % of each other (the unfrozen one as fast
+    or faster), each a compile per batch size: the reason names that measurement, not "the same kernels"."""
+    choices = expand(["torch-compile-cpu:fp32", "torch-compile-cpu:bf16"], {})
+    covering = siblings(choices)
+    for precision in ("fp32", "bf16"):
+        [(other, why)] = covering[f"torch-compile-cpu:{precision} [freezing]"]
+        assert other == f"torch-compile-cpu:{precision}"
+        assert "measured" in why and "cpu_compile_freezing" in why and "same kernels" not in why
+        assert f"torch-compile-cpu:{precision}" not in covering  # the default is always checked
+
+
 def _checker(passing: set[str], log: list[list[str]]):
     def check(some):
         log.append(sorted(c.key for c in some))

@@ -108,6 +108,6 @@ def check_all(loaded: Any, choices: Mapping[str, Any], to_check: Sequence[Any], 
         return check(list(to_check)), {}
     found, left_out = check_in_rounds(to_check, siblings(choices), known, check)
     if left_out:
-        notes.append(f"search: {len(left_out)} candidates not tried because a sibling that runs the same kernels "
-                     "at least as fast passed its check (--exhaustive tries them)")
+        notes.append(f"search: {len(left_out)} candidates not tried because a sibling that covers them passed its "
+                     "check (each row says why; --exhaustive tries them)")
     return found, left_out

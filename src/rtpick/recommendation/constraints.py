@@ -22,7 +22,7 @@ OVER_BUDGET = "over budget"
 # runtime's own baseline: never chosen for speed, whatever its figures
 NOT_FASTER = "not proven faster"
 DROPPED = "dropped after the first pass"  # a short probe already showed it cannot win (rtpick.recommendation.pruning)
-NOT_TRIED = "not tried"  # a sibling that runs the same kernels at least as fast passed (recommendation.fallbacks)
+NOT_TRIED = "not tried"  # a sibling that covers it passed its check (recommendation.fallbacks)
 OVER_MEMORY = "over memory limit"
 OVER_ENERGY = "over energy limit"  # --max-joules: over it, or energy not measured so it cannot be checked
 FAILED_ACCURACY = "failed accuracy check"

@@ -2,9 +2,12 @@
 
 A runtime declares such pairs (`rtpick.runtimes.base.Variant.fallback_for`, `Runtime.precision_fallbacks`):
 eager CUDA without a CUDA graph next to the same with one (the same kernels, one replay instead of a launch per
-op), fp32 on a GPU next to tf32 (fp32 kernels plus tensor-core ones allowed). Building and probing the slower
-of each pair costs a compile each for torch.compile (5-10 s warm, a minute cold on ResNet-50) and cannot change
-the answer while the faster one runs and passes. So a search of fixed shapes (closed-loop budgets) without
+op), fp32 on a GPU next to tf32 (fp32 kernels plus tensor-core ones allowed); and, by measurement rather than
+by reasoning, Inductor on the CPU with freezing next to without (within a few % of each other on a 2-core and
+a 16-core AMX host, the unfrozen as fast or faster: benchmarks/results/cpu_compile_freezing*.md). Building and
+probing the other of each pair costs a compile each for torch.compile (5-10 s warm, a minute cold on ResNet-50;
+on the CPU one per batch size of an offline sweep) and cannot change the answer, or by more than those few %,
+while its sibling runs and passes. So a search of fixed shapes (closed-loop budgets) without
 memory limits checks the others first and then each fallback whose every sibling failed; `--exhaustive`
 tries everything.
 """
@@ -27,7 +30,7 @@ def siblings(choices: Mapping[str, Any]) -> dict[str, list[tuple[str, str]]]:
         if choice.fallback_for is not None:
             other = by_config.get((choice.runtime, choice.precision, _canonical(choice.fallback_for)))
             if other is not None:
-                covers.append((other, "it runs the same kernels at least as fast"
+                covers.append((other, choice.fallback_why or "it runs the same kernels at least as fast"
                                       + (f" ({choices[other].why})" if choices[other].why else "")))
         declared = get_runtime(choice.runtime).precision_fallbacks.get(choice.precision)
         if declared is not None:
@@ -65,7 +68,7 @@ def check_in_rounds(to_check: Sequence[Any], covering: Mapping[str, list[tuple[s
                           if (settled.get(other) or {}).get("passed") or other in left_out]
                 if passed:
                     other, why = passed[0]
-                    left_out[key] = f"not tried: {other} passed its check, and {why}"
+                    left_out[key] = f"{other} passed its check, and {why}"  # shown after the verdict
                 elif all(other in settled for other, _ in covering[key]):
                     now.append(choice)
                 else:

@@ -38,6 +38,7 @@ class Choice:
     index: int = 0
     why: str = ""  # what the variant is for, as its runtime declares it
     fallback_for: dict[str, Any] | None = None  # a sibling's options that cover it (`recommendation.fallbacks`)
+    fallback_why: str = ""  # why that sibling covers it, where not "the same kernels"
 
     @property
     def config(self) -> str:
@@ -360,7 +361,8 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
             declared = [Variant(cost="")]
         for index, variant in enumerate(declared):
             choice = Choice(runtime_name, precision, dict(variant.options), variant.cost, index, variant.why,
-                            dict(variant.fallback_for) if variant.fallback_for is not None else None)
+                            dict(variant.fallback_for) if variant.fallback_for is not None else None,
+                            variant.fallback_why)
             out[choice.key] = choice
     return out
 

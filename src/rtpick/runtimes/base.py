@@ -86,6 +86,8 @@ class Variant:
     kernels at least as fast, so this one can only win where that one cannot run: a search of fixed shapes
     (closed-loop budgets, no memory limit) tries it only when that sibling fails its build or its check. The CUDA
     graph variants are such siblings: one graph replay instead of a launch per op, the same kernels.
+    `fallback_why` says why the sibling covers this one where the reason is not "the same kernels" (measured
+    equivalence, with where it was measured).
     """
 
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -93,6 +95,7 @@ class Variant:
     precisions: tuple[str, ...] = ()
     why: str = ""
     fallback_for: Mapping[str, Any] | None = None
+    fallback_why: str = ""
 
     @property
     def label(self) -> str:

@@ -144,9 +144,15 @@ class TorchCompileCpu(_Compiled, TorchRuntime):
         "mode": Option("default", "torch.compile mode", ("default", "max-autotune-no-cudagraphs")),
         **_COMPILE_OPTIONS,
     }
+    # Freezing is tried only where the default fails: built by rtpick, the two ran within a few % of each other
+    # on the CPU (ResNet-50 on a 16-core AMX host, three small models on 2 cores: the unfrozen one as fast or a
+    # little faster; benchmarks/results/cpu_compile_freezing*.md), and each costs one compile per batch size of
+    # an offline sweep (3-4 s each for the demo model on 2 cores, half of a cold throughput search's probing).
     variants: ClassVar[tuple[Variant, ...]] = (
         Variant(cost=COST_COMPILE),
-        Variant({"freezing": True}, COST_COMPILE, why="weights as constants: conv+BN folded, packed once"),
+        Variant({"freezing": True}, COST_COMPILE, why="weights as constants: conv+BN folded, packed once",
+                fallback_for={}, fallback_why="the two measured within a few % of each other on CPUs, the "
+                "unfrozen one as fast or faster (benchmarks/results/cpu_compile_freezing*.md)"),
     )
 
     def _extra_availability(self) -> Availability:
