@@ -301,3 +301,65 @@ def test_a_runtime_that_cannot_run_the_model_is_a_row_with_the_reason_not_a_buil
     assert "ONNX only" in rows["torch-cpu:fp32"].reason
     assert outcome.chosen is not None and outcome.chosen.name == "ort-cpu:fp32"
 
+
+
+def _probe_sweep(monkeypatch, figures) -> list[int]:  # type: ignore[no-untyped-def]
+    """The batches a probe sweep of one offline candidate measures under batch p99 <= 5 ms, each batch's
+    record from `figures(batch)` -> (p50, p50 interval, p99, p99 interval)."""
+    from dataclasses import replace
+
+    from rtpick.perf.progress import Phases
+    from rtpick.recommendation import survey as survey_module
+    from rtpick.recommendation.search import Choice
+    from rtpick.sources import load_model
+
+    seen: list[int] = []
+
+    def fake_measure(cache, job):  # type: ignore[no-untyped-def]
+        seen.append(job.batch)
+        p50, p50_ci, p99, p99_ci = figures(job.batch)
+        return replace(record(p99, p99_ci, p50=p50, p50_ci=p50_ci, batch=job.batch, kind=OfflineMeasurement,
+                              throughput=job.batch * 1e3 / p50), batch=job.batch)
+
+    monkeypatch.setattr(survey_module, "measure", fake_measure)
+    constraints = Constraints(p99_ms=5.0, min_throughput=100.0)
+    survey = survey_module.Survey("rtpick:digits", load_model("rtpick:digits"), constraints, quick=True, repeats=1,
+                                  batches=None, shapes={}, timeout_s=None, command="", phases=Phases())
+    survey._sweep(Choice("ort-cpu", "fp32", {}), survey.request, [1, 2, 4, 8, 16, 32, 64, 128], probe=True)
+    return seen
+
+
+def test_a_probe_sweep_stops_after_a_batch_whose_median_surely_misses_the_p99_budget(monkeypatch) -> None:
+    """Batch latency 0.3 ms + 0.45 ms per sample (throughput still growing): at batch 16 the median's interval
+    (6.8-8.3 ms) is wholly over the 5 ms p99 budget, so no larger batch can meet it and none is measured (for a
+    static-shape torch.compile candidate, each batch left out is a compile saved)."""
+    def figures(b: int) -> tuple:
+        p50 = 0.3 + 0.45 * b
+        return p50, (0.9 * p50, 1.1 * p50), 1.2 * p50, (1.1 * p50, 1.3 * p50)
+
+    assert _probe_sweep(monkeypatch, figures) == [1, 2, 4, 8, 16]
+
+
+def test_one_p99_spike_over_the_budget_does_not_stop_a_probe_sweep(monkeypatch) -> None:
+    """At batch 4 a scheduling spike puts the p99 (not the median) surely over the budget: the same batch is
+    probed again, comes out within it, and the sweep goes on until the median itself is surely over."""
+    seen: list[int] = []
+
+    def figures(b: int) -> tuple:
+        seen.append(b)
+        p50 = 0.3 + 0.2 * b
+        p99 = (20.0, (9.0, 30.0)) if seen == [1, 2, 4] else (1.2 * p50, (1.1 * p50, 1.3 * p50))
+        return p50, (0.9 * p50, 1.1 * p50), *p99
+
+    assert _probe_sweep(monkeypatch, figures) == [1, 2, 4, 4, 8, 16, 32]
+
+
+def test_a_p99_surely_over_the_budget_twice_at_one_batch_stops_a_probe_sweep(monkeypatch) -> None:
+    """The median is within the budget but the p99 is surely over it, probed twice at batch 4: no larger batch
+    is measured (nor, for a static-shape compile, compiled)."""
+    def figures(b: int) -> tuple:
+        p50 = 0.3 + 0.2 * b
+        p99 = (6.0, (5.5, 6.5)) if b >= 4 else (1.2 * p50, (1.1 * p50, 1.3 * p50))
+        return p50, (0.9 * p50, 1.1 * p50), *p99
+
+    assert _probe_sweep(monkeypatch, figures) == [1, 2, 4, 4]

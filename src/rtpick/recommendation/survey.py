@@ -83,12 +83,17 @@ class Survey:
 
     def _sweep(self, choice: Any, request: Any, batches: Sequence[int], probe: bool = False) -> list[Record]:
         """One candidate at each batch in process; a batch sweep stops where throughput stops growing, and a
-        probe's sweep also after two batches in a row whose p99 is surely over the budget (one could be a
-        scheduling spike on a shared machine; two in a row, and a larger batch only takes longer)."""
+        probe's sweep also where a larger batch surely misses the p99 budget, since it only takes longer: after
+        a batch whose median is surely over the budget (p99 >= p50, and one scheduling spike does not move the
+        median's interval), or whose p99 is surely over it twice running (one could be a spike on a shared
+        machine, so the same batch is probed once more: no new compile for a static-shape torch.compile
+        candidate, where the next batch would cost one)."""
         from rtpick.perf.scenarios.registry import get_scenario
 
         sweeps = get_scenario(self.c.scenario).sweeps_batches
+        budget = self.c.p99_ms if probe else None
         out: list[Record] = []
+        best_rate: dict[int, float] = {}  # batch -> its best throughput (a batch probed twice counts once)
         for batch in batches:
             job = replace(request.job("", choice.runtime, choice.precision, batch), options=dict(choice.options))
             record = measure(self.cache, job)
@@ -97,10 +102,15 @@ class Survey:
                 continue
             if not record.ok:
                 break
-            if probe and self.c.p99_ms is not None and len(out) >= 2 and all(
-                    (r.headline().ci_p99 or (0.0, 0.0))[0] > self.c.p99_ms for r in out[-2:]):
-                break  # two batches in a row surely over the p99 budget: a larger batch takes longer still
-            tps = [r.headline().throughput or 0.0 for r in out]
+            if budget is not None and _surely_over(record.headline().ci_p50, budget):
+                break
+            if budget is not None and _surely_over(record.headline().ci_p99, budget):
+                again = measure(self.cache, job)
+                out.append(again)
+                if not again.ok or _surely_over(again.headline().ci_p99, budget):
+                    break
+            best_rate[batch] = max(r.headline().throughput or 0.0 for r in out if r.batch == batch and r.ok)
+            tps = list(best_rate.values())
             if len(tps) >= 3 and tps[-2] < 1.05 * tps[-3] and tps[-1] < 1.05 * tps[-3]:
                 break
         return out
@@ -259,6 +269,11 @@ class Survey:
         row.verdict, row.reason = DROPPED, reason
         row.method = f"first pass: {row.method}" if row.method else "first pass"
         return row
+
+
+def _surely_over(interval: tuple[float, float] | None, budget_ms: float) -> bool:
+    """Whether a 95% interval (ms) lies wholly above the budget; no interval is never sure."""
+    return interval is not None and interval[0] > budget_ms
 
 
 def _full_batches(probe: Sequence[Record] | None, batches: list[int], c: Constraints) -> list[int]:
