@@ -41,7 +41,7 @@ from rtpick.quantize import (
     calibration_data,
     quantize_int8,
 )
-from rtpick.quantize_timing import measure, timing_session
+from rtpick.quantize_timing import measure, ratio_settled, timing_session
 from rtpick.quantize_variants import candidates, cpu_features, node_report, op_counts
 from rtpick.settings import cache_dir
 
@@ -303,7 +303,8 @@ def _search(model: Model, shapes: Mapping[str, tuple[int, ...]], data: Calibrati
             sessions[variant.name], paths[variant.name] = session, path
         tried.append({"name": variant.name, "status": status})
     remaining = max(2.0, min(MEASURE_S - CONFIRM_S, budget_s - CONFIRM_S - (time.perf_counter() - started)))
-    medians, rounds = measure(sessions, feed, remaining) if len(sessions) > 1 else ({"fp32": 0.0}, 0)
+    medians, rounds = (measure(sessions, feed, remaining, threads=threads) if len(sessions) > 1
+                       else ({"fp32": 0.0}, 0))
     fp32 = medians["fp32"]
     for row in tried:
         if row["name"] in medians:
@@ -314,8 +315,9 @@ def _search(model: Model, shapes: Mapping[str, tuple[int, ...]], data: Calibrati
         # Confirm the winner head to head: with many sessions in a round, a busy neighbour can favour one of
         # them by chance (a 1.22x winner among 10 measured 0.79x in the benchmark on the shared machine).
         confirm = max(3.0, min(CONFIRM_S, budget_s - (time.perf_counter() - started)))
+        # ... until its ratio is settled against 1x and the speed-up int8 must reach by default
         pair, more = measure({"fp32": sessions["fp32"], best: sessions[best]}, feed, confirm, min_rounds=9,
-                             max_rounds=31)
+                             max_rounds=31, threads=threads, settled=ratio_settled((1.0, MIN_SPEEDUP)))
         fp32, timed[best], rounds = pair["fp32"], pair[best], rounds + more
     ratio = fp32 / timed[best] if best else 0.0
     by_name = {v.name: v for v in variants}

@@ -20,7 +20,7 @@ ORT defaults, within the noise (34.2 vs 34.0-34.3 ms fp32; 14.5-56.0 vs 15.2-57.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ SLOT_S = 0.02  # each session runs for about this long per round (timed part)
 SETTLE_S = 0.05  # pause before each slot: the previous session's spinning workers go to sleep
 DROP_AFTER = 3  # rounds after which sessions far slower than the best stop being timed
 DROP_FACTOR = 1.5
+SURELY_SLOWER_AFTER = 6  # rounds from which a session surely slower than the fastest stops being timed
 
 
 def timing_session(path: Path, threads: int = 0) -> Any:
@@ -46,11 +47,18 @@ def timing_session(path: Path, threads: int = 0) -> Any:
 
 
 def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: float,
-            min_rounds: int = 5, max_rounds: int = 15) -> tuple[dict[str, float], int]:
+            min_rounds: int = 5, max_rounds: int = 15, *, threads: int = 0,
+            settled: Callable[[Mapping[str, list[float]]], bool] | None = None) -> tuple[dict[str, float], int]:
     """Median seconds per call of each session, timed in interleaved rounds (the order rotates every round);
     each slot is a `SETTLE_S` pause, one untimed call, then about `SLOT_S` of timed calls. Sessions more than
     `DROP_FACTOR` slower than the best so far (the first session, the reference, always stays) drop out after
-    `DROP_AFTER` rounds. Runs at least `min_rounds` rounds, then stops when `budget_s` is spent."""
+    `DROP_AFTER` rounds, and from `SURELY_SLOWER_AFTER` rounds on, those whose per-round time over the fastest's
+    (paired within each round) has a 95% interval wholly above 1. Runs at least `min_rounds` rounds, then stops
+    when `budget_s` is spent or `settled` (given each session's per-round seconds) says more rounds cannot change
+    the answer.
+
+    `threads` is the sessions' intra-op thread count: with 1, ONNX Runtime runs on the calling thread and has no
+    workers to spin, so there is nothing to settle and the pause is left out."""
     names = list(sessions)
     for name in names:
         sessions[name].run(None, feed)
@@ -59,12 +67,15 @@ def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: 
     calls = max(1, min(50, int(SLOT_S / max(time.perf_counter() - first, 1e-5))))
     samples: dict[str, list[float]] = {name: [] for name in names}
     active = list(names)
+    settle_s = 0.0 if threads == 1 else SETTLE_S
     started, rounds = time.perf_counter(), 0
     while rounds < max_rounds and (rounds < min_rounds or time.perf_counter() - started < budget_s):
+        if rounds >= min_rounds and settled is not None and settled(samples):
+            break
         order = active[rounds % len(active):] + active[:rounds % len(active)]
         for name in order:
             run = sessions[name].run
-            time.sleep(SETTLE_S)  # the previous session's workers stop spinning
+            time.sleep(settle_s)  # the previous session's workers stop spinning
             run(None, feed)  # warm: caches and thread pool back to this session
             t0 = time.perf_counter()
             for _ in range(calls):
@@ -74,4 +85,46 @@ def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: 
         if rounds == DROP_AFTER and len(active) > 2:
             best = min(float(np.median(samples[n])) for n in active)
             active = [n for n in active if n == names[0] or float(np.median(samples[n])) <= DROP_FACTOR * best]
+        elif rounds >= SURELY_SLOWER_AFTER and len(active) > 2:
+            fastest = _fastest(samples, active)
+            active = [n for n in active if n == names[0] or not _surely_slower(samples[n], fastest)]
     return {name: float(np.median(values)) for name, values in samples.items() if values}, rounds
+
+
+def _fastest(samples: Mapping[str, list[float]], active: list[str]) -> list[float]:
+    return samples[min(active, key=lambda n: float(np.median(samples[n])))]
+
+
+def _surely_slower(times: list[float], fastest: list[float]) -> bool:
+    low, _ = median_interval(sorted(t / f for t, f in zip(times, fastest, strict=False) if f > 0))
+    return low is not None and low > 1.0
+
+
+def ratio_settled(thresholds: tuple[float, ...]) -> Callable[[Mapping[str, list[float]]], bool]:
+    """For two sessions timed head to head (the reference first): settled once a distribution-free 95% interval
+    of the median per-round ratio (reference time / other time, paired within each round) lies clear of every
+    threshold, so no decision made on the ratio against any of them can change with more rounds."""
+
+    def settled(samples: Mapping[str, list[float]]) -> bool:
+        reference, other = list(samples.values())[:2]
+        ratios = sorted(a / b for a, b in zip(reference, other, strict=False) if b > 0)
+        low, high = median_interval(ratios)
+        return low is not None and all(not low <= t <= high for t in thresholds)
+
+    return settled
+
+
+def median_interval(sorted_values: list[float]) -> tuple[float | None, float | None]:
+    """A distribution-free interval of at least 95% coverage for the median (order statistics, binomial(n, 1/2)):
+    (None, None) below 6 values, where none exists."""
+    from math import comb
+
+    n = len(sorted_values)
+    # the largest k with P(Binomial(n, 1/2) < k) <= 2.5%: then (x_(k), x_(n-k+1)) covers the median >= 95%
+    k, below = 0, 0.0
+    while k < n and below + comb(n, k) / 2**n <= 0.025:
+        below += comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return None, None
+    return sorted_values[k - 1], sorted_values[n - k]
