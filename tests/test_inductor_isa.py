@@ -46,6 +46,9 @@ class _Inductor:
 def fresh(monkeypatch, tmp_path):
     monkeypatch.setenv("RTPICK_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("TORCHINDUCTOR_VEC_ISA_OK", raising=False)
+    # the parallel first pass would ask Inductor's real ISA objects, which cache their verdict for the process:
+    # tested on its own below, with stand-ins
+    monkeypatch.setattr(inductor_isa, "_check_all_at_once", lambda module: None)
     return monkeypatch
 
 
@@ -121,3 +124,37 @@ def test_an_unreadable_record_means_inductor_checks(fresh):
     inductor = _new_process(fresh, True)
     assert cpu_vec_isa.VecISA.check_build(_Isa("-mavx2"), "x") is True
     assert inductor.calls == 1
+
+
+class _MeetingIsa:
+    """An instruction set whose check waits at `barrier` for the others: it passes only if they run at once."""
+
+    def __init__(self, name: str, asked: list[str], barrier) -> None:
+        self.name, self.asked, self.barrier = name, asked, barrier
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __bool__(self) -> bool:
+        self.barrier.wait()  # raises BrokenBarrierError after its timeout if the checks ran one after another
+        self.asked.append(self.name)
+        return True
+
+
+def test_the_advertised_instruction_sets_are_checked_at_once_and_the_others_not_at_all():
+    import threading
+    from types import SimpleNamespace
+
+    asked: list[str] = []
+    barrier = threading.Barrier(3, timeout=30)
+    module = SimpleNamespace(x86_isa_checker=lambda: ["avx2", "avx512", "avx512_vnni"],
+                             supported_vec_isa_list=[_MeetingIsa(name, asked, barrier) for name in
+                                                     ("amx_tile", "avx512 avx512_vnni", "avx512", "avx2")])
+    inductor_isa._check_all_at_once(module)
+    assert sorted(asked) == ["avx2", "avx512", "avx512 avx512_vnni"]  # together; not AMX: this CPU lacks it
+
+
+def test_a_moved_inductor_internal_leaves_the_first_pass_out_quietly():
+    from types import SimpleNamespace
+
+    inductor_isa._check_all_at_once(SimpleNamespace())  # no x86_isa_checker: nothing raised

