@@ -24,11 +24,11 @@ from pathlib import Path
 PHASE = re.compile(r"^\[recommend +([0-9.]+) s\] (correctness check|probe round \d|full measurement)[^:]*: \d+ steps?$")
 
 
-def run_once(name: str, model: str, p99_ms: float, caches: Path, out: Path, timeout_s: float) -> dict:
+def run_once(name: str, model: str, budget: list[str], caches: Path, out: Path, timeout_s: float) -> dict:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(caches / "inductor"), TRITON_CACHE_DIR=str(caches / "triton"),
                RTPICK_CACHE_DIR=str(caches / "rtpick"))
-    command = [sys.executable, "-m", "rtpick", "recommend", model, "--p99-ms", f"{p99_ms:g}", "--quick",
-               "--json", str(out / f"{name}.json")]
+    command = [sys.executable, "-m", "rtpick", "recommend", model, *budget, "--quick", "--json",
+               str(out / f"{name}.json")]
     start = time.perf_counter()
     with open(out / f"{name}.txt", "w") as stdout, open(out / f"{name}.log", "w") as stderr:
         try:
@@ -71,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="torchvision:resnet50")
     parser.add_argument("--p99-ms", type=float, default=1.0)
+    parser.add_argument("--min-throughput", type=float, help="samples/s, as recommend's own option")
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout-s", type=float, default=330.0, help="per run")
     parser.add_argument("--resummarise", action="store_true",
@@ -78,25 +79,30 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    budget = ["--p99-ms", f"{args.p99_ms:g}"]
+    if args.min_throughput is not None:
+        budget += ["--min-throughput", f"{args.min_throughput:g}"]
+    options = " ".join(["--model", args.model, *budget])
     if args.resummarise:
         before = {row["run"]: row for row in json.loads((out / "summary.json").read_text())["runs"]}
         rows = [summarise(name, out, row["exit"], row["wall_s"], row["command"]) for name, row in before.items()]
     else:
         caches = Path(tempfile.mkdtemp(prefix="rtpick-recommend-caches-"))
         try:
-            rows = [run_once(name, args.model, args.p99_ms, caches, out, args.timeout_s) for name in ("cold", "warm")]
+            rows = [run_once(name, args.model, budget, caches, out, args.timeout_s) for name in ("cold", "warm")]
         finally:
             shutil.rmtree(caches, ignore_errors=True)
-    lines = [f"# `rtpick recommend {args.model} --p99-ms {args.p99_ms:g} --quick`, cold then warm caches", "",
-             f"Command: `PYTHONPATH=src python benchmarks/recommend_cold_warm.py --out {args.out} --timeout-s "
-             f"{args.timeout_s:g}` (exit None: killed at the timeout)", "",
+    lines = [f"# `rtpick recommend {args.model} {' '.join(budget)} --quick`, cold then warm caches", "",
+             f"Command: `PYTHONPATH=src python benchmarks/recommend_cold_warm.py {options} --out {args.out} "
+             f"--timeout-s {args.timeout_s:g}` (exit None: killed at the timeout)", "",
              "| run | exit | wall s | phases (s) | answer | candidates |", "|---|---|---|---|---|---|"]
     for row in rows:
         phases = ", ".join(f"{k} {v}" for k, v in row["phases_s"].items())
         records = ", ".join(f"{v} {k}" for k, v in sorted(row["records"].items()))
         lines.append(f"| {row['run']} | {row['exit']} | {row['wall_s']} | {phases} | {row['answer']} | {records} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
-    (out / "summary.json").write_text(json.dumps({"model": args.model, "p99_ms": args.p99_ms, "runs": rows},
+    (out / "summary.json").write_text(json.dumps({"model": args.model, "p99_ms": args.p99_ms,
+                                                  "min_throughput": args.min_throughput, "runs": rows},
                                                  indent=1) + "\n")
     print("\n".join(lines))
 
