@@ -388,8 +388,9 @@ def main() -> int:
         "command": "PYTHONPATH=src python benchmarks/cpu_int8.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu": cpu_features()["cpu"], "features": cpu_features(), "cores": os.cpu_count(),
                     "platform": platform.platform(), "onnxruntime": __import__("onnxruntime").__version__,
-                    "shared": "yes: a 2-core machine shared with other engineers' builds and tests while this ran; "
-                              "ratios come from interleaved rounds, absolute ms are inflated by the load",
+                    "shared": "possibly: a 2-core machine others may use at the same time (the load averages "
+                              "show how busy it was); ratios come from interleaved rounds, absolute ms rise with "
+                              "the load",
                     "load_average_1_5_15_min": {"start": [round(x, 2) for x in load_before],
                                                 "end": [round(x, 2) for x in os.getloadavg()]}},
         "method": ("batch 1; the corpus models are calibrated (calibration=FILE.npz) and checked on images of "
