@@ -104,12 +104,14 @@ class Survey:
                 break
             if budget is not None and _surely_over(record.headline().ci_p50, budget):
                 break
+            this_batch = [record]
             if budget is not None and _surely_over(record.headline().ci_p99, budget):
                 again = measure(self.cache, job)
                 out.append(again)
                 if not again.ok or _surely_over(again.headline().ci_p99, budget):
                     break
-            best_rate[batch] = max(r.headline().throughput or 0.0 for r in out if r.batch == batch and r.ok)
+                this_batch.append(again)
+            best_rate[batch] = max(r.headline().throughput or 0.0 for r in this_batch)
             tps = list(best_rate.values())
             if len(tps) >= 3 and tps[-2] < 1.05 * tps[-3] and tps[-1] < 1.05 * tps[-3]:
                 break
