@@ -103,7 +103,8 @@ def _surely_slower(times: list[float], fastest: list[float]) -> bool:
 def ratio_settled(thresholds: tuple[float, ...]) -> Callable[[Mapping[str, list[float]]], bool]:
     """For two sessions timed head to head (the reference first): settled once a distribution-free 95% interval
     of the median per-round ratio (reference time / other time, paired within each round) lies clear of every
-    threshold, so no decision made on the ratio against any of them can change with more rounds."""
+    threshold: a keep-or-refuse decision against any of them is then made at 95% confidence, and more rounds
+    would only narrow a figure no decision turns on."""
 
     def settled(samples: Mapping[str, list[float]]) -> bool:
         reference, other = list(samples.values())[:2]
