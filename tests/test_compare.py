@@ -441,3 +441,18 @@ def test_top1_flips_on_near_ties_are_not_wrong_answers_but_decisive_flips_are() 
     check = check_output("logits", wrong, decided, TOLERANCES["fp16"])
     assert check.top1_decisive_rows == 32 and check.top1_decisive_agreement == pytest.approx(31 / 32)
     assert not check.ok and "top-1 agreement 0.969 < 0.99" in check.reason
+
+
+def test_outputs_flushed_to_zero_say_the_reference_was_below_fp16s_range() -> None:
+    """An untrained MobileNetV3's logits were ~5e-10 (H200 recommend run): fp16 made them all 0, cosine 0. The
+    verdict stays a failure, and the reason says why the values vanished."""
+    import numpy as np
+
+    from rtpick.comparison.metrics import output_metrics
+
+    reference = np.random.default_rng(0).normal(0, 2e-10, size=(4, 1000)).astype(np.float32)
+    metrics = output_metrics(reference, np.zeros_like(reference))
+    assert metrics["within"]["fp16"] is False
+    assert "under fp16's smallest normal number" in metrics["reasons"]["fp16"]
+    ordinary = np.random.default_rng(1).normal(0, 1.0, size=(4, 1000)).astype(np.float32)
+    assert "smallest normal" not in output_metrics(ordinary, np.zeros_like(ordinary))["reasons"]["fp16"]

@@ -14,6 +14,8 @@ from rtpick.comparison.policy import REL_FLOOR_ABS, REL_FLOOR_SCALE, TOLERANCES,
 from rtpick.errors import RtpickError
 from rtpick.model import ModelSpec
 
+FP16_SMALLEST_NORMAL = 6.103515625e-05  # 2**-14
+
 if TYPE_CHECKING:  # numpy loads with the first comparison, so that `import rtpick` stays light
     import numpy as np
 
@@ -138,6 +140,10 @@ def check_output(
                 )
         if tolerance.min_cosine is not None and not check.cosine >= tolerance.min_cosine:
             problems.append(f"cosine {check.cosine:.6f} < {tolerance.min_cosine:g}")
+        if problems and 0.0 < scale < FP16_SMALLEST_NORMAL and not np.any(cf):
+            problems.append(f"every value is 0 where the reference's are at most {scale:.2g} in magnitude, under "
+                            f"fp16's smallest normal number ({FP16_SMALLEST_NORMAL:.2g}): reduced precision flushes "
+                            "values that small to zero (outputs this small often come from untrained weights)")
 
     classifier = scores and is_classifier_like(ref)
     if classifier and not (cand_nan.any() or ref_nan.any()):
