@@ -197,3 +197,17 @@ def test_written_files_keep_the_umask_and_the_old_mode(small_onnx, tmp_path) -> 
         os.umask(mask)
     assert new.stat().st_mode & 0o777 == 0o644
     assert old.stat().st_mode & 0o777 == 0o640 and old.stat().st_size > 0
+
+
+def test_serve_with_a_wrong_shape_or_an_open_dim_is_one_line(tmp_path) -> None:
+    """rtpick serve never binds a port for these: the shape is refused before the server starts."""
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "open_hw",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])])
+    from serve_fixtures import free_port
+
+    path = str(_save(graph, tmp_path / "open.onnx"))
+    port = str(free_port())  # loopback, unused: were a shape ever accepted, the timeout ends the server
+    one_line(run_cli("serve", path, "--port", port, "--grpc-port", "0", timeout=120), 2, "symbolic dim", "--shape")
+    one_line(run_cli("serve", path, "--shape", "x:1x3x16", "--port", port, "--grpc-port", "0", timeout=120), 2,
+             "3 dims")

@@ -237,6 +237,8 @@ def test_deploy_file_settings_and_flag_overrides(tmp_path) -> None:
     assert (over.settings.max_queue_delay_s, over.settings.timeout_s, over.settings.max_queue) == (0.001, 0.01, 3)
     with pytest.raises(RtpickError, match="fixes the configuration"):
         build_served(str(path), "ort-cpu:fp32", ServeOptions())
+    with pytest.raises(RtpickError, match="drop -r/--option/--shape"):
+        build_served(str(path), None, ServeOptions(shapes={"image": (1, 1, 32, 32)}))
 
 
 def test_a_model_without_batch_axis_is_served_one_request_per_run(tmp_path) -> None:
@@ -264,3 +266,47 @@ def test_max_batch_flag_below_the_deploy_batch_is_what_config_says() -> None:
 
     served = build_served("rtpick:digits", "ort-cpu:fp32", ServeOptions(max_batch=3))
     assert served.config["max_batch_size"] == 3 == served.signature.max_batch_size
+
+
+def _open_image_model(path) -> str:
+    """A Conv over [N, 3, H, W] with H and W left open (as OCR and detection models export them)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "open_hw",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4, "h", "w"])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_a_model_with_open_image_dims_is_served_at_the_shape_given(tmp_path) -> None:
+    """--shape fixes H and W (its leading dim becomes the served batch); /config shows them, rows of that shape are
+    batched and answered as Session.run answers them, another H or W is a 400 naming the shape wanted."""
+    from rtpick.errors import RtpickError
+    from rtpick.serve.server import build_served
+
+    path = _open_image_model(tmp_path / "open.onnx")
+    with pytest.raises(RtpickError, match="--shape"):
+        build_served(path, "ort-cpu:fp32", ServeOptions(max_batch=2))
+    options = ServeOptions(port=free_port(), grpc_port=free_port(), max_batch=2, timeout_ms=0,
+                           shapes={"x": (1, 3, 16, 24)})
+    with running_server(options, target=path) as served:
+        assert served.config["input"][0]["dims"] == [3, 16, 24]
+        assert served.config["max_batch_size"] == 2
+        client = http_client(options)
+        x = np.random.default_rng(1).standard_normal((2, 3, 16, 24)).astype(np.float32)
+        given = httpclient.InferInput("x", list(x.shape), "FP32")
+        given.set_data_from_numpy(x)
+        answer = client.infer(served.name, [given]).as_numpy("y")
+        expected = rtpick.load(path, "ort-cpu", "fp32", shapes={"x": x.shape}).run({"x": x})["y"]
+        np.testing.assert_allclose(answer, expected, rtol=1e-5, atol=1e-5)
+        other = httpclient.InferInput("x", [1, 3, 16, 20], "FP32")
+        other.set_data_from_numpy(x[:1, :, :, :20].copy())
+        with pytest.raises(InferenceServerException, match=r"\[3, 16, 24\]"):
+            client.infer(served.name, [other])
+        client.close()

@@ -35,12 +35,15 @@ def serve(
     exit_timeout: float = typer.Option(30.0, "--exit-timeout", help="Seconds a SIGTERM drain may take."),
     name: str = typer.Option(None, "--name", help="Model name in URLs (default: from the model)."),
     option: list[str] = typer.Option(None, "--option", help="Runtime option key=value for MODEL -r (repeatable)."),
+    shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim of MODEL -r: name:1x3x48x320 "
+                                                        "(repeatable; a leading batch dim becomes --max-batch)."),
     shared_memory_regions: int = typer.Option(64, "--shared-memory-regions", help="System shared-memory regions "
                                                                                   "clients on this host may "
                                                                                   "register at once (0: the "
                                                                                   "extension is off)."),
 ) -> None:
     """Serve a configuration over HTTP and gRPC (KServe v2 / Triton protocol), batching across clients."""
+    from rtpick.data import parse_shape
     from rtpick.options import parse_option_args
     from rtpick.serve.server import ServeOptions
     from rtpick.serve.server import serve as run_server
@@ -60,7 +63,8 @@ def serve(
         raise RtpickError(f"--shared-memory-regions must be 0 (off) to 4096, not {shared_memory_regions}")
     options = ServeOptions(host, port, grpc_port or None, max_batch, max_queue_delay_ms, max_queue_size,
                            timeout_ms, sizes, max_request_bytes, reject_status, exit_timeout, name,
-                           parse_option_args(option or []), shared_memory_regions)
+                           parse_option_args(option or []), shared_memory_regions,
+                           dict(parse_shape(s) for s in shape) or None)
     outcome = run_server(config, runtime, options)
     print(f"rtpick serve: drained in {outcome['drained_s']:.2f} s, {outcome['unfinished']} request(s) unfinished",
           file=sys.stderr)

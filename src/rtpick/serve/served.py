@@ -166,7 +166,8 @@ class ServedModel:
         for tensor in self.signature.inputs:
             if any(d < 0 for d in tensor.dims):
                 raise RtpickError(f"input {tensor.name!r} has an open dim {list(tensor.dims)}; the server batches "
-                                  "fixed-shape rows: save the deploy file with --shape")
+                                  "rows of one shape: give it with --shape (rtpick serve MODEL -r ..., or "
+                                  "rtpick recommend --save)")
             self.rows[tensor.name] = tensor.dims
         self.ready = False
         self.draining = False

@@ -44,17 +44,23 @@ class ServeOptions:
     name: str | None = None
     runtime_options: dict[str, str] | None = None  # --option items (MODEL -r only)
     shared_memory_regions: int = 64  # registered system shared-memory regions at most (0: the extension is off)
+    shapes: dict[str, tuple[int, ...]] | None = None  # --shape items (MODEL -r only): the model's open dims
 
 
 def load_target(target: str, runtime: str | None, max_batch: int | None = None,
-                runtime_options: dict[str, str] | None = None) -> tuple[Any, Any, Any]:
-    """(session, deploy, spec) for a deploy file, or for MODEL with ``-r rt:prec`` and ``--option``s (an
-    in-memory deploy at batch `max_batch`, default 8)."""
+                runtime_options: dict[str, str] | None = None,
+                shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[Any, Any, Any]:
+    """(session, deploy, spec) for a deploy file, or for MODEL with ``-r rt:prec``, ``--option``s and
+    ``--shape``s (an in-memory deploy at batch `max_batch`, default 8). A --shape fixes the dims the model leaves
+    open, as it does for every other command; its leading dim, where the model's is open, is the batch axis the
+    server fills, so the served max batch takes its place. Requests may still bring other sizes of an open dim
+    where the runtime runs any shape (ONNX Runtime)."""
     from rtpick.deploy import DeployConfig, is_deploy_file
 
     if is_deploy_file(target):
-        if runtime or runtime_options:
-            raise RtpickError(f"{target} fixes the configuration; drop -r/--option or edit the deploy file")
+        if runtime or runtime_options or shapes:
+            raise RtpickError(f"{target} fixes the configuration and its shapes; drop -r/--option/--shape or "
+                              "edit the deploy file")
         deploy = DeployConfig.read(target)
         model = deploy.load_model()
         return deploy.build(model), deploy, model.spec
@@ -68,10 +74,13 @@ def load_target(target: str, runtime: str | None, max_batch: int | None = None,
     chosen = resolve_options(runtime_options or {}, [config]).get(rt, {})
     model = load_model(target)
     batch = max_batch or 8
-    shapes = resolve_shapes(model.spec.inputs, None, batch)
+    open_batch = {t.name for t in model.spec.inputs if t.shape and isinstance(t.shape[0], str)}
+    given = {name: (batch, *dims[1:]) if name in open_batch and dims else tuple(dims)
+             for name, dims in (shapes or {}).items()}
+    resolved = resolve_shapes(model.spec.inputs, given, batch)
     deploy = DeployConfig(target, model.spec.sha256, model.spec.name, rt, precision or "fp32", options=chosen,
-                          batch=batch, shapes={k: list(v) for k, v in shapes.items()}, command="rtpick serve")
-    session = get_runtime(rt).build(model, deploy.precision, {k: tuple(v) for k, v in shapes.items()}, **chosen)
+                          batch=batch, shapes={k: list(v) for k, v in resolved.items()}, command="rtpick serve")
+    session = get_runtime(rt).build(model, deploy.precision, resolved, **chosen)
     return session, deploy, model.spec
 
 
@@ -116,11 +125,25 @@ def served_names(config: dict[str, Any], spec: Any) -> dict[str, Any]:
     return config
 
 
+def fixed_input_dims(config: dict[str, Any], deploy: Any) -> dict[str, Any]:
+    """The served inputs' open dims (-1 in the Triton config, where Triton takes any size) set to the deploy's
+    shapes: this server stacks requests into batch buffers of one row shape, so a row's shape must be known, and
+    /config tells clients which it is. Dims the deploy leaves open stay -1 (and the served model says so)."""
+    batched = bool(config.get("max_batch_size"))
+    for entry in config.get("input", []):
+        given = deploy.shapes.get(entry["name"])
+        row = list(given[1:] if batched else given) if given else None
+        if row is not None and len(row) == len(entry["dims"]):
+            entry["dims"] = [int(r) if d < 0 else d for d, r in zip(entry["dims"], row)]
+    return config
+
+
 def build_served(target: str, runtime: str | None, options: ServeOptions) -> ServedModel:
     from rtpick.export.triton import model_config_json
 
-    session, deploy, spec = load_target(target, runtime, options.max_batch, options.runtime_options)
-    config = served_names(model_config_json(deploy, spec, options.name), spec)
+    session, deploy, spec = load_target(target, runtime, options.max_batch, options.runtime_options,
+                                        options.shapes)
+    config = fixed_input_dims(served_names(model_config_json(deploy, spec, options.name), spec), deploy)
     config.setdefault("max_batch_size", 0)  # proto3 JSON leaves out a zero; Triton's JSON and clients want it
     fixed = session.inputs[0].shape[0] if session.inputs else None
     if isinstance(fixed, int) and config.get("max_batch_size"):  # a fixed batch: every batch padded to it
