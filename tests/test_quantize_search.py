@@ -227,3 +227,41 @@ def test_leading_layers_kept_in_fp32_are_found_per_family_of_variants(small_onnx
     assert "int8 variant conv-b-keep6" in notes[1]
     record = json.loads(Path(notes[2].split(": ", 1)[1]).read_text())
     assert next(row for row in record["tried"] if row["name"] == "all-b")["status"].startswith("skipped: its family")
+
+
+class _Scores:
+    """A session answering fixed class scores per input row; `wrong` rows (by their first pixel) get others."""
+
+    def __init__(self, wrong: set[float]) -> None:
+        self.wrong = wrong
+
+    def run(self, outputs: object, feed: dict) -> list[np.ndarray]:
+        images = feed["image"]
+        scores = np.stack([np.linspace(0, 1, 10, dtype=np.float32) * (1 + float(img.ravel()[0])) for img in images])
+        flip = np.array([float(img.ravel()[0]) in self.wrong for img in images])
+        scores[flip] = scores[flip][:, ::-1]
+        return [scores]
+
+
+def test_int8_must_pass_on_the_held_out_and_on_the_calibration_samples_each(tmp_path: Path) -> None:
+    """Orientation's 8 held-out images passed variants that 32 fresh images (and its 24 calibration images) put
+    at cosine 0.973: the gate judges each set on its own, so a failure on either is a refusal that names it."""
+    data, calibrate, checks = _split_real(tmp_path, "cal.npz", 32)
+    sets = quantize_search.gate_sets(calibrate, checks)
+    assert [label for label, _ in sets] == ["8 held-out samples", "24 calibration samples"]
+    fp32 = _Scores(set())
+    references = [quantize_search._outputs(fp32, feeds) for _, feeds in sets]
+    assert quantize_search.gate_problem(sets, references, _Scores(set())) == ""
+    calibrated = np.concatenate([feed["image"] for feed in calibrate.feeds])
+    wrong_on_calibration = _Scores({float(img.ravel()[0]) for img in calibrated[:6]})
+    assert quantize_search.gate_problem(sets, references, wrong_on_calibration).startswith(
+        "on the 24 calibration samples:")
+    held = np.concatenate([feed["image"] for feed in checks])
+    wrong_held_out = _Scores({float(img.ravel()[0]) for img in held[:2]})
+    assert quantize_search.gate_problem(sets, references, wrong_held_out).startswith("on the 8 held-out samples:")
+
+
+def test_with_nothing_held_out_the_gate_has_one_set(tmp_path: Path) -> None:
+    _, calibrate, checks = _split_real(tmp_path, "one.npz", 1)
+    assert [label for label, _ in quantize_search.gate_sets(calibrate, checks)] == [
+        "1 calibration samples (too few to hold any out)"]

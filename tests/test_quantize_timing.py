@@ -123,3 +123,11 @@ def test_a_session_surely_slower_than_the_fastest_stops_being_timed_after_six_ro
     assert medians["close"] == pytest.approx(0.012)
     timed = {name: log.count(name) for name in sessions}
     assert timed["close"] < timed["fast"] <= timed["fp32"]
+
+
+def test_a_benchmark_times_every_session_every_round(fake_clock: None) -> None:
+    log: list[str] = []
+    sessions = {"fp32": _Fake("fp32", 0.050, log), "fast": _Fake("fast", 0.010, log),
+                "slow": _Fake("slow", 0.040, log)}
+    _, rounds = quantize_timing.measure(sessions, {}, budget_s=0.0, min_rounds=8, max_rounds=8, drop=False)
+    assert rounds == 8 and log.count("slow") == log.count("fast")

@@ -47,7 +47,7 @@ def timing_session(path: Path, threads: int = 0) -> Any:
 
 
 def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: float,
-            min_rounds: int = 5, max_rounds: int = 15, *, threads: int = 0,
+            min_rounds: int = 5, max_rounds: int = 15, *, threads: int = 0, drop: bool = True,
             settled: Callable[[Mapping[str, list[float]]], bool] | None = None) -> tuple[dict[str, float], int]:
     """Median seconds per call of each session, timed in interleaved rounds (the order rotates every round);
     each slot is a `SETTLE_S` pause, one untimed call, then about `SLOT_S` of timed calls. Sessions more than
@@ -57,6 +57,7 @@ def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: 
     when `budget_s` is spent or `settled` (given each session's per-round seconds) says more rounds cannot change
     the answer.
 
+    `drop=False` times every session in every round (a benchmark's ratios, where the search wants only the best).
     `threads` is the sessions' intra-op thread count: with 1, ONNX Runtime runs on the calling thread and has no
     workers to spin, so there is nothing to settle and the pause is left out."""
     names = list(sessions)
@@ -82,13 +83,21 @@ def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: 
                 run(None, feed)
             samples[name].append((time.perf_counter() - t0) / calls)
         rounds += 1
-        if rounds == DROP_AFTER and len(active) > 2:
-            best = min(float(np.median(samples[n])) for n in active)
-            active = [n for n in active if n == names[0] or float(np.median(samples[n])) <= DROP_FACTOR * best]
-        elif rounds >= SURELY_SLOWER_AFTER and len(active) > 2:
-            fastest = _fastest(samples, active)
-            active = [n for n in active if n == names[0] or not _surely_slower(samples[n], fastest)]
+        if drop and len(active) > 2:
+            active = _still_timed(samples, active, names[0], rounds)
     return {name: float(np.median(values)) for name, values in samples.items() if values}, rounds
+
+
+def _still_timed(samples: Mapping[str, list[float]], active: list[str], reference: str, rounds: int) -> list[str]:
+    """The sessions timed in the next round: the reference always; the others unless far slower than the best
+    after `DROP_AFTER` rounds or, from `SURELY_SLOWER_AFTER` on, surely slower than the fastest."""
+    if rounds == DROP_AFTER:
+        best = min(float(np.median(samples[n])) for n in active)
+        return [n for n in active if n == reference or float(np.median(samples[n])) <= DROP_FACTOR * best]
+    if rounds >= SURELY_SLOWER_AFTER:
+        fastest = _fastest(samples, active)
+        return [n for n in active if n == reference or not _surely_slower(samples[n], fastest)]
+    return active
 
 
 def _fastest(samples: Mapping[str, list[float]], active: list[str]) -> list[float]:
