@@ -82,10 +82,12 @@ def test_single_threaded_sessions_are_timed_without_the_pause(fake_clock: None,
     assert all(seconds == 0.0 for seconds in sleeps)
 
 
-def test_the_median_interval_covers_at_least_95_percent_from_order_statistics() -> None:
-    assert quantize_timing.median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) == (None, None)  # 2/32 > 5%: none exists
-    assert quantize_timing.median_interval([float(v) for v in range(1, 10)]) == (2.0, 8.0)  # n=9: 96.1%
-    assert quantize_timing.median_interval([float(v) for v in range(1, 32)]) == (10.0, 22.0)  # n=31: 97.1%
+def test_the_paired_ratio_interval_covers_at_least_95_percent_from_order_statistics() -> None:
+    ones = [1.0] * 31
+    interval = quantize_timing._paired_ratio_interval
+    assert interval([1.0, 2.0, 3.0, 4.0, 5.0], ones[:5]) is None  # 2/32 > 5%: none exists
+    assert interval([float(v) for v in range(1, 10)], ones[:9]) == (2.0, 8.0)  # n=9: 96.1%
+    assert interval([float(v) for v in range(1, 32)], ones) == (10.0, 22.0)  # n=31: 97.1%
 
 
 def test_head_to_head_timing_stops_once_the_ratio_is_clear_of_every_threshold(fake_clock: None) -> None:

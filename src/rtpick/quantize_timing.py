@@ -54,8 +54,8 @@ def measure(sessions: Mapping[str, Any], feed: dict[str, np.ndarray], budget_s: 
     `DROP_FACTOR` slower than the best so far (the first session, the reference, always stays) drop out after
     `DROP_AFTER` rounds, and from `SURELY_SLOWER_AFTER` rounds on, those whose per-round time over the fastest's
     (paired within each round) has a 95% interval wholly above 1. Runs at least `min_rounds` rounds, then stops
-    when `budget_s` is spent or `settled` (given each session's per-round seconds) says more rounds cannot change
-    the answer.
+    when `budget_s` is spent or `settled` (given each session's per-round seconds) says the decision the rounds
+    serve is made.
 
     `drop=False` times every session in every round (a benchmark's ratios, where the search wants only the best).
     `threads` is the sessions' intra-op thread count: with 1, ONNX Runtime runs on the calling thread and has no
@@ -105,8 +105,8 @@ def _fastest(samples: Mapping[str, list[float]], active: list[str]) -> list[floa
 
 
 def _surely_slower(times: list[float], fastest: list[float]) -> bool:
-    low, _ = median_interval(sorted(t / f for t, f in zip(times, fastest, strict=False) if f > 0))
-    return low is not None and low > 1.0
+    interval = _paired_ratio_interval(times, fastest)
+    return interval is not None and interval[0] > 1.0
 
 
 def ratio_settled(thresholds: tuple[float, ...]) -> Callable[[Mapping[str, list[float]]], bool]:
@@ -117,24 +117,20 @@ def ratio_settled(thresholds: tuple[float, ...]) -> Callable[[Mapping[str, list[
 
     def settled(samples: Mapping[str, list[float]]) -> bool:
         reference, other = list(samples.values())[:2]
-        ratios = sorted(a / b for a, b in zip(reference, other, strict=False) if b > 0)
-        low, high = median_interval(ratios)
-        return low is not None and all(not low <= t <= high for t in thresholds)
+        interval = _paired_ratio_interval(reference, other)
+        return interval is not None and all(not interval[0] <= t <= interval[1] for t in thresholds)
 
     return settled
 
 
-def median_interval(sorted_values: list[float]) -> tuple[float | None, float | None]:
-    """A distribution-free interval of at least 95% coverage for the median (order statistics, binomial(n, 1/2)):
-    (None, None) below 6 values, where none exists."""
-    from math import comb
+def _paired_ratio_interval(numerators: list[float], denominators: list[float]) -> tuple[float, float] | None:
+    """The 95% order-statistics interval (`rtpick.perf.stats.median_ci`) of the median of the per-round ratios
+    numerator / denominator; None while there are too few rounds for one."""
+    from rtpick.perf.stats import median_ci
 
-    n = len(sorted_values)
-    # the largest k with P(Binomial(n, 1/2) < k) <= 2.5%: then (x_(k), x_(n-k+1)) covers the median >= 95%
-    k, below = 0, 0.0
-    while k < n and below + comb(n, k) / 2**n <= 0.025:
-        below += comb(n, k) / 2**n
-        k += 1
-    if k == 0:
-        return None, None
-    return sorted_values[k - 1], sorted_values[n - k]
+    ratios = [a / b for a, b in zip(numerators, denominators, strict=False) if b > 0]
+    try:
+        low, high = median_ci(ratios)["ci"]
+    except ValueError:
+        return None
+    return low, high
