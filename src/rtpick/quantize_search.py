@@ -234,10 +234,7 @@ def split_calibration(model: Model, shapes: Mapping[str, tuple[int, ...]],
         checks = [synthetic_feeds(model.spec.inputs, shapes, seed=10_000 + i) for i in range(8)]
         return replace(data, note=f"{data.note}; accuracy checked on 8 other synthetic inputs (seeds 10000-10007) "
                                   "and on the calibration inputs"), checks
-    def count(feeds: list[dict[str, np.ndarray]]) -> int:
-        return sum(int(np.shape(next(iter(feed.values())))[0]) for feed in feeds)
-
-    chunks, total = list(data.feeds), count(list(data.feeds))
+    chunks, total = list(data.feeds), _rows(list(data.feeds))
     joined = {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
     dynamic = all(spec.shape and not isinstance(spec.shape[0], int) for spec in model.spec.inputs)
     if dynamic and total >= 2 and {int(np.shape(v)[0]) for v in joined.values()} == {total}:
@@ -251,10 +248,10 @@ def split_calibration(model: Model, shapes: Mapping[str, tuple[int, ...]],
     else:
         return replace(data, note=f"{data.note}; accuracy checked on those same samples (too few to hold any "
                                   "out: give more)"), chunks
-    note = (f"int8 calibrated on {count(calibrate)} of the {total} samples in {data.source}; accuracy checked on "
-            f"{count(checks)} of the others, held out from calibration, and on the {count(calibrate)} calibration "
+    note = (f"int8 calibrated on {_rows(calibrate)} of the {total} samples in {data.source}; accuracy checked on "
+            f"{_rows(checks)} of the others, held out from calibration, and on the {_rows(calibrate)} calibration "
             "samples")
-    key = hashlib.sha256(f"{data.key}-holdout-{count(calibrate)}".encode()).hexdigest()
+    key = hashlib.sha256(f"{data.key}-holdout-{_rows(calibrate)}".encode()).hexdigest()
     return replace(data, feeds=tuple(calibrate), note=note, key=key), checks
 
 

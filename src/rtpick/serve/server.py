@@ -53,8 +53,7 @@ def load_target(target: str, runtime: str | None, max_batch: int | None = None,
     """(session, deploy, spec) for a deploy file, or for MODEL with ``-r rt:prec``, ``--option``s and
     ``--shape``s (an in-memory deploy at batch `max_batch`, default 8). A --shape fixes the dims the model leaves
     open, as it does for every other command; its leading dim, where the model's is open, is the batch axis the
-    server fills, so the served max batch takes its place. Requests may still bring other sizes of an open dim
-    where the runtime runs any shape (ONNX Runtime)."""
+    server fills, so the served max batch takes its place. Requests must bring those shapes (`fixed_input_dims`)."""
     from rtpick.deploy import DeployConfig, is_deploy_file
 
     if is_deploy_file(target):
