@@ -160,7 +160,20 @@ def test_inspect_shape_mistakes_exit_2(small_onnx, shape, word) -> None:
 def test_a_torch_checkpoint_says_how_to_save_it(tmp_path, suffix) -> None:
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"\x80\x02}q\x00.")  # a pickle, never unpickled
-    one_line(run_cli("inspect", str(path)), 2, "save it with torch.export as .pt2")
+    one_line(run_cli("inspect", str(path)), 2, "save the model with torch.export as .pt2")
+
+
+@pytest.mark.parametrize("name, kind", [("model.jit", "TorchScript archive"), ("model.onnx", "TorchScript archive"),
+                                        ("weights.data", "PyTorch pickle")])
+def test_torch_files_are_told_by_their_bytes_whatever_their_name(tmp_path, name, kind) -> None:
+    """A TorchScript model ships as .jit/.torchscript/.pt, torch.save writes any name: neither reaches a loader."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / name
+    if kind == "TorchScript archive":
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    else:
+        torch.save({"w": torch.zeros(2)}, str(path))
+    one_line(run_cli("inspect", str(path)), 2, f"is a {kind}; rtpick does not load those")
 
 
 def test_an_unknown_bundled_model_lists_the_bundled_ones() -> None:

@@ -12,6 +12,7 @@ safe to do before a deploy file's pin is checked. A ``.pt2`` is one file.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,18 +26,49 @@ PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 def check_source(text: str, bundled: Any) -> None:
     """Refuse, in one line, a model name rtpick will not open, before anything touches the file.
 
-    `bundled` are the ``rtpick:<name>`` models that exist. A ``.pt``/``.pth`` checkpoint is a pickle: loading one
-    can run code, and it holds weights without the program, so rtpick asks for a torch.export archive instead.
+    `bundled` are the ``rtpick:<name>`` models that exist. A ``.pt``/``.pth`` checkpoint is a pickle and a
+    TorchScript archive holds code: loading either can run code, so rtpick asks for a torch.export archive
+    instead. Both are told by their bytes as well as by their name.
     """
     if text.startswith("rtpick:") and text not in bundled:
         raise RtpickError(f"there is no bundled model {text!r}; the bundled models are: {', '.join(sorted(bundled))}")
     path = Path(text)
     if any(len(os.fsencode(part)) > 255 for part in path.parts):
         raise RtpickError(f"model file name {text[:60]!r}... is longer than 255 bytes; no file can have that name")
-    if path.suffix.lower() in PICKLE_SUFFIXES and path.is_file():
-        raise RtpickError(f"{text} is a PyTorch pickle ({path.suffix}); rtpick does not unpickle files (that can run "
-                          "code); save it with torch.export as .pt2 (torch.export.save(torch.export.export(model, "
-                          "example_inputs), 'model.pt2')) or export it to ONNX")
+    if not path.is_file() or path.suffix.lower() == ".pt2":
+        return
+    kind = _torch_archive_kind(path)
+    if kind is None and path.suffix.lower() in PICKLE_SUFFIXES:
+        kind = "PyTorch pickle"
+    if kind is not None:
+        raise RtpickError(f"{text} is a {kind}; rtpick does not load those (loading one can run code); save the model "
+                          "with torch.export as .pt2 (torch.export.save(torch.export.export(model, example_inputs), "
+                          "'model.pt2')) or export it to ONNX")
+
+
+def _torch_archive_kind(path: Path) -> str | None:
+    """What a torch file is, from its bytes, whatever its name: "TorchScript archive", "PyTorch pickle" or None.
+
+    Why by content: TorchScript models ship as ``.jit``, ``.torchscript`` or ``.pt``, and ``torch.save`` writes
+    any name; told by the suffix alone, such a file reached the ONNX parser and got "not a readable ONNX model".
+    Reads the zip directory or the first two bytes only, never unpickles.
+    """
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if path.suffix.lower() != ".onnx" and len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+            return "PyTorch pickle"  # a pickle's PROTO opcode, protocols 2-5 (torch.save's legacy format)
+        if not zipfile.is_zipfile(path):
+            return None
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return None
+    if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
+        return "TorchScript archive"
+    if any(name.endswith("data.pkl") for name in names):
+        return "PyTorch pickle"
+    return None
 
 
 def _tensors(graph: Any) -> Iterator[Any]:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtpick.errors import RtpickError
 from rtpick.model import Model, resolve_shapes
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -35,12 +36,11 @@ class ModelSummary:
 
 
 def summarize(model: Model, shapes: Mapping[str, tuple[int, ...]] | None = None) -> ModelSummary:
-    import numpy as np
     import onnx
 
     path = model.onnx_path()
     proto = onnx.load(str(path))
-    parameters = sum(int(np.prod(init.dims)) for init in proto.graph.initializer)
+    parameters = count_parameters(proto.graph)
     operators = Counter(node.op_type for node in _all_nodes(proto.graph))
     opsets = {entry.domain or "ai.onnx": int(entry.version) for entry in proto.opset_import}
     flops, note, used = None, "", {}
@@ -48,6 +48,8 @@ def summarize(model: Model, shapes: Mapping[str, tuple[int, ...]] | None = None)
         used = resolve_shapes(model.spec.inputs, shapes, batch=None)
         flops = estimate_flops(proto, used)
         note = f"multiply-adds of {', '.join(COUNTED_OPS)} x2, from ONNX shape inference"
+    except RtpickError as exc:  # the user's to fix (an open dim): its one line says how
+        note = f"not estimated: {exc}"
     except Exception as exc:  # noqa: BLE001 - an estimate that cannot be made is reported, not fatal
         note = f"not estimated: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return ModelSummary(
@@ -60,6 +62,31 @@ def summarize(model: Model, shapes: Mapping[str, tuple[int, ...]] | None = None)
         flops_note=note,
         notes=list(model.notes),
     )
+
+
+def count_parameters(graph: Any) -> int:
+    """Elements of every initializer and every floating-point ``Constant``, If/Loop/Scan bodies included.
+
+    Why both: exporters also keep weights in ``Constant`` nodes and inside control-flow bodies (Silero VAD keeps
+    all of its weights in the branches of ``If`` nodes, one per sample rate), where a count of the main graph's
+    initializers says 0. Integer constants are left out (shapes, axes, indices), and so are float scalars (an
+    epsilon, HardSwish's 3 and 6): neither is a weight.
+    """
+    import numpy as np
+    import onnx
+
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    total = sum(int(np.prod(init.dims)) for init in graph.initializer)
+    for node in graph.node:
+        for attr in node.attribute:
+            size = int(np.prod(attr.t.dims)) if attr.HasField("t") else 0
+            if node.op_type == "Constant" and attr.name == "value" and attr.t.data_type in floats and size > 1:
+                total += size
+            if attr.HasField("g"):
+                total += count_parameters(attr.g)
+            for sub in attr.graphs:
+                total += count_parameters(sub)
+    return total
 
 
 def _all_nodes(graph: Any) -> list[Any]:
