@@ -137,3 +137,23 @@ def test_an_interrupted_run_keeps_what_it_finished(small_onnx: Path, tmp_path: P
     assert [r.batch for r in Results.read(finished).configurations] == [1]
     if earlier:
         assert out.read_text() == "the user's earlier results\n"
+
+
+def test_an_input_with_a_fixed_leading_dim_is_not_batched_where_another_has_an_open_one() -> None:
+    """Silero VAD: input [n, samples], state [2, n, 128], sr a scalar. The 2 is the LSTM's two states; --shape
+    state:2x1x128 must neither fix the batch at 2 nor clash with input's batch 1."""
+    from types import SimpleNamespace
+
+    from rtpick.model import ModelSpec, TensorSpec
+    from rtpick.perf.request import BenchRequest
+    from rtpick.perf.run import fixed_batch, plan_batches
+
+    spec = ModelSpec("vad", (TensorSpec("input", "float32", ("n", "samples")), TensorSpec("state", "float32",
+                     (2, "n", 128)), TensorSpec("sr", "int64", ())), (), "onnx", "0")
+    model = SimpleNamespace(spec=spec)
+    assert fixed_batch(model) is None
+    request = BenchRequest(shapes={"input": (1, 512), "state": (2, 1, 128)})
+    assert plan_batches(request, model) == [1]
+    both_fixed = (TensorSpec("x", "float32", (4, 3)), TensorSpec("h", "float32", (2, 4)))
+    fixed = SimpleNamespace(spec=ModelSpec("f", both_fixed, (), "onnx", "0"))
+    assert fixed_batch(fixed) == 4  # every leading dim fixed: the first input's is the batch

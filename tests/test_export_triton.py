@@ -131,6 +131,18 @@ def test_a_model_without_a_batch_axis_gets_max_batch_size_0() -> None:
     assert [w.batch_size for w in config.model_warmup] == [1]
 
 
+def test_a_scalar_is_declared_dims_1_as_triton_requires() -> None:
+    """Triton refuses a tensor without dims; its ONNX Runtime backend feeds a [1] tensor to a rank-0 model input.
+    Silero VAD's sample rate is such a scalar."""
+    spec = ModelSpec("vad", (TensorSpec("input", "float32", (1, 512)), TensorSpec("sr", "int64", ())),
+                     (TensorSpec("prob", "float32", ()),), "onnx", "cd" * 32)
+    deploy = DeployConfig("/m.onnx", spec.sha256, "vad", "ort-cpu", "fp32", batch=1)
+    config = model_config(deploy, spec)
+    assert config.max_batch_size == 0
+    assert [list(t.dims) for t in config.input] == [[1, 512], [1]] and list(config.output[0].dims) == [1]
+    assert list(config.model_warmup[0].inputs["sr"].dims) == [1]
+
+
 def test_absent_figures_fall_back_to_stated_defaults() -> None:
     deploy = deploy_for("ort-cpu", "fp32", {}, measured={})
     policy = serving_policy(deploy, 8)

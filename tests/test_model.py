@@ -49,7 +49,11 @@ def test_bad_shapes_are_user_errors(shapes: dict, message: str) -> None:
 
 
 def test_with_batch() -> None:
-    assert with_batch({"x": (1, 3, 8, 8)}, 4) == {"x": (4, 3, 8, 8)}
+    inputs = [TensorSpec("x", "float32", ("n", 3, 8, 8)), TensorSpec("state", "float32", (2, "n", 4)),
+              TensorSpec("sr", "int64", ())]
+    shapes = {"x": (1, 3, 8, 8), "state": (2, 1, 4), "sr": ()}
+    # only inputs with an open leading dim carry the batch: state's fixed 2 and the scalar stay as they are
+    assert with_batch(shapes, 4, inputs) == {"x": (4, 3, 8, 8), "state": (2, 1, 4), "sr": ()}
 
 
 def test_onnx_spec_reads_symbolic_dims(small_onnx: Path) -> None:

@@ -265,3 +265,28 @@ def test_with_nothing_held_out_the_gate_has_one_set(tmp_path: Path) -> None:
     _, calibrate, checks = _split_real(tmp_path, "one.npz", 1)
     assert [label for label, _ in quantize_search.gate_sets(calibrate, checks)] == [
         "1 calibration samples (too few to hold any out)"]
+
+
+def test_matrix_products_only_inside_if_bodies_are_named_in_the_refusal(tmp_path: Path, private_cache: Path) -> None:
+    """Silero VAD keeps every Conv/Gemm inside the branches of an If (one per sample rate); static quantisation does
+    not reach them, and the refusal says where they are instead of 'the model has none'."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def branch(name: str) -> onnx.GraphProto:
+        weight = helper.make_node("Constant", [], [f"{name}_w"],
+                                  value=numpy_helper.from_array(np.ones((8, 8), np.float32)))
+        product = helper.make_node("MatMul", ["x", f"{name}_w"], [f"{name}_y"])
+        return helper.make_graph([weight, product], name, [],
+                                 [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [1, 8])])
+
+    cond = helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(np.array(True)))
+    choose = helper.make_node("If", ["c"], ["y"], then_branch=branch("a"), else_branch=branch("b"))
+    graph = helper.make_graph([cond, choose], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path = tmp_path / "branches.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(BuildError, match=r"main graph has none of Conv, MatMul, Gemm \(its 2 are inside If"):
+        rtpick.load(str(path), "ort-cpu", "int8")

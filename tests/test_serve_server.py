@@ -310,3 +310,82 @@ def test_a_model_with_open_image_dims_is_served_at_the_shape_given(tmp_path) -> 
         with pytest.raises(InferenceServerException, match=r"\[3, 16, 24\]"):
             client.infer(served.name, [other])
         client.close()
+
+
+def _scalar_model(path) -> str:
+    """y = x * s and total = sum(y), with s a rank-0 input (as Silero VAD's sample rate) and total a rank-0
+    output; x's leading dim is open but s has none, so the model has no batch axis."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["x", "s"], ["y"]), helper.make_node("ReduceSum", ["y"], ["total"], keepdims=0)],
+        "scaled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+                   helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3]),
+         helper.make_tensor_value_info("total", TensorProto.FLOAT, [])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_scalar_inputs_and_outputs_are_served_as_triton_declares_them(tmp_path) -> None:
+    """Triton refuses empty dims, so a scalar is declared [1]: requests send [1], the model gets its rank-0 value,
+    and a rank-0 output comes back as [1], over HTTP and gRPC; the warm-up takes --input-range's values."""
+    path = _scalar_model(tmp_path / "scalar.onnx")
+    options = ServeOptions(port=free_port(), grpc_port=free_port(), timeout_ms=0, exit_timeout_s=5,
+                           shapes={"x": (2, 3)}, warm_ranges={"s": (2.0, 3.0)})
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with running_server(options, target=path) as served:
+        assert served.config["max_batch_size"] == 0
+        dims = {entry["name"]: entry["dims"] for entry in served.config["input"] + served.config["output"]}
+        assert dims["s"] == [1] and dims["total"] == [1] and dims["x"] == [2, 3]
+        for module, client in ((httpclient, http_client(options)), (grpcclient, grpc_client(options))):
+            given = [module.InferInput("x", [2, 3], "FP32"), module.InferInput("s", [1], "FP32")]
+            given[0].set_data_from_numpy(x)
+            given[1].set_data_from_numpy(np.array([0.5], np.float32))
+            result = client.infer(served.name, given)
+            np.testing.assert_array_equal(result.as_numpy("y"), x * 0.5)
+            np.testing.assert_array_equal(result.as_numpy("total"), [7.5])
+            bare = [module.InferInput("x", [2, 3], "FP32"), module.InferInput("s", [], "FP32")]
+            bare[0].set_data_from_numpy(x)
+            bare[1].set_data_from_numpy(np.array(0.5, np.float32))
+            with pytest.raises(InferenceServerException, match=r"'s' has shape \[\], the model wants \[1\]"):
+                client.infer(served.name, bare)
+            client.close()
+
+
+def _lookup_model(path) -> str:
+    """y = table[i]: a 10-row table and a scalar index, which fails on an index of 10 or more."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(10, dtype=np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "i"], ["y"])], "lookup",
+                              [helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_a_warm_up_failure_is_one_line_naming_input_range(tmp_path) -> None:
+    """A model that fails on rtpick's synthetic inputs (here an index past the table; Silero VAD on a sample rate
+    it does not know) is a one-line error at start saying how to give the values; with them it serves."""
+    from conftest import run_cli
+
+    path = _lookup_model(tmp_path / "lookup.onnx")
+    done = run_cli("serve", path, "--port", str(free_port()), "--grpc-port", "0", timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "failed its warm-up on synthetic inputs" in done.stderr and "--input-range" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5,
+                           warm_ranges={"i": (0, 10)})
+    with running_server(options, target=path) as served:
+        client = http_client(options)
+        given = httpclient.InferInput("i", [1], "INT64")
+        given.set_data_from_numpy(np.array([7], np.int64))
+        np.testing.assert_array_equal(client.infer(served.name, [given]).as_numpy("y"), [7.0])
+        client.close()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
-from rtpick.model import ModelSpec, TensorSpec
+from rtpick.model import ModelSpec, TensorSpec, shape_text
 
 # Integer inputs are usually token ids or indices: keep them small so any embedding table accepts them.
 DEFAULT_INT_HIGH = 100
@@ -84,7 +84,7 @@ def check_fits_in_memory(inputs: Sequence[TensorSpec], shapes: Mapping[str, tupl
         total += count * np.dtype(spec.dtype).itemsize
     available = available_memory()
     if available is not None and total > available // 2:
-        sizes = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape in shapes.items())
+        sizes = ", ".join(f"{name}={shape_text(shape)}" for name, shape in shapes.items())
         raise RtpickError(f"the inputs ({sizes}) need {total / 2**30:.3g} GiB, more than half of the "
                           f"{available / 2**30:.3g} GiB of memory available; use a smaller --shape or --batch")
 

@@ -72,6 +72,11 @@ class ModelSpec:
         }
 
 
+def shape_text(shape: tuple[int, ...] | list[int]) -> str:
+    """A shape as users write it (``1x3x224x224``); a scalar input (Silero VAD's ``sr``) says "scalar", not ""."""
+    return "x".join(map(str, shape)) or "scalar"
+
+
 def resolve_shapes(
     inputs: Sequence[TensorSpec],
     shapes: Mapping[str, Sequence[int]] | None = None,
@@ -148,9 +153,15 @@ def probe_shapes(inputs: Sequence[TensorSpec], batch: int = 2, other: int = 8) -
     }
 
 
-def with_batch(shapes: Mapping[str, tuple[int, ...]], batch: int) -> dict[str, tuple[int, ...]]:
-    """The same shapes with the leading (batch) axis set to `batch`."""
-    return {name: (batch, *shape[1:]) if shape else shape for name, shape in shapes.items()}
+def with_batch(shapes: Mapping[str, tuple[int, ...]], batch: int,
+               inputs: Sequence[TensorSpec]) -> dict[str, tuple[int, ...]]:
+    """The same shapes with the leading (batch) axis set to `batch`, on the inputs whose leading dim is open.
+
+    An input whose leading dim the model fixes keeps it: where other inputs carry the batch it is not a batch
+    axis (Silero VAD's ``state`` is ``[2, batch, 128]``), and where every input's is fixed, `batch` is that size.
+    """
+    open_leading = {spec.name for spec in inputs if spec.shape and isinstance(spec.shape[0], str)}
+    return {name: (batch, *shape[1:]) if shape and name in open_leading else shape for name, shape in shapes.items()}
 
 
 @dataclass

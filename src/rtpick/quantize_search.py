@@ -42,7 +42,7 @@ from rtpick.quantize import (
     quantize_int8,
 )
 from rtpick.quantize_timing import measure, ratio_settled, timing_session
-from rtpick.quantize_variants import candidates, cpu_features, node_report, op_counts
+from rtpick.quantize_variants import BODY_FAST_OPS, candidates, cpu_features, node_report, op_counts
 from rtpick.settings import cache_dir
 
 __all__ = ["Choice", "accuracy_problem", "candidates", "choose_int8", "cpu_features", "measure", "node_report",
@@ -278,9 +278,14 @@ def _search(model: Model, shapes: Mapping[str, tuple[int, ...]], data: Calibrati
     from rtpick.data import synthetic_feeds
 
     source = model.onnx_path()
-    variants = candidates(features, op_counts(source))
+    ops = op_counts(source)
+    variants = candidates(features, ops)
     if not variants:
-        raise BuildError(f"int8: the model has none of {', '.join(FAST_INT8_OPS)}, so int8 cannot make it faster")
+        inside = ops.get(BODY_FAST_OPS, 0)
+        where = (f"its main graph has none of {', '.join(FAST_INT8_OPS)} (its {inside} are inside If/Loop/Scan "
+                 "bodies, which rtpick's int8 does not quantise)" if inside else
+                 f"the model has none of {', '.join(FAST_INT8_OPS)}")
+        raise BuildError(f"int8: {where}, so int8 cannot make it faster")
     # Timed on a held-out real sample where there is one (at the batch-1 shapes), else on a synthetic input.
     feed = ({name: np.asarray(value)[:shapes[name][0]] if shapes[name] else value
              for name, value in checks[0].items()} if data.real else

@@ -64,13 +64,29 @@ def cpu_features() -> dict[str, Any]:
 
 
 def op_counts(path: Path) -> dict[str, int]:
-    """How many nodes of each op type the model at `path` has."""
+    """How many nodes of each op type the main graph of the model at `path` has, and under the key
+    ``BODY_FAST_OPS`` how many of `FAST_INT8_OPS` sit inside If/Loop/Scan bodies (static quantisation does not
+    reach those; the count lets the refusal say where the model's convolutions and matrix products are)."""
     import onnx
 
     counts: dict[str, int] = {}
     for node in onnx.load(str(path), load_external_data=False).graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
+        for body in _bodies(node):
+            counts[BODY_FAST_OPS] = counts.get(BODY_FAST_OPS, 0) + _fast_ops_in(body)
     return counts
+
+
+BODY_FAST_OPS = "<fast ops in bodies>"
+
+
+def _bodies(node: Any) -> list[Any]:
+    return [attr.g for attr in node.attribute if attr.HasField("g")] + [g for attr in node.attribute
+                                                                         for g in attr.graphs]
+
+
+def _fast_ops_in(graph: Any) -> int:
+    return sum((node.op_type in FAST_INT8_OPS) + sum(map(_fast_ops_in, _bodies(node))) for node in graph.node)
 
 
 def candidates(features: Mapping[str, Any], ops: Mapping[str, int]) -> list[Variant]:

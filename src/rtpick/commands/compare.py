@@ -21,6 +21,7 @@ from rich.table import Table
 
 from rtpick.commands.app import app, handles_errors, make_console
 from rtpick.errors import BuildError, RtpickError
+from rtpick.model import shape_text
 from rtpick.options import OPTION_HELP, parse_option_args, resolve_options
 
 console = make_console()
@@ -176,7 +177,7 @@ def compare(
 
 def _print(result: Any, with_accuracy: bool) -> None:
     spec = result.model
-    shapes = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in result.feed_shapes.items())
+    shapes = ", ".join(f"{k}={shape_text(v)}" for k, v in result.feed_shapes.items())
     console.print(f"[bold]{escape(spec.name)}[/]  reference: [cyan]{escape(result.reference)}[/]")
     console.print(f"feeds: {escape(result.feeds_description)}; shapes {escape(shapes)}")
     for note in result.notes:
@@ -277,7 +278,7 @@ def run(
     console.print(f"[bold]{escape(loaded.spec.name)}[/] on {name}:{precision}  build {build_s:.2f} s, "
                   f"one run {elapsed * 1e3:.2f} ms (first call, not a benchmark)")
     console.print(f"feeds: {escape(description)}; shapes "
-                  + escape(", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in feed_shapes.items())))
+                  + escape(", ".join(f"{k}={shape_text(v)}" for k, v in feed_shapes.items())))
     for note in notes:
         console.print(f"note: {escape(note)}")
     table = Table(title="outputs")

@@ -69,7 +69,7 @@ def inspect(
 ) -> None:
     """Show a model's inputs, outputs, parameters, operators, opset and a FLOP estimate."""
     from rtpick.data import parse_shape
-    from rtpick.model import resolve_shapes
+    from rtpick.model import resolve_shapes, shape_text
     from rtpick.sources import load_model
     from rtpick.summary import summarize
 
@@ -96,7 +96,7 @@ def inspect(
     console.print(f"parameters: {summary.parameters:,}")
     console.print("opset: " + ", ".join(f"{d} {v}" for d, v in summary.opsets.items()))
     if summary.flops is not None:
-        at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in summary.flops_shapes.items())
+        at = ", ".join(f"{k}={shape_text(v)}" for k, v in summary.flops_shapes.items())
         console.print(f"FLOPs: {summary.flops / 1e9:.4g} GFLOP per inference at {at} ({summary.flops_note})")
     else:
         console.print(f"FLOPs: {summary.flops_note}")

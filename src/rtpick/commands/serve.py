@@ -37,13 +37,15 @@ def serve(
     option: list[str] = typer.Option(None, "--option", help="Runtime option key=value for MODEL -r (repeatable)."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim of MODEL -r: name:1x3x48x320 "
                                                         "(repeatable; a leading batch dim becomes --max-batch)."),
+    input_range: list[str] = typer.Option([], "--input-range", help="Values the warm-up's synthetic input takes: "
+                                                                    "name:lo:hi (repeatable; e.g. sr:16000:16001)."),
     shared_memory_regions: int = typer.Option(64, "--shared-memory-regions", help="System shared-memory regions "
                                                                                   "clients on this host may "
                                                                                   "register at once (0: the "
                                                                                   "extension is off)."),
 ) -> None:
     """Serve a configuration over HTTP and gRPC (KServe v2 / Triton protocol), batching across clients."""
-    from rtpick.data import parse_shape
+    from rtpick.data import parse_range, parse_shape
     from rtpick.options import parse_option_args
     from rtpick.serve.server import ServeOptions
     from rtpick.serve.server import serve as run_server
@@ -64,7 +66,8 @@ def serve(
     options = ServeOptions(host, port, grpc_port or None, max_batch, max_queue_delay_ms, max_queue_size,
                            timeout_ms, sizes, max_request_bytes, reject_status, exit_timeout, name,
                            parse_option_args(option or []), shared_memory_regions,
-                           dict(parse_shape(s) for s in shape) or None)
+                           dict(parse_shape(s) for s in shape) or None,
+                           dict(parse_range(r) for r in input_range) or None)
     outcome = run_server(config, runtime, options)
     print(f"rtpick serve: drained in {outcome['drained_s']:.2f} s, {outcome['unfinished']} request(s) unfinished",
           file=sys.stderr)

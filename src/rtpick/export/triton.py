@@ -131,7 +131,11 @@ def serving_policy(deploy: DeployConfig, max_batch: int) -> ServingPolicy:
 
 
 def _dims(tensor: TensorSpec, batched: bool) -> list[int]:
+    """Triton's dims: the batch axis left out where it batches; a scalar is [1] (Triton refuses empty dims, and
+    its ONNX Runtime backend feeds a [1] tensor to a rank-0 model input as the scalar)."""
     shape = tensor.shape[1:] if batched else tensor.shape
+    if not batched and not shape:
+        return [1]
     return [d if isinstance(d, int) else -1 for d in shape]
 
 
@@ -149,7 +153,7 @@ def _warmup_dims(tensor: TensorSpec, deploy: DeployConfig, batched: bool) -> lis
         else:
             raise RtpickError(f"input {tensor.name!r} has an open dim {declared!r} and the deploy file gives no "
                               "shape for it; save the deploy file with --shape")
-    return dims
+    return dims if dims or batched else [1]  # a scalar, as `_dims` declares it
 
 
 def triton_dtype(dtype: str) -> str:

@@ -29,15 +29,24 @@ __all__ = ["DEFAULT_SWEEP", "BenchRequest", "combine_replicates", "command_line"
 
 
 def fixed_batch(model: Any) -> int | None:
-    """The model's batch when its leading dim is fixed (same for every input), else None (dynamic)."""
-    leading = {spec.shape[0] for spec in model.spec.inputs if spec.shape}
-    fixed = [d for d in leading if isinstance(d, int)]
-    return fixed[0] if fixed else None
+    """The model's batch when it is fixed, else None (dynamic).
+
+    The batch is the leading dim of the inputs that have one. Where any input's leading dim is open, the batch is
+    dynamic and an input with a fixed leading dim is not batched there (Silero VAD's ``state`` is ``[2, batch,
+    128]``: its 2 is the LSTM's two states, not a batch); where every leading dim is fixed, the first input's is
+    the batch.
+    """
+    leading = [spec.shape[0] for spec in model.spec.inputs if spec.shape]
+    if not leading or any(isinstance(dim, str) for dim in leading):
+        return None
+    return int(leading[0])
 
 
-def shape_batch(request: BenchRequest) -> int | None:
-    """The batch a --shape gives (its leading dimension, the same for every input given), else None."""
-    leading = {shape[0] for shape in request.shapes.values() if len(shape)}
+def shape_batch(request: BenchRequest, model: Any) -> int | None:
+    """The batch a --shape gives: the leading dim it gives the inputs whose leading dim is open (the same for all
+    of them), else None."""
+    open_leading = {spec.name for spec in model.spec.inputs if spec.shape and isinstance(spec.shape[0], str)}
+    leading = {shape[0] for name, shape in request.shapes.items() if len(shape) and name in open_leading}
     if len(leading) > 1:
         raise RtpickError(f"--shape gives different batch sizes ({', '.join(map(str, sorted(leading)))}); give "
                           "every input the same leading dimension")
@@ -46,7 +55,7 @@ def shape_batch(request: BenchRequest) -> int | None:
 
 def plan_batches(request: BenchRequest, model: Any) -> list[int]:
     """The batch sizes to measure: --batch, else the model's fixed batch, else --shape's, else the scenario's."""
-    fixed, from_shape = fixed_batch(model), shape_batch(request)
+    fixed, from_shape = fixed_batch(model), shape_batch(request, model)
     if request.batches:
         for batch in request.batches:
             if fixed is not None and batch != fixed:

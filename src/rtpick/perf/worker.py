@@ -60,7 +60,7 @@ def _measure(job: Job, record: Record, model: Any) -> Any:
     record.load_time_s = time.perf_counter() - start
     runtime = get_runtime(job.runtime)
     shapes = resolve_shapes(loaded.spec.inputs, job.shapes or None, None)
-    shapes = with_batch(shapes, job.batch)
+    shapes = with_batch(shapes, job.batch, loaded.spec.inputs)
     ranges = {k: tuple(v) for k, v in job.ranges.items()}
     with Monitor(gpu=runtime.device == "cuda") as monitor:
         session = runtime.build(loaded, job.precision, shapes, **job.options)

@@ -149,7 +149,7 @@ def measure(cache: SessionCache, job: Any) -> Record:
     from rtpick.perf.worker import is_oom
 
     spec = cache.model.spec
-    shapes = with_batch(resolve_shapes(spec.inputs, job.shapes or None, None), job.batch)
+    shapes = with_batch(resolve_shapes(spec.inputs, job.shapes or None, None), job.batch, spec.inputs)
     built = cache.get(job.runtime, job.precision, job.options, shapes)
     if built.session is None:
         status = "failed" if built.status == "unavailable" else built.status  # a record's statuses: ok/failed/oom

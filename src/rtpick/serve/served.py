@@ -96,17 +96,22 @@ def _copy_rows(target: np.ndarray, source: np.ndarray) -> None:
 
 class UnbatchedSession:
     """A session of a model without a batch axis (Triton's max_batch_size 0) seen by the scheduler as one of
-    batch 1: the request's tensor is row 0 of a one-row batch, and the outputs get that axis back."""
+    batch 1: the request's tensor is row 0 of a one-row batch, and the outputs get that axis back.
+
+    A scalar (Silero VAD's ``sr``) is served as Triton declares it, dims [1]: the request's [1] tensor is fed as
+    the rank-0 value the model takes, and a rank-0 output goes back as [1]."""
 
     def __init__(self, session: Any) -> None:
         self._session = session
+        self._scalars = {spec.name for spec in session.inputs if not spec.shape}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._session, name)
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        outputs = self._session.run({name: value[0] for name, value in feeds.items()})
-        return {name: value[None] for name, value in outputs.items()}
+        outputs = self._session.run({name: value[0].reshape(()) if name in self._scalars else value[0]
+                                     for name, value in feeds.items()})
+        return {name: value.reshape(1, 1) if value.ndim == 0 else value[None] for name, value in outputs.items()}
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class ServedModel:
     """A session served through the scheduler. `start()` warms it (every batch size) then starts the loop."""
 
     def __init__(self, session: Any, config: Mapping[str, Any], settings: ServeSettings,
-                 observe: Any = None) -> None:
+                 observe: Any = None, warm_ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
         self.config = dict(config)
         self.signature = ModelSignature.from_config(self.config)
         if self.signature.max_batch_size <= 0:
@@ -162,6 +167,7 @@ class ServedModel:
         self.version = self.signature.version
         self.counters = Counters(settings.max_batch)
         self.observe = observe  # metrics hook: observe(latency_s, ok) / batch(rows)
+        self.warm_ranges = dict(warm_ranges or {})  # --input-range: values the warm-up's synthetic inputs take
         self.rows = {}
         for tensor in self.signature.inputs:
             if any(d < 0 for d in tensor.dims):
@@ -182,22 +188,34 @@ class ServedModel:
 
     def start(self) -> None:
         """Warm every batch size the scheduler may run, seed its predictor, start its thread; then ready."""
+        from rtpick.data import synthetic_feeds
+        from rtpick.model import TensorSpec
         from rtpick.perf.staging import staging_for
 
         s = self.settings
         staging = staging_for(self.session, self.rows, s.max_batch)
-        rng = np.random.default_rng(0)
-        staging.fill({name: rng.standard_normal((s.max_batch, *dims)).astype(staging.host(name).dtype)
-                       for name, dims in self.rows.items()})
-        for size in s.batch_sizes or range(1, s.max_batch + 1):
-            self.session.run(staging.stage(size))
-        self.session.synchronize()
+        # rtpick's usual synthetic inputs (floats in [0, 1), integers in [0, 100)) unless --input-range says
+        specs = [TensorSpec(name, staging.host(name).dtype.name, (s.max_batch, *dims))
+                 for name, dims in self.rows.items()]
+        staging.fill(synthetic_feeds(specs, {t.name: t.shape for t in specs}, ranges=self.warm_ranges))
         self.queue = ServerQueue(s.max_queue, s.max_batch)
         self.scheduler = Scheduler(self.session, self.queue, max_batch=s.max_batch,
                                    max_queue_delay_s=s.max_queue_delay_s, staging=staging,
                                    batch_sizes=s.batch_sizes, on_batch=self._on_batch)
         self.queue.wake = self.scheduler.wake
-        self.scheduler.measure(sorted({1, s.max_batch}), staging.stage)
+        try:
+            for size in s.batch_sizes or range(1, s.max_batch + 1):
+                self.session.run(staging.stage(size))
+            self.session.synchronize()
+            self.scheduler.measure(sorted({1, s.max_batch}), staging.stage)
+        except RtpickError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the runtime's own error, told in one line
+            text = str(exc).strip().splitlines()
+            raise RtpickError(
+                f"{self.name} failed its warm-up on synthetic inputs ({type(exc).__name__}: "
+                f"{text[0][:300] if text else ''}); where an input needs particular values (a sample rate, token "
+                "ids below the vocabulary size), give them with --input-range NAME:LO:HI") from exc
         scheduler, buckets = self.scheduler, self.scheduler.buckets
         # admission: refuse at once what the scheduler predicts cannot finish by its deadline (padded sizes)
         self.queue.window_s = s.max_queue_delay_s

@@ -45,6 +45,7 @@ class ServeOptions:
     runtime_options: dict[str, str] | None = None  # --option items (MODEL -r only)
     shared_memory_regions: int = 64  # registered system shared-memory regions at most (0: the extension is off)
     shapes: dict[str, tuple[int, ...]] | None = None  # --shape items (MODEL -r only): the model's open dims
+    warm_ranges: dict[str, tuple[float, float]] | None = None  # --input-range items: the warm-up's values
 
 
 def load_target(target: str, runtime: str | None, max_batch: int | None = None,
@@ -55,6 +56,7 @@ def load_target(target: str, runtime: str | None, max_batch: int | None = None,
     open, as it does for every other command; its leading dim, where the model's is open, is the batch axis the
     server fills, so the served max batch takes its place. Requests must bring those shapes (`fixed_input_dims`)."""
     from rtpick.deploy import DeployConfig, is_deploy_file
+    from rtpick.export.triton import has_batch_axis
 
     if is_deploy_file(target):
         if runtime or runtime_options or shapes:
@@ -72,11 +74,14 @@ def load_target(target: str, runtime: str | None, max_batch: int | None = None,
     rt, _, precision = config.partition(":")
     chosen = resolve_options(runtime_options or {}, [config]).get(rt, {})
     model = load_model(target)
-    batch = max_batch or 8
-    open_batch = {t.name for t in model.spec.inputs if t.shape and isinstance(t.shape[0], str)}
+    # Served with a batch axis only where every tensor leads with an open dim (Triton's rule); otherwise each
+    # request is one run at the shapes given (Silero VAD: `state` is [2, batch, 128], `sr` a scalar).
+    batched = has_batch_axis(model.spec)
+    batch = (max_batch or 8) if batched else 1
+    open_batch = {t.name for t in model.spec.inputs if t.shape and isinstance(t.shape[0], str)} if batched else set()
     given = {name: (batch, *dims[1:]) if name in open_batch and dims else tuple(dims)
              for name, dims in (shapes or {}).items()}
-    resolved = resolve_shapes(model.spec.inputs, given, batch)
+    resolved = resolve_shapes(model.spec.inputs, given, batch if batched else None)
     deploy = DeployConfig(target, model.spec.sha256, model.spec.name, rt, precision or "fp32", options=chosen,
                           batch=batch, shapes={k: list(v) for k, v in resolved.items()}, command="rtpick serve")
     session = get_runtime(rt).build(model, deploy.precision, resolved, **chosen)
@@ -144,13 +149,13 @@ def build_served(target: str, runtime: str | None, options: ServeOptions) -> Ser
                                         options.shapes)
     config = fixed_input_dims(served_names(model_config_json(deploy, spec, options.name), spec), deploy)
     config.setdefault("max_batch_size", 0)  # proto3 JSON leaves out a zero; Triton's JSON and clients want it
-    fixed = session.inputs[0].shape[0] if session.inputs else None
+    fixed = session.inputs[0].shape[0] if session.inputs and session.inputs[0].shape else None
     if isinstance(fixed, int) and config.get("max_batch_size"):  # a fixed batch: every batch padded to it
         options = ServeOptions(**{**options.__dict__, "max_batch": fixed, "batch_sizes": (fixed,)})
     settings = settings_for(deploy, spec, config, options)
     if config.get("max_batch_size"):  # what /config says and requests are checked against: the served max
         config["max_batch_size"] = settings.max_batch
-    served = ServedModel(session, config, settings)
+    served = ServedModel(session, config, settings, warm_ranges=options.warm_ranges)
     served.shared_memory = SharedMemoryRegistry(options.shared_memory_regions) if options.shared_memory_regions \
         else None
     return served
@@ -200,6 +205,10 @@ async def serve_async(served: ServedModel, options: ServeOptions, started: Any =
     server = _Uvicorn.make(app, options, on_signal)
     grpc_server = None
     if options.grpc_port:
+        import os
+
+        # gRPC's C core logs its own line for a port it cannot bind; the one-line error below says it for us
+        os.environ.setdefault("GRPC_VERBOSITY", "NONE")
         import grpc
 
         from rtpick.serve.grpc_service import add_to_server
@@ -207,9 +216,13 @@ async def serve_async(served: ServedModel, options: ServeOptions, started: Any =
         grpc_server = grpc.aio.server(options=[("grpc.max_receive_message_length", options.max_request_bytes),
                                                ("grpc.so_reuseport", 0)])
         add_to_server(grpc_server, served)
-        if grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.grpc_port}") == 0:
-            raise RtpickError(f"cannot listen for gRPC on {options.host}:{options.grpc_port}; choose "
-                              "another --grpc-port")
+        try:  # older grpcio answers 0 for a port it cannot bind, newer raises RuntimeError
+            bound = grpc_server.add_insecure_port(f"{_grpc_host(options.host)}:{options.grpc_port}")
+        except RuntimeError:
+            bound = 0
+        if bound == 0:
+            raise RtpickError(f"cannot listen for gRPC on {options.host}:{options.grpc_port} (in use, or not an "
+                              "address of this machine); choose another --grpc-port")
         await grpc_server.start()
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
@@ -222,7 +235,15 @@ async def serve_async(served: ServedModel, options: ServeOptions, started: Any =
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests)
             loop.add_signal_handler(sig, on_signal, sig)
     if served.scheduler is None:  # listening already: ready answers 503 until the warm-up is done
-        await loop.run_in_executor(None, served.start)
+        try:
+            await loop.run_in_executor(None, served.start)
+        except BaseException:  # a failed warm-up: close both listeners before the error reaches the user
+            server.should_exit = True
+            if grpc_server is not None:
+                await grpc_server.stop(0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 2.0)
+            raise
     if started is not None:
         started()
     print(f"rtpick serve: {served.name} ({served.session.config}) ready on http://{options.host}:{options.port}"
