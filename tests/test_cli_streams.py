@@ -52,6 +52,7 @@ def test_a_video_file_every_frame_accounted_for_and_outputs_equal_session_run(tm
     for row in m["per_camera"]:
         assert row["decoded"] == 45 and row["state"] == "ended"
         assert row["processed"] + row["dropped_queue"] + row["dropped_late"] == row["decoded"]
+        assert row["dropped_queue"] == 0  # a file read as fast as possible waits for the model, never overwrites
     lines = read_lines(out)
     assert len(lines) == m["total"]["processed"] > 0
     frames = decode(video, 32)
@@ -73,7 +74,7 @@ def test_a_video_file_every_frame_accounted_for_and_outputs_equal_session_run(tm
     (["synthetic:2@0"], "fps must be positive"),
     (["rtsp://127.0.0.1:9/none", "--preprocess", PRE], "does not answer"),
     (["synthetic:2@30", "--preprocess", "resize=64,color=gray"], "wants 32"),
-    (["synthetic:2@30", "--preprocess", "resize=32"], "channel"),
+    (["synthetic:2@30", "--preprocess", "resize=32,color=rgb"], "channel"),
     (["synthetic:400000000@30", "--preprocess", PRE], "available"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args: list[str], words: str) -> None:

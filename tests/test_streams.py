@@ -34,6 +34,18 @@ def test_preprocess_is_parsed_fitted_and_applied_as_declared() -> None:
     assert same.fit(IMAGE)[2] == row
 
 
+def test_a_one_channel_model_gets_luma_unless_told_otherwise() -> None:
+    """One channel can only be luma; an undeclared colour on a 3-channel model stays rgb."""
+    gray = (TensorSpec("image", "float32", ("batch", 1, 4, 6)),)
+    fitted, _, row, _ = Preprocess.parse("scale=1/255").fit(gray)
+    assert fitted.color == "gray" and row == (1, 4, 6)
+    frame = np.full((4, 6, 3), 200, np.uint8)
+    np.testing.assert_allclose(fitted.apply(frame), np.full((1, 4, 6), 200 / 255, np.float32), rtol=1e-5)
+    assert Preprocess.parse(None).fit(IMAGE)[0].color == "rgb"
+    with pytest.raises(RtpickError, match="color=rgb gives 3"):
+        Preprocess.parse("color=rgb").fit(gray)
+
+
 @pytest.mark.parametrize("text, match", [
     ("resize=8", "height 8"),                 # the model wants 4 x 6
     ("color=gray", "3 channel"),

@@ -130,9 +130,12 @@ def resolve_shapes(
                 dims.append(1)  # the usual dynamic batch axis: default to a batch of one
             else:
                 example = "x".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
+                unset = [d for d in spec.shape if isinstance(d, str) and d not in symbols]
+                dims_text = (f"symbolic dim {declared!r}" if len(unset) == 1 else
+                             f"symbolic dims {', '.join(map(repr, unset))}")
                 raise RtpickError(
-                    f"input {spec.name!r} has symbolic dim {declared!r} ({spec.describe()}); "
-                    f"set it with --shape {spec.name}:{example} (N a number)"
+                    f"input {spec.name!r} has {dims_text} ({spec.describe()}); "
+                    f"set {'it' if len(unset) == 1 else 'them'} with --shape {spec.name}:{example} (N a number)"
                 )
         resolved[spec.name] = tuple(dims)
     return resolved

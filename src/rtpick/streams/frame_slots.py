@@ -40,6 +40,7 @@ class FrameSlots(Policy):
         self.stats = CameraStats(cameras)
         self.open = np.ones(cameras, dtype=bool)  # False once a source has ended for good
         self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)  # notified when `take` frees rows
         self._ready = 0
 
     @property
@@ -64,6 +65,17 @@ class FrameSlots(Policy):
             self.stats.frames_in[camera] += 1
             self._ready += 1
         self.wake()
+
+    def wait_for_room(self, camera: int, stop: threading.Event, poll_s: float = 0.05) -> None:
+        """Block until `camera` has a free row or `stop` is set.
+
+        Why: a file read as fast as possible has no frame rate to keep up with, so its decoder waits for the
+        model instead of overwriting frames it decoded (it dropped most of a short clip before). Live sources
+        never wait: a camera does not pause, and the latest frame must win.
+        """
+        with self._room:
+            while self.count[camera] >= self.depth and not stop.is_set():
+                self._room.wait(poll_s)
 
     def close_camera(self, camera: int) -> None:
         self.open[camera] = False
@@ -115,6 +127,7 @@ class FrameSlots(Policy):
             self.head = (self.head + gone) % self.depth
             self.count -= gone
             self._ready -= int(gone.sum())
+            self._room.notify_all()
             if not chosen.size:
                 return None
             return Taken(int(chosen.size), capture[chosen], deadline[chosen],

@@ -45,7 +45,7 @@ class Preprocess:
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
     layout: str = "nchw"
-    color: str = "rgb"
+    color: str | None = None  # None: gray for a one-channel model, else rgb (`fit` settles it)
     input: str | None = None
 
     @classmethod
@@ -78,10 +78,10 @@ class Preprocess:
                 raise RtpickError(f"--preprocess resize={items['resize']!r} must be H or HxW, positive")
             height, width = sizes[0], sizes[-1]
         layout = str(items.get("layout", "nchw")).lower()
-        color = str(items.get("color", "rgb")).lower()
+        color = None if items.get("color") is None else str(items["color"]).lower()
         if layout not in ("nchw", "nhwc"):
             raise RtpickError(f"--preprocess layout={layout!r} must be nchw or nhwc")
-        if color not in COLORS:
+        if color is not None and color not in COLORS:
             raise RtpickError(f"--preprocess color={color!r} must be one of {', '.join(COLORS)}")
         scale = _number("scale", str(items["scale"])) if "scale" in items else 1.0
         mean = _numbers("mean", items["mean"]) if "mean" in items else (0.0,)
@@ -89,7 +89,7 @@ class Preprocess:
         if any(s == 0 for s in std):
             raise RtpickError("--preprocess std cannot contain 0")
         for key, values in (("mean", mean), ("std", std)):
-            if len(values) not in (1, COLORS[color]):
+            if color is not None and len(values) not in (1, COLORS[color]):
                 raise RtpickError(f"--preprocess {key} has {len(values)} values; color={color} has "
                                   f"{COLORS[color]} channel(s)")
         return cls(height, width, scale, mean, std, layout, color, items.get("input"))
@@ -118,10 +118,16 @@ class Preprocess:
                               "streams cannot feed it")
         channels, height, width = ((spec.shape[1], spec.shape[2], spec.shape[3]) if self.layout == "nchw"
                                    else (spec.shape[3], spec.shape[1], spec.shape[2]))
-        want = COLORS[self.color]
+        # one channel can only be luma; between rgb and bgr nothing in the model tells, so rgb unless declared
+        color = self.color or ("gray" if channels == 1 else "rgb")
+        want = COLORS[color]
         if isinstance(channels, int) and channels != want:
             raise RtpickError(f"the model's input {spec.describe()} has {channels} channel(s) in layout "
-                              f"{self.layout}, but color={self.color} gives {want}; fix --preprocess")
+                              f"{self.layout}, but color={color} gives {want}; fix --preprocess")
+        for key, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) not in (1, want):
+                raise RtpickError(f"--preprocess {key} has {len(values)} values; the model's input has {want} "
+                                  "channel(s)")
         h, w = self.height, self.width
         for name, dim, mine in (("height", height, h), ("width", width, w)):
             if isinstance(dim, int) and mine is not None and dim != mine:
@@ -136,7 +142,7 @@ class Preprocess:
             raise RtpickError(f"the model's input {spec.describe()} is {spec.dtype}; streams feed float32, "
                               "float16 or uint8 images")
         row = (want, h, w) if self.layout == "nchw" else (h, w, want)
-        fitted = Preprocess(h, w, self.scale, self.mean, self.std, self.layout, self.color, spec.name)
+        fitted = Preprocess(h, w, self.scale, self.mean, self.std, self.layout, color, spec.name)
         return fitted, spec.name, row, spec.dtype
 
     def apply(self, frame: np.ndarray, dtype: str = "float32", out: np.ndarray | None = None) -> np.ndarray:

@@ -248,7 +248,8 @@ class StreamProcessor:
         slots = FrameSlots(self.cameras, self.queue_frames, self.input_name, self.row, dtype, self.deadline_s,
                            lambda frame, out: preprocess.apply(frame, dtype, out), staging)
         threads = [DecodeThread(camera, spec, slots.push, size=(preprocess.height, preprocess.width),
-                                paced=self.paced, on_event=self._event, container=container)
+                                paced=self.paced, on_event=self._event, container=container,
+                                wait_for_room=slots.wait_for_room)
                    for camera, (spec, container) in enumerate(zip(self.specs, self.containers))]
         return slots, threads
 

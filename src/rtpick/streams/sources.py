@@ -3,7 +3,8 @@
 Every real source decodes in a thread of its own and hands each frame, already preprocessed, to a bounded slot
 (`FrameSlots.push`: latest frame wins), so a slow or dead source never blocks the dispatcher or the others. A file
 is paced at its own frame rate (frame k is "captured" at start + its presentation time) unless
-`as_fast_as_possible`; it ends once. A URL that fails or ends reconnects with exponential backoff until stopped.
+`as_fast_as_possible`, where its decoder waits for a free row instead (every frame is offered to the model, none
+overwritten); it ends once. A URL that fails or ends reconnects with exponential backoff until stopped.
 Each state change (opened, ended, failed, reconnecting) goes to `on_event(camera, kind, detail)`.
 """
 
@@ -109,9 +110,12 @@ class DecodeThread:
 
     def __init__(self, camera: int, spec: SourceSpec, push: Callable[[int, int, float, np.ndarray], None], *,
                  size: tuple[int, int] | None, paced: bool, on_event: EventSink,
-                 clock: Callable[[], float] = time.perf_counter, container: Any = None) -> None:
+                 clock: Callable[[], float] = time.perf_counter, container: Any = None,
+                 wait_for_room: Callable[[int, threading.Event], None] | None = None) -> None:
         self.camera, self.spec, self.push, self.size = camera, spec, push, size
         self.paced, self.on_event, self.clock = paced, on_event, clock
+        # an unpaced file waits for a free row instead of overwriting frames (`FrameSlots.wait_for_room`)
+        self.wait_for_room = wait_for_room if not paced and spec.kind == "file" else None
         self.decoded = 0
         self.state = "starting"
         self._container = container
@@ -164,6 +168,10 @@ class DecodeThread:
             for frame in container.decode(stream):
                 if self._stop.is_set():
                     return
+                if self.wait_for_room is not None:
+                    self.wait_for_room(self.camera, self._stop)
+                    if self._stop.is_set():
+                        return
                 capture = self.clock()
                 if self.paced and frame.time is not None:
                     first_pts = frame.time if first_pts is None else first_pts
