@@ -216,3 +216,43 @@ def test_half_precision_trace_casts_the_weights(tmp_path: Path) -> None:
     with DeployConfig.read(write_deploy(tmp_path, "rtpick:digits", "torch-cpu")).build() as session:
         want = session.run({"image": image})["logits"]
     np.testing.assert_allclose(got.numpy(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_an_input_with_a_range_warms_up_from_a_file_in_it(tmp_path: Path) -> None:
+    """Triton fails to load a model whose warm-up fails; a deploy file's input_ranges (an input that needs
+    particular values, like Silero VAD's sample rate) become warmup/<input> with values in the range."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from rtpick.export.repository import export_triton
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "rate"], ["y"])], "rated",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("rate", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    model_path = tmp_path / "rated.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(model_path))
+    spec = load_model(str(model_path)).spec
+    deploy = DeployConfig(str(model_path), spec.sha256, spec.name, "ort-cpu", "fp32",
+                          get_runtime("ort-cpu").check_options({}), shapes={"x": [1, 4], "rate": []},
+                          measured=dict(MEASURED), input_ranges={"rate": [16000.0, 16001.0]})
+    path = tmp_path / "deploy.json"
+    deploy.write(path)
+    assert DeployConfig.read(path).input_ranges == {"rate": [16000.0, 16001.0]}
+    result = export_triton(path, tmp_path / "repo")
+    folder = tmp_path / "repo" / result.model_name
+    config = parse_pbtxt((folder / "config.pbtxt").read_text())
+    warm = config.model_warmup[0].inputs
+    assert warm["rate"].input_data_file == "rate" and list(warm["rate"].dims) == [1]
+    assert warm["x"].random_data
+    assert np.frombuffer((folder / "warmup" / "rate").read_bytes(), np.int64).tolist() == [16000]
+
+
+def test_a_damaged_input_range_in_a_deploy_file_is_one_line(tmp_path: Path) -> None:
+    from rtpick.errors import RtpickError
+
+    data = DeployConfig("m.onnx", "ab" * 32, "m", "ort-cpu", "fp32").to_dict() | {"input_ranges": {"sr": [5, 1]}}
+    with pytest.raises(RtpickError, match="damaged deploy file.*not below"):
+        DeployConfig.from_dict(data)

@@ -23,6 +23,17 @@ SCHEMA = "rtpick.deploy"
 SCHEMA_VERSION = 1
 
 
+def _ranges(data: Any) -> dict[str, list[float]]:
+    """A deploy file's ``input_ranges``: {name: [lo, hi]} with lo < hi (a ValueError otherwise)."""
+    out = {}
+    for name, pair in dict(data).items():
+        lo, hi = (float(v) for v in pair)
+        if not lo < hi:
+            raise ValueError(f"input_ranges {name}: {lo} is not below {hi}")
+        out[str(name)] = [lo, hi]
+    return out
+
+
 @dataclass
 class DeployConfig:
     """A configuration fixed for deployment; `to_dict()` is the JSON document."""
@@ -36,6 +47,9 @@ class DeployConfig:
     batch: int = 1
     shapes: dict[str, list[int]] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)  # the figures that chose it, with how measured
+    # --input-range values the configuration was checked and measured with (an input that needs particular
+    # values, such as a sample rate); warm-ups take them too (rtpick serve, Triton's model_warmup)
+    input_ranges: dict[str, list[float]] = field(default_factory=dict)
     command: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
@@ -56,7 +70,7 @@ class DeployConfig:
             "batch": self.batch,
             "shapes": self.shapes,
             "measured": self.measured,
-        }
+        } | ({"input_ranges": self.input_ranges} if self.input_ranges else {})
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "deploy file") -> DeployConfig:
@@ -75,11 +89,14 @@ class DeployConfig:
                 batch=int(data.get("batch") or 1),
                 shapes={k: [int(d) for d in v] for k, v in (data.get("shapes") or {}).items()},
                 measured=dict(data.get("measured") or {}), command=str(data.get("command", "")),
-                created=str(data.get("created", "")),
+                created=str(data.get("created", "")), input_ranges=_ranges(data.get("input_ranges") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RtpickError(f"{source} is a damaged deploy file ({type(exc).__name__}: {exc}); "
                               "save it again with rtpick recommend ... --save FILE") from exc
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        return {name: (lo, hi) for name, (lo, hi) in self.input_ranges.items()}
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Atomically replace `path`: a reader sees the old file or the new one, never half of either."""

@@ -153,6 +153,8 @@ def recommend(
     cpu_only: bool = typer.Option(False, "--cpu-only", help="Only CPU runtimes (edge deployment)."),
     batch: int = typer.Option(None, "--batch", "-b", help="Batch size (offline: the largest tried)."),
     shape: list[str] = typer.Option([], "--shape", help="Fix a symbolic dim: name:1x3x224x224 (repeatable)."),
+    input_range: list[str] = typer.Option([], "--input-range", help="Synthetic input range name:lo:hi for the "
+                                          "check and the measurements (repeatable)."),
     option: list[str] = typer.Option([], "--option", "-o", help=OPTION_HELP),
     save: str = typer.Option(None, "--save", help="Write the chosen configuration here (deploy.json)."),
     json_out: str = typer.Option(None, "--json", help="Write the records used (results schema) here."),
@@ -165,7 +167,7 @@ def recommend(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="List every row, unavailable runtimes too."),
 ) -> None:
     """Recommend the configuration that meets a budget, gated on correctness, with reasons for the rest."""
-    from rtpick.data import parse_shape
+    from rtpick.data import parse_range, parse_shape
     from rtpick.files import check_writable
     from rtpick.perf.scenarios.offline import DEFAULT_SWEEP
     from rtpick.recommendation import deploy_config
@@ -175,6 +177,7 @@ def recommend(
         check_writable(save)
     command = "rtpick " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     shapes = dict(parse_shape(s) for s in shape)
+    ranges = dict(parse_range(r) for r in input_range) or None
     options = _options(option, runtimes, cpu_only)
     batches: Any = batch
     if min_throughput is not None and batch is not None:
@@ -187,7 +190,8 @@ def recommend(
             max_accuracy_drop=max_accuracy_drop, labels=labels, expected_inferences=expected_inferences,
             max_gpu_mem_mb=max_gpu_mem, max_host_mem_mb=max_host_mem, max_joules=max_joules, cpu_only=cpu_only,
             quick=quick,
-            repeats=repeats, from_results=from_results, batch=batches, shapes=shapes, options=options, json=json_out,
+            repeats=repeats, from_results=from_results, batch=batches, shapes=shapes,
+            ranges=ranges, options=options, json=json_out,
             timeout_s=timeout, command=command, progress=phases, exhaustive=exhaustive, variants=not no_variants,
         )
     chosen = rec.chosen
@@ -225,6 +229,6 @@ def recommend(
             console.print(f"nothing saved to {save}")
         raise typer.Exit(1)
     if save:
-        deploy = deploy_config(rec, model, shapes=shapes, options=options, command=command)
+        deploy = deploy_config(rec, model, shapes=shapes, options=options, command=command, ranges=ranges)
         deploy.write(save)
         console.print(f"saved to {save}: load it with rtpick.load({save!r}), or rtpick bench --config {save}")

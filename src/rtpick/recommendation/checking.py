@@ -48,8 +48,8 @@ def eval_data(loaded: Any, labels: Any, feeds: Any, label_array: Any) -> tuple[A
 
 def check_choices(loaded: Any, choices: Sequence[Any], runnable: Sequence[str], eval_feeds: Any,
                   eval_labels: Any, how: str | None, shape_map: Mapping[str, tuple[int, ...]],
-                  max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any = None
-                  ) -> dict[str, dict[str, Any]]:
+                  max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any = None,
+                  ranges: Mapping[str, tuple[float, float]] | None = None) -> dict[str, dict[str, Any]]:
     """Each candidate against the fp32 reference, one `compare_configs` per variant position (each runtime's
     n-th option set together), so options that change the numbers (fused conv, frozen weights) are checked.
 
@@ -74,7 +74,7 @@ def check_choices(loaded: Any, choices: Sequence[Any], runnable: Sequence[str], 
             loaded, names, feeds=eval_feeds, labels=eval_labels, reference=reference, shapes=shape_map or None,
             batch=None if eval_feeds is not None else rows,
             options={choice.runtime: choice.options for choice in group if choice.options},
-            feeds_description=how, chunk=chunk,
+            feeds_description=how, chunk=chunk, input_ranges=ranges,
             sessions=survey.cache.timed(survey.check_calls) if survey is not None else None,
         )
         for note in comparison.notes:
@@ -102,7 +102,8 @@ def check_all(loaded: Any, choices: Mapping[str, Any], to_check: Sequence[Any], 
     from rtpick.recommendation.fallbacks import check_in_rounds, siblings
 
     def check(some: list[Any]) -> dict[str, dict[str, Any]]:
-        return check_choices(loaded, some, runnable, *data, shape_map, max_accuracy_drop, notes, phases, survey)
+        return check_choices(loaded, some, runnable, *data, shape_map, max_accuracy_drop, notes, phases, survey,
+                             ranges=survey.request.ranges if survey is not None else None)
 
     if exhaustive or survey is None or not survey.fallbacks_cannot_win():
         return check(list(to_check)), {}

@@ -169,6 +169,7 @@ def recommend(
     from_results: str | os.PathLike[str] | None = None,
     batch: int | Sequence[int] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    ranges: Mapping[str, tuple[float, float]] | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     json: str | os.PathLike[str] | None = None,
     timeout_s: float | None = None,
@@ -248,7 +249,7 @@ def recommend(
     from rtpick.recommendation.survey import Survey
 
     survey = Survey(model, loaded, c, quick=quick, repeats=repeats, batches=batches, shapes=shape_map,
-                    timeout_s=timeout_s, command=command, phases=phases)
+                    timeout_s=timeout_s, command=command, phases=phases, ranges=ranges)
     try:
         to_check = [choice for key, choice in choices.items() if key not in checks]
         left_out: dict[str, str] = {}
@@ -371,10 +372,11 @@ def expand(runnable: Sequence[str], options: Mapping[str, Mapping[str, Any]], *,
 
 
 def deploy_config(recommendation: Recommendation, model: Any, *, shapes: Mapping[str, Sequence[int]] | None = None,
-                  options: Mapping[str, Mapping[str, Any]] | None = None, command: str = "") -> Any:
+                  options: Mapping[str, Mapping[str, Any]] | None = None, command: str = "",
+                  ranges: Mapping[str, tuple[float, float]] | None = None) -> Any:
     """The chosen configuration as a `DeployConfig` (options filled in with the runtime's defaults)."""
     from rtpick.deploy import DeployConfig, model_source_for
-    from rtpick.model import resolve_shapes
+    from rtpick.model import resolve_shapes, with_batch
     from rtpick.runtimes.registry import get_runtime
     from rtpick.sources import load_model
 
@@ -384,7 +386,7 @@ def deploy_config(recommendation: Recommendation, model: Any, *, shapes: Mapping
     loaded = load_model(model)
     batch = int(chosen.batch or 1)
     resolved = resolve_shapes(loaded.spec.inputs, shapes or None, batch)
-    resolved = {k: (batch, *v[1:]) if v else v for k, v in resolved.items()}
+    resolved = with_batch(resolved, batch, loaded.spec.inputs)
     runtime = get_runtime(chosen.runtime)
     # the chosen candidate's own options (a searched variant), else what the caller gave its runtime
     given = dict(chosen.options) or dict((options or {}).get(chosen.runtime, {}))
@@ -398,5 +400,6 @@ def deploy_config(recommendation: Recommendation, model: Any, *, shapes: Mapping
         model_source=model_source_for(model, loaded), model_sha256=loaded.spec.sha256,
         model_name=loaded.spec.name, runtime=chosen.runtime, precision=chosen.precision,
         options=full_options, batch=batch, shapes={k: list(v) for k, v in resolved.items()},
+        input_ranges={k: [float(lo), float(hi)] for k, (lo, hi) in (ranges or {}).items()},
         measured=measured, command=command,
     )

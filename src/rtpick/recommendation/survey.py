@@ -33,7 +33,8 @@ class Survey:
 
     def __init__(self, model: Any, loaded: Any, constraints: Constraints, *, quick: bool, repeats: int,
                  batches: Sequence[int] | None, shapes: Mapping[str, tuple[int, ...]], timeout_s: float | None,
-                 command: str, phases: Any, checks: Mapping[str, Any] | None = None) -> None:
+                 command: str, phases: Any, checks: Mapping[str, Any] | None = None,
+                 ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
         from rtpick.perf.request import BenchRequest
 
         self.model, self.loaded, self.c = model, loaded, constraints
@@ -41,7 +42,8 @@ class Survey:
         self.command = command
         self.cache = SessionCache(loaded, on_build=phases.note)
         self.notes: list[str] = []
-        fields: dict[str, Any] = {"quick": quick, "shapes": dict(shapes), "timeout_s": timeout_s, "repeats": repeats}
+        fields: dict[str, Any] = {"quick": quick, "shapes": dict(shapes), "timeout_s": timeout_s, "repeats": repeats,
+                                  "ranges": dict(ranges or {})}
         if constraints.mode == "streams":
             fields.update(streams=constraints.streams, fps=constraints.fps, deadline_ms=constraints.p99_ms)
         self.request = BenchRequest.create(constraints.scenario, batches=list(batches) if batches else None,
@@ -143,6 +145,7 @@ class Survey:
                 if number > 1 and len(alive) <= 2:
                     break
                 request = BenchRequest.create(self.c.scenario, quick=True, shapes=dict(self.request.shapes),
+                                              ranges=dict(self.request.ranges),
                                               duration_s=seconds, blocks=PROBE_BLOCKS, min_queries=PROBE_BLOCKS * 4,
                                               warmup=PROBE_WARMUP)
                 what = f"probe round {number} ({seconds:g} s per batch)"

@@ -155,7 +155,7 @@ def build_served(target: str, runtime: str | None, options: ServeOptions) -> Ser
     settings = settings_for(deploy, spec, config, options)
     if config.get("max_batch_size"):  # what /config says and requests are checked against: the served max
         config["max_batch_size"] = settings.max_batch
-    served = ServedModel(session, config, settings, warm_ranges=options.warm_ranges)
+    served = ServedModel(session, config, settings, warm_ranges=options.warm_ranges or deploy.ranges())
     served.shared_memory = SharedMemoryRegistry(options.shared_memory_regions) if options.shared_memory_regions \
         else None
     return served
