@@ -142,3 +142,11 @@ def test_image_folder_without_pillow_says_how_to_get_it(tmp_path: Path, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "PIL" else real(name, *a))
     with pytest.raises(RtpickError, match="pip install pillow"):
         load_image_folder(tmp_path, IMAGE, (1, 3, 4, 4))
+
+
+def test_a_scalar_feed_stays_a_scalar() -> None:
+    """Silero VAD's sample rate is an int64 scalar: a 0-d array from an .npz must reach the model 0-d (numpy's
+    ascontiguousarray made it [1], which ONNX Runtime refused)."""
+    inputs = [TensorSpec("x", "float32", ("n", 4)), TensorSpec("sr", "int64", ())]
+    checked = validate_feeds(inputs, {"x": np.zeros((1, 4), np.float32), "sr": np.array(16000)})
+    assert checked["sr"].shape == () and checked["sr"].dtype == np.int64 and int(checked["sr"]) == 16000

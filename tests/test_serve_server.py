@@ -389,3 +389,25 @@ def test_a_warm_up_failure_is_one_line_naming_input_range(tmp_path) -> None:
         given.set_data_from_numpy(np.array([7], np.int64))
         np.testing.assert_array_equal(client.infer(served.name, [given]).as_numpy("y"), [7.0])
         client.close()
+
+
+def test_an_output_whose_first_dim_is_not_the_batch_is_refused_at_start(tmp_path) -> None:
+    """Kept boxes [K, 2] from a batch of rows: every input and output leads with an open dim, so it looks
+    batched, but row i of the output is not request i's; serving it would hand out other requests' rows."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from rtpick.errors import RtpickError
+    from rtpick.serve.server import build_served
+
+    nodes = [helper.make_node("NonZero", ["x"], ["where"]), helper.make_node("Transpose", ["where"], ["kept"])]
+    graph = helper.make_graph(nodes, "kept", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("kept", TensorProto.INT64, ["k", 2])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "kept.onnx"
+    onnx.save(model, str(path))
+    served = build_served(str(path), "ort-cpu:fp32", ServeOptions(max_batch=2, timeout_ms=0))
+    with pytest.raises(RtpickError, match="output 'kept' has shape .* its first dim is not the batch"):
+        served.start()
+    served.stop()

@@ -232,7 +232,7 @@ def validate_feeds(inputs: Sequence[TensorSpec], feeds: Mapping[str, Any], sourc
         if cast is None:
             problems.append(why)
             continue
-        checked[spec.name] = np.ascontiguousarray(cast)
+        checked[spec.name] = np.asarray(cast, order="C")  # not ascontiguousarray: it makes a scalar 1-d
     if problems:
         raise RtpickError("\n".join(problems))
     return checked

@@ -37,7 +37,7 @@ def _array(tensor):
 
 
 def _tensor(name, array):
-    array = np.ascontiguousarray(np.asarray(array))
+    array = np.asarray(array, order="C")  # keeps a scalar 0-d (ascontiguousarray would not)
     if array.dtype.kind in "iuf":
         return pb_utils.Tensor.from_dlpack(name, array)
     return pb_utils.Tensor(name, array)

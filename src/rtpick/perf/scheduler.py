@@ -396,6 +396,9 @@ class Scheduler:
                 self.staging.before_run()
             outputs = self.session.run(feeds)
             timer = self.staging.after_run() if self.staging is not None else None
+            problem = rows_problem(outputs, size)
+            if problem is not None:
+                raise RtpickError(problem)
         except Exception as exc:  # noqa: BLE001 - the policy decides: re-raise (benchmarks) or answer (server)
             self.policy.fail(taken, exc)
             return None
@@ -421,6 +424,22 @@ class Scheduler:
         if self.on_batch is not None:
             self.on_batch(flight.taken, done, flight.outputs)
         return None
+
+
+def rows_problem(outputs: Mapping[str, Any], size: int) -> str | None:
+    """Why the outputs of a batch of `size` rows cannot be split into its requests' rows, or None.
+
+    Every row of a batch belongs to one request (or frame), and its answer is row i of every output. An output
+    whose first dim is not the batch (a detector's kept boxes, [K, 6], K from the data) would hand each request
+    someone else's rows or a cut, so the batch fails with this reason instead.
+    """
+    for name, value in outputs.items():
+        shape = tuple(getattr(value, "shape", ()))
+        if not shape or shape[0] != size:
+            return (f"output {name!r} has shape {list(shape)} for a batch of {size}: its first dim is not the batch, "
+                    "so it cannot be split between requests; export the model with the batch as every output's "
+                    "first dim")
+    return None
 
 
 @dataclass

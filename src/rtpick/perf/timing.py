@@ -109,7 +109,7 @@ def split_transfers(session: Session, host_feeds: Mapping[str, np.ndarray], iter
         return {"measured": False, "reason": "torch sees no CUDA device"}
     device = torch.device("cuda")
     parts: dict[str, list[float]] = {"h2d": [], "compute": [], "d2h": []}
-    pinned = {name: torch.from_numpy(np.ascontiguousarray(v)).pin_memory() for name, v in host_feeds.items()}
+    pinned = {name: torch.from_numpy(np.asarray(v, order="C")).pin_memory() for name, v in host_feeds.items()}
     for _ in range(max(1, iterations)):
         marks = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         marks[0].record()

@@ -114,7 +114,7 @@ class TensorRTSession(Session):
         tensors = []
         for spec in self.inputs:
             value = feeds[spec.name]
-            tensor = torch.from_numpy(np.ascontiguousarray(value)) if host else value
+            tensor = torch.from_numpy(np.asarray(value, order="C")) if host else value
             if tensor.device.type == "cuda" and tensor.device != self._device:
                 raise RtpickError(f"{self.config}: feed {spec.name!r} is on {tensor.device}, the session on "
                                   f"{self._device}; move it or build with device_id={tensor.device.index}")

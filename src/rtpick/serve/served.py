@@ -24,7 +24,7 @@ import numpy as np
 
 from rtpick.errors import RtpickError
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult, WouldMissDeadline
-from rtpick.perf.scheduler import Scheduler, Taken
+from rtpick.perf.scheduler import Scheduler, Taken, rows_problem
 from rtpick.serve.errors import ProtocolError
 from rtpick.serve.protocol import InferRequest, InShm, ModelSignature
 from rtpick.serve.shared_memory import MAX_REGIONS, SharedMemoryRegistry, write_tensor
@@ -205,7 +205,9 @@ class ServedModel:
         self.queue.wake = self.scheduler.wake
         try:
             for size in s.batch_sizes or range(1, s.max_batch + 1):
-                self.session.run(staging.stage(size))
+                problem = rows_problem(self.session.run(staging.stage(size)), size)
+                if problem is not None:  # refused at start, not answered with other requests' rows
+                    raise RtpickError(f"{self.name} cannot be served: {problem}")
             self.session.synchronize()
             self.scheduler.measure(sorted({1, s.max_batch}), staging.stage)
         except RtpickError:
