@@ -111,3 +111,28 @@ def test_repeats_measure_in_separate_processes(tmp_path):
     record = next(r for r in json.loads(out.read_text())["configurations"] if r.get("metrics"))
     assert len(record["replicates"]) == 2
     assert "independent replications" in record["metrics"]["latency_ms"]["ci"]["method"]
+
+
+def test_input_range_reaches_the_check_and_the_measurements_and_is_saved(tmp_path: Path) -> None:
+    """y = table[i] fails for i past the 10-row table: rtpick's synthetic integers ([0, 100)) fail the check, and
+    --input-range i:0:10 makes it pass, measured, and recorded in the deploy file (serve and Triton warm with it)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    table = numpy_helper.from_array(np.arange(10, dtype=np.float32), "table")
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "i"], ["y"])], "lookup",
+                              [helper.make_tensor_value_info("i", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [table])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "lookup.onnx"
+    onnx.save(model, str(path))
+    without = rtpick("recommend", str(path), "-r", "ort-cpu:fp32", "--p99-ms", "1000", "--quick")
+    assert without.returncode == 1, without.stderr
+    deploy = tmp_path / "deploy.json"
+    done = rtpick("recommend", str(path), "-r", "ort-cpu:fp32", "--p99-ms", "1000", "--quick",
+                  "--input-range", "i:0:10", "--save", str(deploy))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "recommended: ort-cpu:fp32" in done.stdout and "ranges i [0, 10)" in done.stdout
+    assert json.loads(deploy.read_text())["input_ranges"] == {"i": [0.0, 10.0]}

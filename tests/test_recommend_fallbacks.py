@@ -134,7 +134,7 @@ def test_fallbacks_are_kept_where_they_could_win(monkeypatch):
 
     seen: list[list[str]] = []
     monkeypatch.setattr(checking, "check_choices",
-                        lambda loaded, some, *rest: seen.append(sorted(c.key for c in some)) or
+                        lambda loaded, some, *rest, **kwargs: seen.append(sorted(c.key for c in some)) or
                         {c.key: {"passed": True} for c in some})
     choices = expand(["torch-cuda:tf32"], {})
     survey = SimpleNamespace(fallbacks_cannot_win=lambda: False)

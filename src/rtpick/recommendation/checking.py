@@ -93,7 +93,8 @@ def check_choices(loaded: Any, choices: Sequence[Any], runnable: Sequence[str], 
 
 def check_all(loaded: Any, choices: Mapping[str, Any], to_check: Sequence[Any], known: Mapping[str, Any],
               runnable: Sequence[str], data: tuple[Any, Any, str | None], shape_map: Mapping[str, tuple[int, ...]],
-              max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any, *, exhaustive: bool
+              max_accuracy_drop: float | None, notes: list[str], phases: Any, survey: Any, *, exhaustive: bool,
+              ranges: Mapping[str, tuple[float, float]] | None = None
               ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
     """(verdicts, key -> reason for candidates left out): `to_check` checked, except that a search where a
     fallback cannot win (`Survey.fallbacks_cannot_win`) leaves out each one whose sibling passed
@@ -103,7 +104,7 @@ def check_all(loaded: Any, choices: Mapping[str, Any], to_check: Sequence[Any], 
 
     def check(some: list[Any]) -> dict[str, dict[str, Any]]:
         return check_choices(loaded, some, runnable, *data, shape_map, max_accuracy_drop, notes, phases, survey,
-                             ranges=survey.request.ranges if survey is not None else None)
+                             ranges=ranges)
 
     if exhaustive or survey is None or not survey.fallbacks_cannot_win():
         return check(list(to_check)), {}

@@ -256,7 +256,8 @@ def recommend(
         if to_check:
             eval_feeds, eval_labels, how = eval_data(loaded, labels, feeds, label_array)
             found, left_out = check_all(loaded, choices, to_check, checks, runnable, (eval_feeds, eval_labels, how),
-                                        shape_map, max_accuracy_drop, notes, phases, survey, exhaustive=exhaustive)
+                                        shape_map, max_accuracy_drop, notes, phases, survey, exhaustive=exhaustive,
+                                        ranges=ranges)
             checks.update(found)
         from rtpick.recommendation.fallbacks import not_tried
 
