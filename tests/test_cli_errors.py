@@ -224,3 +224,16 @@ def test_serve_with_a_wrong_shape_or_an_open_dim_is_one_line(tmp_path) -> None:
     one_line(run_cli("serve", path, "--port", port, "--grpc-port", "0", timeout=120), 2, "symbolic dim", "--shape")
     one_line(run_cli("serve", path, "--shape", "x:1x3x16", "--port", port, "--grpc-port", "0", timeout=120), 2,
              "3 dims")
+
+
+def test_a_model_newer_than_onnxruntime_reads_says_what_to_do(tmp_path) -> None:
+    """A newer onnx writes an IR version the installed onnxruntime cannot read; ORT's own message points into
+    its source tree."""
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 99
+    path = tmp_path / "future.onnx"
+    onnx.save(model, str(path))
+    one_line(run_cli("run", str(path), "-r", "ort-cpu:fp32"), 1, "is ONNX IR version 99 and this onnxruntime")

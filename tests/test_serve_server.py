@@ -249,7 +249,9 @@ def test_a_model_without_batch_axis_is_served_one_request_per_run(tmp_path) -> N
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
     path = tmp_path / "double.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # what every onnxruntime reads, whichever onnx wrote it
+    onnx.save(model, str(path))
     options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5)
     with running_server(options, target=str(path)) as served:
         assert served.config["max_batch_size"] == 0 and served.settings.max_batch == 1

@@ -9,6 +9,7 @@ another device without saying so.
 from __future__ import annotations
 
 import importlib.util
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +211,11 @@ class OrtRuntime(Runtime):
         try:
             session = ort.InferenceSession(path, sess_options=_session_options(options), providers=providers)
         except Exception as exc:  # noqa: BLE001 - ORT raises its own exception types per failure
+            newer = re.search(r"Unsupported model IR version: (\d+), max supported IR version: (\d+)", str(exc))
+            if newer:  # a newer onnx wrote it: say what to do, not where in ORT's source it stopped
+                raise BuildError(f"{self.name}:{precision}: the model is ONNX IR version {newer[1]} and this "
+                                 f"onnxruntime ({ort.__version__}) reads up to {newer[2]}; upgrade onnxruntime, or "
+                                 f"save the model with ir_version {newer[2]} or lower") from exc
             raise BuildError(f"{self.name}:{precision} failed to build: {_first_line(exc)}") from exc
         used = session.get_providers()[0]
         if used != self.provider:
