@@ -141,6 +141,69 @@ def test_pt2_source(tmp_path: Path) -> None:
     np.testing.assert_allclose(next(iter(out.values())), expected, rtol=1e-5, atol=1e-5)
 
 
+@needs_torch
+def test_a_pt2_with_guarded_sizes_is_read_not_probed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program exported for H, W = 4k with k in 8..512 fails its guards at rtpick's probe sizes (8): the outputs
+    are read from the graph, the allowed sizes are told, and export and runs use sizes it accepts."""
+    import torch
+    from torch.export import Dim
+
+    monkeypatch.setenv("RTPICK_CACHE_DIR", str(tmp_path / "cache"))
+    module = small_cnn().eval()
+    side = Dim("side", min=8, max=512)
+    program = torch.export.export(module, (torch.rand(2, 3, 32, 32),),
+                                  dynamic_shapes=({0: Dim("batch", max=64), 2: 4 * side, 3: 4 * side},))
+    path = tmp_path / "guarded.pt2"
+    torch.export.save(program, str(path))
+    model = load_model(path)
+    image = model.spec.inputs[0]
+    assert isinstance(image.shape[0], str) and isinstance(image.shape[2], str) and image.shape[2] == image.shape[3]
+    assert model.spec.outputs[0].shape[0] == image.shape[0]  # the output's batch is the input's symbol
+    assert any("sizes the program allows" in note and "32..2048" in note for note in model.notes)
+    x = np.random.default_rng(3).random((3, 3, 40, 40), dtype=np.float32)
+    expected = module(torch.from_numpy(x)).detach().numpy()
+    for runtime in ("torch-cpu", "ort-cpu"):
+        with rtpick.load(model, runtime, shapes={image.name: x.shape}) as session:
+            np.testing.assert_allclose(next(iter(session.run({image.name: x}).values())), expected,
+                                       rtol=1e-4, atol=1e-4)
+
+
+@needs_torch
+def test_an_onnx_export_that_froze_an_open_size_is_not_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TorchScript exporter bakes a torch.export'ed TransformerEncoder's sequence length into a Reshape; the
+    export is checked at other sizes and the dynamo exporter's used instead (or the build says why)."""
+    import torch
+    from torch.export import Dim
+
+    pytest.importorskip("onnxscript")
+    monkeypatch.setenv("RTPICK_CACHE_DIR", str(tmp_path / "cache"))
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layer = torch.nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+            self.encoder = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.encoder(x)
+
+    torch.manual_seed(0)
+    module = Encoder().eval()
+    seq = Dim("seq", min=2, max=64)
+    with torch.no_grad():
+        program = torch.export.export(module, (torch.rand(2, 8, 16),),
+                                      dynamic_shapes={"x": {0: Dim("batch", max=16), 1: seq}})
+    path = tmp_path / "encoder.pt2"
+    torch.export.save(program, str(path))
+    model = load_model(path)
+    x = np.random.default_rng(4).random((3, 11, 16), dtype=np.float32)
+    with torch.no_grad():
+        expected = module(torch.from_numpy(x)).numpy()
+    name = model.spec.inputs[0].name
+    with rtpick.load(model, "ort-cpu", shapes={name: x.shape}) as session:
+        np.testing.assert_allclose(next(iter(session.run({name: x}).values())), expected, rtol=1e-4, atol=1e-4)
+
+
 def test_torchvision_without_torchvision_is_a_clear_error() -> None:
     import importlib.util
 

@@ -130,7 +130,7 @@ def resolve_shapes(
                 dims.append(1)  # the usual dynamic batch axis: default to a batch of one
             else:
                 example = "x".join(str(d) if isinstance(d, int) else "N" for d in spec.shape)
-                unset = [d for d in spec.shape if isinstance(d, str) and d not in symbols]
+                unset = list(dict.fromkeys(d for d in spec.shape if isinstance(d, str) and d not in symbols))
                 dims_text = (f"symbolic dim {declared!r}" if len(unset) == 1 else
                              f"symbolic dims {', '.join(map(repr, unset))}")
                 raise RtpickError(
@@ -183,6 +183,13 @@ class Model:
     torch_factory: Callable[[], Any] | None = None
     exporter: Callable[[Model], Path] | None = None
     notes: list[str] = field(default_factory=list)
+    # sizes the torch form is known to run at, for tracing and export: a torch.export program's example inputs
+    # (its guards hold there; rtpick's generic probe sizes, batch 2 and 8 elsewhere, may break them)
+    example_shapes: dict[str, tuple[int, ...]] | None = None
+
+    def probe_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Shapes to trace or export the torch form at: the model's own example sizes, else `probe_shapes`."""
+        return dict(self.example_shapes) if self.example_shapes else probe_shapes(self.spec.inputs)
 
     @property
     def has_torch(self) -> bool:

@@ -21,15 +21,16 @@ def export_to_onnx(model: Model) -> Path:
     """Export `model`'s torch source to ONNX once; later calls reuse the file named by its hash."""
     import torch
 
-    target = cache_dir() / "onnx" / f"{model.spec.sha256[:32]}-opset{OPSET}.onnx"
+    # "-checked": exports from before the check below may have frozen an open size; they are not reused
+    target = cache_dir() / "onnx" / f"{model.spec.sha256[:32]}-opset{OPSET}-checked.onnx"
     if target.exists():
         return target
     from rtpick.data import synthetic_feeds
-    from rtpick.model import probe_shapes
 
     module = model.torch_module()
     inputs = model.spec.inputs
-    feeds = synthetic_feeds(inputs, probe_shapes(inputs), seed=0)
+    base = model.probe_shapes()
+    feeds = synthetic_feeds(inputs, base, seed=0)
     args = tuple(torch.from_numpy(feeds[t.name]) for t in inputs)
     input_names = [t.name for t in inputs]
     output_names = [t.name for t in model.spec.outputs]
@@ -57,16 +58,65 @@ def export_to_onnx(model: Model) -> Path:
                     opset_version=OPSET,
                     **kwargs,
                 )
-            break
+            frozen = _frozen_size(module, buffer.getvalue(), inputs, base)
+            if frozen is None:
+                break
+            errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {frozen}")
         except Exception as exc:  # noqa: BLE001 - the exporters raise many types; each is reported
             errors.append(f"{'dynamo' if dynamo else 'torchscript'} exporter: {type(exc).__name__}: {exc}")
     else:
-        raise BuildError(f"cannot export {model.spec.name} to ONNX: " + "; ".join(errors))
+        raise BuildError(f"cannot export {model.spec.name} to ONNX: " + "; ".join(errors)
+                         + ("; install onnxscript for torch's dynamo exporter" if _no_onnxscript(errors) else ""))
     atomic_write_bytes(target, buffer.getvalue())
     return target
+
+
+def _frozen_size(module: object, onnx_bytes: bytes, inputs: tuple, base: dict[str, tuple[int, ...]]) -> str | None:
+    """Why the export is wrong at other sizes, or None: the export ran at `base`, and a tracer can bake a size
+    the model leaves open into the graph (a Reshape to the traced sequence length, seen on a torch.export'ed
+    TransformerEncoder). So the ONNX file runs once more with every open dim one larger, against the module.
+
+    Sizes the module itself refuses there (a guard: a multiple of 4) leave nothing to check.
+    """
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    from rtpick.data import synthetic_feeds
+
+    other = {t.name: tuple(size + 1 if isinstance(dim, str) else size for dim, size in zip(t.shape, base[t.name]))
+             for t in inputs}
+    if other == base:
+        return None
+    feeds = synthetic_feeds(inputs, other, seed=1)
+    try:
+        with torch.inference_mode():
+            want = module(*[torch.from_numpy(feeds[t.name]) for t in inputs])
+    except Exception:  # noqa: BLE001 - the module's own limits at these sizes: nothing to compare
+        return None
+    from rtpick.sources import flatten_outputs
+
+    want = [value.detach().float().numpy() for _, value in flatten_outputs(want)]
+    sizes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in other.items())
+    try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # the failure is reported below, in one line; not ORT's log on stderr
+        session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+        got = session.run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - ORT's own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"the export froze a size the model leaves open: at {sizes} it fails ({first[:200]})"
+    for w, g in zip(want, got):
+        if w.shape != g.shape or not np.allclose(w, g.astype(np.float32), rtol=1e-3, atol=1e-4):
+            return f"the export froze a size the model leaves open: at {sizes} its outputs differ from the model's"
+    return None
 
 
 def _export_takes_dynamo(torch: object) -> bool:
     import inspect
 
     return "dynamo" in inspect.signature(torch.onnx.export).parameters  # type: ignore[attr-defined]
+
+
+def _no_onnxscript(errors: list[str]) -> bool:
+    return any("No module named 'onnxscript'" in error for error in errors)

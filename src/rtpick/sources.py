@@ -10,6 +10,7 @@ import copy
 import hashlib
 import importlib.util
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,9 @@ def _from_pt2(path: Path) -> Model:
     check_pt2(path)  # before torch touches it: torch.export.load can run code from the archive
     torch = _require_torch(f"{path.name} (a torch.export program)")
     try:
-        program = torch.export.load(str(path))
+        with warnings.catch_warnings():  # torch's own deprecations while it unpickles its tree specs
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.export.load(str(path))
     except Exception as exc:  # noqa: BLE001
         raise RtpickError(f"{path} is not a loadable torch.export program ({type(exc).__name__}: {exc})") from exc
     inputs = []
@@ -224,13 +227,84 @@ def _from_pt2(path: Path) -> Model:
         if node.op != "placeholder" or node.name not in user_inputs:
             continue
         value = node.meta.get("val")
-        dims = tuple(int(d) if str(d).lstrip("-").isdigit() else str(d) for d in value.shape)
-        inputs.append(TensorSpec(node.name, _torch_dtype_name(value.dtype), dims))
+        inputs.append(TensorSpec(node.name, _torch_dtype_name(value.dtype), _dims(value.shape)))
     module = program.module()
     specs = tuple(inputs)
-    outputs = _output_specs(module, specs)
+    outputs = _pt2_output_specs(program)
+    if outputs is None:  # an output the graph does not describe (a constant): learn it by running
+        try:
+            outputs = _output_specs(module, specs)
+        except Exception as exc:  # noqa: BLE001 - a guard the probe sizes break, or the module's own error
+            raise RtpickError(f"cannot learn the outputs of {path.name} by running it at probe sizes "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
     spec = ModelSpec(path.stem, specs, outputs, "pt2", file_sha256(path))
-    return Model(spec=spec, path=path, torch_factory=lambda: copy.deepcopy(module), exporter=export_to_onnx)
+    sizes = ", ".join(f"{name} {lo}..{hi}" for name, (lo, hi) in _symbol_ranges(program).items())
+    return Model(spec=spec, path=path, torch_factory=lambda: _quiet_copy(module), exporter=export_to_onnx,
+                 example_shapes=_example_shapes(program, specs),
+                 notes=[f"sizes the program allows: {sizes}"] if sizes else [])
+
+
+def _dims(shape: Any) -> tuple[int | str, ...]:
+    """A traced shape as rtpick writes it: ints, and a symbolic size as its expression (``s0``, ``4*s1``)."""
+    return tuple(int(d) if str(d).lstrip("-").isdigit() else str(d) for d in shape)
+
+
+def _quiet_copy(module: Any) -> Any:
+    """A private copy of an exported program's module, without torch's deprecation notes about its tree specs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return copy.deepcopy(module)
+
+
+def _symbol_ranges(program: Any) -> dict[str, tuple[int, int]]:
+    """The program's symbolic sizes and the ranges its guards allow (torch.export's range_constraints), so a
+    --shape can be chosen that the program accepts."""
+    ranges = {}
+    for symbol, bounds in getattr(program, "range_constraints", {}).items():
+        try:
+            ranges[str(symbol)] = (int(bounds.lower), int(bounds.upper))
+        except (TypeError, ValueError, OverflowError):  # an unbounded side (oo)
+            continue
+    return ranges
+
+
+def _example_shapes(program: Any, inputs: tuple[TensorSpec, ...]) -> dict[str, tuple[int, ...]] | None:
+    """The shapes of the example inputs the program was exported with (saved in the archive since torch 2.6),
+    where they are plain tensors, one per input; else None."""
+    example = getattr(program, "example_inputs", None)
+    if not example:
+        return None
+    args, kwargs = example
+    tensors = [*args, *(kwargs or {}).values()]
+    if len(tensors) != len(inputs) or not all(hasattr(t, "shape") for t in tensors):
+        return None
+    return {spec.name: tuple(int(d) for d in t.shape) for spec, t in zip(inputs, tensors)}
+
+
+def _pt2_output_specs(program: Any) -> tuple[TensorSpec, ...] | None:
+    """The outputs as the exported graph records them (names from its output tree, dtypes, symbolic shapes in the
+    inputs' symbols), or None where an output is not a traced tensor.
+
+    Why read, not run: a program's guards (H a multiple of 4 and at least 32) hold only at the sizes the user
+    exported for, and running it at rtpick's probe sizes failed those guards before the user gave any shape.
+    """
+    import torch.utils._pytree as pytree
+
+    output = next(node for node in program.graph.nodes if node.op == "output")
+    wanted = list(program.graph_signature.user_outputs)
+    values = [arg for arg in output.args[0] if getattr(arg, "name", None) in set(wanted)]
+    if len(values) != len(wanted) or not all(hasattr(v.meta.get("val"), "shape") for v in values):
+        return None
+    try:
+        names = [name for name, _ in flatten_outputs(pytree.tree_unflatten(list(range(len(values))),
+                                                                            program.call_spec.out_spec))]
+    except Exception:  # noqa: BLE001 - an output type that cannot hold plain indices: positional names
+        names = [None] * len(values)
+    if len(names) != len(values):
+        names = [None] * len(values)
+    return tuple(TensorSpec(name or ("output" if len(values) == 1 else f"output_{i}"),
+                            _torch_dtype_name(node.meta["val"].dtype), _dims(node.meta["val"].shape))
+                 for i, (name, node) in enumerate(zip(names, values)))
 
 
 TORCHVISION_INIT_SEED = 0

@@ -78,7 +78,7 @@ def write_torchscript(deploy: DeployConfig, model: Model, version: Path) -> list
     import torch
 
     from rtpick.data import synthetic_feeds
-    from rtpick.model import probe_shapes
+    from rtpick.model import with_batch
     from rtpick.runtimes.torch import make_io_cast
     from rtpick.runtimes.triton_facts import triton_facts
 
@@ -100,13 +100,16 @@ def write_torchscript(deploy: DeployConfig, model: Model, version: Path) -> list
         def forward(self, *inputs: Any) -> tuple[Any, ...]:
             return tuple(self.inner(*inputs))
 
-    feeds = synthetic_feeds(spec.inputs, probe_shapes(spec.inputs), seed=0)
+    # traced at the deploy file's shapes (sizes the model's guards allow), checked at another batch
+    given = {k: tuple(v) for k, v in deploy.shapes.items()}
+    base = given if set(given) >= {t.name for t in spec.inputs} else model.probe_shapes()
+    feeds = synthetic_feeds(spec.inputs, base, seed=0)
     examples = tuple(torch.from_numpy(feeds[t.name]).to(device) for t in spec.inputs)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(Positional(module), examples, check_trace=False)
-            check = synthetic_feeds(spec.inputs, probe_shapes(spec.inputs, batch=3), seed=1)
+            check = synthetic_feeds(spec.inputs, with_batch(base, 3, spec.inputs), seed=1)
             check_inputs = [torch.from_numpy(check[t.name]).to(device) for t in spec.inputs]
             want = Positional(module)(*check_inputs)
             got = traced(*check_inputs)
