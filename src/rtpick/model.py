@@ -214,3 +214,18 @@ class Model:
             )
         return self.torch_factory()
 
+
+def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
+    """A module's return value as a flat list of (name or None, tensor): tensors, tuples, lists, dicts."""
+    if isinstance(result, dict):
+        return [(str(k), v) for k, v in result.items()]
+    if isinstance(result, list | tuple):
+        if hasattr(result, "_fields"):  # namedtuple
+            return [(k, getattr(result, k)) for k in result._fields]
+        flat: list[tuple[str | None, Any]] = []
+        for item in result:
+            flat.extend(flatten_outputs(item))
+        return flat
+    if hasattr(result, "to_tuple"):  # transformers ModelOutput
+        return [(str(k), v) for k, v in result.items()]
+    return [(None, result)]

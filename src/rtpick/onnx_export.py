@@ -94,7 +94,7 @@ def _frozen_size(module: object, onnx_bytes: bytes, inputs: tuple, base: dict[st
             want = module(*[torch.from_numpy(feeds[t.name]) for t in inputs])
     except Exception:  # noqa: BLE001 - the module's own limits at these sizes: nothing to compare
         return None
-    from rtpick.sources import flatten_outputs
+    from rtpick.model import flatten_outputs
 
     want = [value.detach().float().numpy() for _, value in flatten_outputs(want)]
     sizes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in other.items())

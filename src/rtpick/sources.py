@@ -16,7 +16,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256
-from rtpick.model import Model, ModelSpec, TensorSpec, probe_shapes
+from rtpick.model import Model, ModelSpec, TensorSpec, flatten_outputs, probe_shapes
 from rtpick.model_files import check_source, onnx_sha256
 from rtpick.onnx_export import export_to_onnx
 from rtpick.pt2_safety import check_pt2
@@ -184,22 +184,6 @@ def _output_specs(module: Any, inputs: tuple[TensorSpec, ...]) -> tuple[TensorSp
                 dims.append("batch" if axis == 0 else f"{label}_dim{axis}")
         specs.append(TensorSpec(label, _torch_dtype_name(tensor.dtype), tuple(dims)))
     return tuple(specs)
-
-
-def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
-    """A module's return value as a flat list of (name or None, tensor): tensors, tuples, lists, dicts."""
-    if isinstance(result, dict):
-        return [(str(k), v) for k, v in result.items()]
-    if isinstance(result, list | tuple):
-        if hasattr(result, "_fields"):  # namedtuple
-            return [(k, getattr(result, k)) for k in result._fields]
-        flat: list[tuple[str | None, Any]] = []
-        for item in result:
-            flat.extend(flatten_outputs(item))
-        return flat
-    if hasattr(result, "to_tuple"):  # transformers ModelOutput
-        return [(str(k), v) for k, v in result.items()]
-    return [(None, result)]
 
 
 def _from_torch_module(module: Any, input_specs: Any, name: str, source: str = "torch") -> Model:

@@ -89,7 +89,7 @@ def make_io_cast(module: Any, precision: str, channels_last: bool, output_dtypes
     extra kernel launches around every call. Outputs come back flat, in the model's declared dtypes.
     """
     torch = _torch()
-    from rtpick.sources import flatten_outputs
+    from rtpick.model import flatten_outputs
 
     compute = getattr(torch, _DTYPES[precision])
     wanted = [getattr(torch, name) for name in output_dtypes]
