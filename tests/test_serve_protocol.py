@@ -190,7 +190,8 @@ def request_json(**overrides: object) -> bytes:
     (request_json(inputs=[{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
                           {"name": "ids", "shape": [1, 2], "datatype": "INT64", "data": [2**70, 2]}]), "range"),
     (request_json(outputs=[{"name": "nope"}]), "unknown output"),
-    (request_json(outputs=[{"name": "y", "parameters": {"classification": 2}}]), "classification"),
+    (request_json(outputs=[{"name": "y", "parameters": {"classification": 0}}]), "'classification' must be"),
+    (request_json(outputs=[{"name": "y", "parameters": {"classification": "3"}}]), "'classification' must be"),
     (request_json(parameters={"timeout": -1}), "timeout"),
 ])
 def test_malformed_requests_are_400_with_the_reason(body: bytes, fragment: str) -> None:

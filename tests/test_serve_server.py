@@ -125,6 +125,59 @@ def test_grpc_endpoints_and_infer(server, reference) -> None:
     client.close()
 
 
+def test_grpc_stream_answers_each_request_by_id_and_reports_failures_in_band(server, reference) -> None:
+    """tritonclient's start_stream / async_stream_infer: one response per request (matched by id, each equal to
+    Session.run), a bad request answered with its error on the stream, which goes on."""
+    import queue
+
+    _, options = server
+    client = grpc_client(options)
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    sent = {}
+    for number in range(6):
+        x = images(1 + number % 3, 20 + number)
+        given = grpcclient.InferInput("image", list(x.shape), "FP32")
+        given.set_data_from_numpy(x)
+        client.async_stream_infer(MODEL, [given], request_id=f"s{number}")
+        sent[f"s{number}"] = x
+    bad = grpcclient.InferInput("image", [1, 1, 31, 32], "FP32")
+    bad.set_data_from_numpy(np.zeros((1, 1, 31, 32), np.float32))
+    client.async_stream_infer(MODEL, [bad], request_id="bad")
+    got, errors = {}, []
+    for _ in range(len(sent) + 1):
+        result, error = answers.get(timeout=30)
+        if error is not None:
+            errors.append(str(error))
+        else:
+            got[result.get_response().id] = result.as_numpy("logits")
+    client.stop_stream()
+    client.close()
+    assert set(got) == set(sent)
+    for request_id, x in sent.items():
+        np.testing.assert_allclose(got[request_id], reference.run({"image": x})["logits"], rtol=1e-5, atol=1e-5)
+    assert len(errors) == 1 and "shape [1, 1, 31, 32]" in errors[0]
+
+
+def test_classification_extension_answers_the_top_classes_over_http_and_grpc(server, reference) -> None:
+    """tritonclient's class_count (Triton's image_client -c): BYTES [rows, k] of "value:index", highest first,
+    the values those of Session.run."""
+    _, options = server
+    x = images(3, 9)
+    want = reference.run({"image": x})["logits"]
+    for module, client in ((httpclient, http_client(options)), (grpcclient, grpc_client(options))):
+        given = module.InferInput("image", list(x.shape), "FP32")
+        given.set_data_from_numpy(x)
+        asked = [module.InferRequestedOutput("logits", class_count=3)]
+        answer = client.infer(MODEL, [given], outputs=asked).as_numpy("logits")
+        assert answer.shape == (3, 3)
+        for row, top in zip(want, answer):
+            parts = [item.decode().split(":") for item in top]
+            assert [int(index) for _, index in parts] == list(np.argsort(-row, kind="stable")[:3])
+            np.testing.assert_allclose([float(v) for v, _ in parts], np.sort(row)[::-1][:3], atol=1e-5)
+        client.close()
+
+
 def test_concurrent_requests_are_batched_and_equal_session_run(server, reference) -> None:
     served, options = server
     client = http_client(options, concurrency=8)

@@ -7,6 +7,7 @@ ships, so the wire format is Triton's own. Errors carry the status the HTTP side
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -34,6 +35,30 @@ def make_servicer(served: Any) -> Any:
 
     def is_ready() -> bool:
         return bool(served.ready and not served.draining)
+
+    async def infer_one(split: Any) -> Any:
+        """One ModelInferRequest to its ModelInferResponse; a `ProtocolError` for a request that cannot be."""
+        if split.error is not None:
+            served.counters.fail("invalid")
+            raise ProtocolError(400, split.error)
+        request = split.message
+        check(request.model_name, request.model_version)
+        served.admit()
+        try:
+            try:
+                parsed = from_grpc_request(request, served.signature, served.shared_memory, split.raw)
+            except ProtocolError:
+                served.counters.fail("invalid")
+                raise
+            outputs = await served.infer(parsed)
+            return to_grpc_response(served.signature, parsed, outputs)
+        finally:
+            served.release()
+
+    def stream_error(request_id: str, message: str) -> Any:
+        return service_pb2.ModelStreamInferResponse(
+            error_message=message, infer_response=service_pb2.ModelInferResponse(
+                id=request_id, model_name=served.name, model_version=served.version))
 
     class Servicer(service_pb2_grpc.GRPCInferenceServiceServicer):
         async def ServerLive(self, request: Any, context: Any) -> Any:  # noqa: N802 - the protocol's names
@@ -82,27 +107,48 @@ def make_servicer(served: Any) -> Any:
 
         async def ModelInfer(self, split: Any, context: Any) -> Any:  # noqa: N802
             """`split`: the request as `split_infer_request` read it (its raw contents not copied)."""
-            if split.error is not None:
-                served.counters.fail("invalid")
-                await abort(context, ProtocolError(400, split.error))
-            request = split.message
             try:
-                check(request.model_name, request.model_version)
-                served.admit()
-                try:
-                    try:
-                        parsed = from_grpc_request(request, served.signature, served.shared_memory, split.raw)
-                    except ProtocolError:
-                        served.counters.fail("invalid")
-                        raise
-                    outputs = await served.infer(parsed)
-                    return to_grpc_response(served.signature, parsed, outputs)
-                finally:
-                    served.release()
+                return await infer_one(split)
             except ProtocolError as exc:
                 await abort(context, exc)
             except Exception as exc:  # noqa: BLE001 - a message, never a traceback; the server goes on
                 await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+        async def ModelStreamInfer(self, splits: Any, context: Any) -> Any:  # noqa: N802
+            """Triton's streaming infer for a model that is not decoupled: one response per request, each as soon
+            as it is done (so in-flight requests of a stream are batched like any others), matched by its id; a
+            failed request is a response with its error_message, and the stream goes on."""
+            done: asyncio.Queue = asyncio.Queue()
+
+            async def answer(split: Any) -> None:
+                request_id = split.message.id if split.message is not None else ""
+                try:
+                    response = service_pb2.ModelStreamInferResponse(infer_response=await infer_one(split))
+                except ProtocolError as exc:
+                    response = stream_error(request_id, exc.message)
+                except Exception as exc:  # noqa: BLE001 - as in ModelInfer
+                    response = stream_error(request_id, f"internal error: {type(exc).__name__}: {exc}"[:300])
+                await done.put(response)
+
+            async def read() -> None:
+                async for split in splits:
+                    tasks.add(asyncio.ensure_future(answer(split)))
+                await done.put(None)  # the client closed its side: answer what is in flight, then end
+
+            tasks: set[Any] = set()
+            reader = asyncio.ensure_future(read())
+            closed = False
+            try:
+                while not closed or any(not task.done() for task in tasks) or not done.empty():
+                    item = await done.get()
+                    if item is None:
+                        closed = True
+                        continue
+                    yield item
+            finally:
+                reader.cancel()
+                for task in tasks:
+                    task.cancel()
 
         def registry(self) -> Any:
             if served.shared_memory is None:
@@ -159,7 +205,7 @@ def add_to_server(server: Any, served: Any) -> None:
                 (True, False): grpc.stream_unary_rpc_method_handler,
                 (True, True): grpc.stream_stream_rpc_method_handler}[(method.client_streaming,
                                                                        method.server_streaming)]
-        reader = split_infer_request if method.name == "ModelInfer" else request_type.FromString
+        reader = split_infer_request if method.name in ("ModelInfer", "ModelStreamInfer") else request_type.FromString
         handlers[method.name] = make(getattr(servicer, method.name), request_deserializer=reader,
                                      response_serializer=response_type.SerializeToString)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))

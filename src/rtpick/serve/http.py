@@ -21,7 +21,7 @@ from rtpick.serve.protocol import (
 )
 
 SERVER_NAME = "rtpick"
-EXTENSIONS = ["binary_tensor_data", "statistics", "model_configuration", "schedule_policy",
+EXTENSIONS = ["classification", "binary_tensor_data", "statistics", "model_configuration", "schedule_policy",
               "system_shared_memory"]
 log = logging.getLogger("rtpick.serve")
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.serve import tensors
+from rtpick.serve.classification import class_count
 from rtpick.serve.errors import ProtocolError, error_body
 from rtpick.serve.shared_memory import ShmTarget, read_tensor, target_of
 
@@ -81,6 +82,11 @@ class RequestedOutput:
     name: str
     binary: bool
     shm: ShmTarget | None = None  # written into this shared-memory range instead of the response
+    classes: int | None = None  # the classification extension: answer the top `classes` as BYTES
+
+    @property
+    def datatype_override(self) -> str | None:
+        return "BYTES" if self.classes else None
 
 
 @dataclass(frozen=True)
@@ -191,13 +197,20 @@ def _requested_outputs(value: Any, signature: ModelSignature, binary_default: bo
         if not isinstance(name, str) or name not in names:
             raise ProtocolError(400, f"unknown output {name!r}; model {signature.name!r} has outputs {names}")
         params = _object(item.get("parameters"), f"output {name!r} 'parameters'")
-        if "classification" in params:
-            raise ProtocolError(400, "the classification extension is not supported; request the raw output")
         binary = params.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise ProtocolError(400, f"output {name!r}: 'binary_data' must be true or false")
-        wanted.append(RequestedOutput(name, binary, target_of(params, registry, f"output {name!r}")))
+        wanted.append(_wanted(name, binary, params, registry))
     return wanted
+
+
+def _wanted(name: str, binary: bool, params: dict[str, Any], registry: Any) -> RequestedOutput:
+    classes = class_count(params, name)
+    shm = target_of(params, registry, f"output {name!r}")
+    if classes is not None and shm is not None:
+        raise ProtocolError(400, f"output {name!r}: a classification answer is not written to shared memory; "
+                                 "request one or the other")
+    return RequestedOutput(name, binary, shm, classes)
 
 
 def _check_output_room(signature: ModelSignature, outputs: list[RequestedOutput], batch: int) -> None:
@@ -306,7 +319,7 @@ def encode_infer_response(signature: ModelSignature, request: InferRequest,
     chunks: list[bytes] = []
     for wanted in request.outputs:
         value = outputs[wanted.name]
-        datatype = datatypes[wanted.name]
+        datatype = wanted.datatype_override or datatypes[wanted.name]
         if isinstance(value, InShm):
             described.append({"name": wanted.name, "datatype": datatype, "shape": list(value.shape),
                               "parameters": {"shared_memory_region": wanted.shm.region.name,  # type: ignore
@@ -395,8 +408,7 @@ def from_grpc_request(message: Any, signature: ModelSignature, registry: Any = N
     for out in message.outputs:
         if out.name not in names:
             raise ProtocolError(400, f"unknown output {out.name!r}; model {signature.name!r} has outputs {names}")
-        wanted.append(RequestedOutput(out.name, True, target_of(_grpc_parameters(out.parameters), registry,
-                                                                f"output {out.name!r}")))
+        wanted.append(_wanted(out.name, True, _grpc_parameters(out.parameters), registry))
     outputs = wanted or [RequestedOutput(name, True) for name in names]
     _check_output_room(signature, outputs, batch)
     timeout = params.get("timeout")
@@ -422,7 +434,7 @@ def to_grpc_response(signature: ModelSignature, request: InferRequest, outputs: 
             response.raw_output_contents.append(b"")
             continue
         array = np.asarray(value)
-        datatype = datatypes[wanted.name]
+        datatype = wanted.datatype_override or datatypes[wanted.name]
         response.outputs.add(name=wanted.name, datatype=datatype, shape=list(array.shape))
         response.raw_output_contents.append(tensors.to_binary(array, datatype))
     return response

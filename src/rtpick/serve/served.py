@@ -25,6 +25,7 @@ import numpy as np
 from rtpick.errors import RtpickError
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult, WouldMissDeadline
 from rtpick.perf.scheduler import Scheduler, Taken, rows_problem
+from rtpick.serve.classification import top_classes
 from rtpick.serve.errors import ProtocolError
 from rtpick.serve.protocol import InferRequest, InShm, ModelSignature
 from rtpick.serve.shared_memory import MAX_REGIONS, SharedMemoryRegistry, write_tensor
@@ -313,6 +314,8 @@ class ServedModel:
             value = outputs[wanted.name]
             if unbatched:
                 value = value[0]
+            if wanted.classes:
+                value = top_classes(to_host(value), wanted.classes, batched=not unbatched)
             if wanted.shm is not None:
                 size = write_tensor(wanted.shm, value, datatypes[wanted.name], wanted.name)
                 delivered[wanted.name] = InShm(tuple(value.shape), size)
