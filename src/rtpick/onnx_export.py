@@ -107,7 +107,12 @@ def _frozen_size(module: object, onnx_bytes: bytes, inputs: tuple, base: dict[st
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return f"the export froze a size the model leaves open: at {sizes} it fails ({first[:200]})"
     for w, g in zip(want, got):
-        if w.shape != g.shape or not np.allclose(w, g.astype(np.float32), rtol=1e-3, atol=1e-4):
+        # a frozen size gives another shape or other numbers altogether; a loose bound (1% relative L2) keeps
+        # fp32 rounding in a deep model from being mistaken for one (compare checks the numbers properly)
+        g = g.astype(np.float32)
+        off = np.linalg.norm((w - g).ravel()) / max(float(np.linalg.norm(w.ravel())), 1e-12) if w.shape == g.shape \
+            else np.inf
+        if not off <= 1e-2:
             return f"the export froze a size the model leaves open: at {sizes} its outputs differ from the model's"
     return None
 
