@@ -456,3 +456,15 @@ def test_outputs_flushed_to_zero_say_the_reference_was_below_fp16s_range() -> No
     assert "under fp16's smallest normal number" in metrics["reasons"]["fp16"]
     ordinary = np.random.default_rng(1).normal(0, 1.0, size=(4, 1000)).astype(np.float32)
     assert "smallest normal" not in output_metrics(ordinary, np.zeros_like(ordinary))["reasons"]["fp16"]
+
+
+def test_top5_agreement_is_tie_aware() -> None:
+    """Identical outputs whose rows are all ties (a model-zoo graph with its weights stripped) agree 100% in top-5,
+    as they do in top-1; argpartition's arbitrary pick among ties scored them 0%."""
+    flat = np.full((3, 1000), 0.001, np.float32)
+    check = check_output("prob", flat, flat.copy(), tolerance_for("fp32"))
+    assert check.top1_agreement == 1.0 and check.top5_agreement == 1.0
+    scores = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+    moved = scores.copy()
+    moved[0, np.argmax(scores[0])] = scores[0].min() - 1  # row 0's reference class falls out of its top 5
+    assert check_output("prob", moved, scores, tolerance_for("int8")).top5_agreement == 0.75

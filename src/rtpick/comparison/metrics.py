@@ -155,8 +155,10 @@ def check_output(
         agree = cand_top1[decisive] == ref_top1[decisive]
         check.top1_decisive_agreement = float(np.mean(agree)) if agree.size else None
         if ref.shape[1] > 5:
-            top5 = np.argpartition(-c, 4, axis=1)[:, :5]
-            check.top5_agreement = float(np.mean(np.any(top5 == ref_top1[:, None], axis=1)))
+            # the reference's class is in the candidate's top 5 when its score reaches the 5th highest: tie-aware
+            # (argpartition picks among tied scores arbitrarily, so identical outputs with ties scored 0%)
+            fifth = -np.partition(-c, 4, axis=1)[:, 4]
+            check.top5_agreement = float(np.mean(c[np.arange(len(c)), ref_top1] >= fifth))
         if labels is not None:
             check.accuracy = top1_accuracy(c, labels)
         judged = check.top1_decisive_agreement
