@@ -114,25 +114,34 @@ def test_repeats_measure_in_separate_processes(tmp_path):
 
 
 def test_input_range_reaches_the_check_and_the_measurements_and_is_saved(tmp_path: Path) -> None:
-    """y = table[i] fails for i past the 10-row table: rtpick's synthetic integers ([0, 100)) fail the check, and
-    --input-range i:0:10 makes it pass, measured, and recorded in the deploy file (serve and Triton warm with it)."""
+    """y = x only at sr 16000 (a Reshape that cannot be done otherwise, as Silero VAD's If branches): rtpick's
+    synthetic integers fail the check, --input-range sr:16000:16001 makes it pass, measured, and recorded in the
+    deploy file (serve and Triton warm up with it)."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    table = numpy_helper.from_array(np.arange(10, dtype=np.float32), "table")
-    graph = helper.make_graph([helper.make_node("Gather", ["table", "i"], ["y"])], "lookup",
-                              [helper.make_tensor_value_info("i", TensorProto.INT64, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [table])
+    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate")
+    bad = numpy_helper.from_array(np.array([3], np.int64), "bad")
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [],
+                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4])])
+    other = helper.make_graph([helper.make_node("Reshape", ["x", "bad"], ["b"])], "other", [],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])])
+    nodes = [helper.make_node("Equal", ["sr", "rate"], ["known"]),
+             helper.make_node("If", ["known"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "rated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [rate, bad])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
-    path = tmp_path / "lookup.onnx"
+    path = tmp_path / "rated.onnx"
     onnx.save(model, str(path))
     without = rtpick("recommend", str(path), "-r", "ort-cpu:fp32", "--p99-ms", "1000", "--quick")
     assert without.returncode == 1, without.stderr
     deploy = tmp_path / "deploy.json"
     done = rtpick("recommend", str(path), "-r", "ort-cpu:fp32", "--p99-ms", "1000", "--quick",
-                  "--input-range", "i:0:10", "--save", str(deploy))
+                  "--input-range", "sr:16000:16001", "--save", str(deploy))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "recommended: ort-cpu:fp32" in done.stdout and "ranges i [0, 10)" in done.stdout
-    assert json.loads(deploy.read_text())["input_ranges"] == {"i": [0.0, 10.0]}
+    text = " ".join(done.stdout.split())  # the console wraps long notes
+    assert "recommended: ort-cpu:fp32" in text and "ranges sr [16000, 16001)" in text
+    assert json.loads(deploy.read_text())["input_ranges"] == {"sr": [16000.0, 16001.0]}

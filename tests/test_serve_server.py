@@ -411,8 +411,52 @@ def test_scalar_inputs_and_outputs_are_served_as_triton_declares_them(tmp_path) 
             client.close()
 
 
-def _lookup_model(path) -> str:
-    """y = table[i]: a 10-row table and a scalar index, which fails on an index of 10 or more."""
+def _rate_model(path) -> str:
+    """y = x when the scalar `sr` is 16000, else a Reshape that cannot be done: as Silero VAD, which runs only at
+    the sample rates it knows (its If branches)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate")
+    bad = numpy_helper.from_array(np.array([3], np.int64), "bad")
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [],
+                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4])])
+    other = helper.make_graph([helper.make_node("Reshape", ["x", "bad"], ["b"])], "other", [],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])])
+    nodes = [helper.make_node("Equal", ["sr", "rate"], ["known"]),
+             helper.make_node("If", ["known"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "rated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [rate, bad])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_a_warm_up_failure_is_one_line_naming_input_range(tmp_path) -> None:
+    """A model that fails on rtpick's synthetic inputs (a sample rate it does not know, as Silero VAD) is a
+    one-line error at start saying how to give the values; with them it serves."""
+    from conftest import run_cli
+
+    path = _rate_model(tmp_path / "rated.onnx")
+    done = run_cli("serve", path, "--port", str(free_port()), "--grpc-port", "0", timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert "failed its warm-up on synthetic inputs" in done.stderr and "--input-range" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5,
+                           warm_ranges={"sr": (16000, 16001)})
+    with running_server(options, target=path) as served:
+        client = http_client(options)
+        given = [httpclient.InferInput("x", [4], "FP32"), httpclient.InferInput("sr", [1], "INT64")]
+        given[0].set_data_from_numpy(np.arange(4, dtype=np.float32))
+        given[1].set_data_from_numpy(np.array([16000], np.int64))
+        np.testing.assert_array_equal(client.infer(served.name, given).as_numpy("y"), [0, 1, 2, 3])
+        client.close()
+
+
+def test_an_embedding_index_warms_up_below_its_table_without_a_range(tmp_path) -> None:
+    """y = table[i] with a 10-row table: the warm-up's synthetic index stays below 10 (read from the graph)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -422,23 +466,10 @@ def _lookup_model(path) -> str:
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [])], [table])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    path = tmp_path / "lookup.onnx"
     onnx.save(model, str(path))
-    return str(path)
-
-
-def test_a_warm_up_failure_is_one_line_naming_input_range(tmp_path) -> None:
-    """A model that fails on rtpick's synthetic inputs (here an index past the table; Silero VAD on a sample rate
-    it does not know) is a one-line error at start saying how to give the values; with them it serves."""
-    from conftest import run_cli
-
-    path = _lookup_model(tmp_path / "lookup.onnx")
-    done = run_cli("serve", path, "--port", str(free_port()), "--grpc-port", "0", timeout=120)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert "failed its warm-up on synthetic inputs" in done.stderr and "--input-range" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
-    options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5,
-                           warm_ranges={"i": (0, 10)})
-    with running_server(options, target=path) as served:
+    options = ServeOptions(port=free_port(), grpc_port=None, timeout_ms=0, exit_timeout_s=5)
+    with running_server(options, target=str(path)) as served:
         client = http_client(options)
         given = httpclient.InferInput("i", [1], "INT64")
         given.set_data_from_numpy(np.array([7], np.int64))

@@ -46,7 +46,8 @@ def synthetic_feeds(
     for spec in inputs:
         shape = shapes[spec.name]
         dtype = np.dtype(spec.dtype)
-        low, high = ranges.get(spec.name, (0.0, 1.0 if dtype.kind == "f" else DEFAULT_INT_HIGH))
+        default_high = 1.0 if dtype.kind == "f" else min(DEFAULT_INT_HIGH, spec.index_limit or DEFAULT_INT_HIGH)
+        low, high = ranges.get(spec.name, (0.0, default_high))
         if dtype.kind == "f":
             feeds[spec.name] = rng.uniform(low, high, size=shape).astype(dtype)
         elif dtype.kind in "iu":

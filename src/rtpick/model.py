@@ -27,6 +27,9 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple[Dim, ...]
+    # an integer input that indexes a table (an embedding's Gather) of this many rows: synthetic values stay
+    # below it (BERT's token_type_ids index 2 rows; rtpick's usual [0, 100) made ONNX Runtime fail)
+    index_limit: int | None = None
 
     @property
     def is_static(self) -> bool:
@@ -37,7 +40,10 @@ class TensorSpec:
         return f"{self.name}: {self.dtype}[{dims}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        out: dict[str, Any] = {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+        if self.index_limit is not None:
+            out["index_limit"] = self.index_limit
+        return out
 
 
 @dataclass(frozen=True)

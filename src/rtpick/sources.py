@@ -11,11 +11,13 @@ import hashlib
 import importlib.util
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256
+from rtpick.index_limits import index_limits
 from rtpick.model import Model, ModelSpec, TensorSpec, flatten_outputs, probe_shapes
 from rtpick.model_files import check_source, onnx_sha256
 from rtpick.onnx_export import export_to_onnx
@@ -93,7 +95,9 @@ def onnx_spec(path: Path, name: str | None = None, source: str = "onnx") -> Mode
     if not proto.graph.node and not proto.graph.output:
         raise RtpickError(f"{path} is not an ONNX model (no graph found); check the file")
     initializers = {init.name for init in proto.graph.initializer}
-    inputs = tuple(_value_info_spec(v, "input") for v in proto.graph.input if v.name not in initializers)
+    limits = index_limits(proto.graph)
+    inputs = tuple(replace(_value_info_spec(v, "input"), index_limit=limits.get(v.name))
+                   for v in proto.graph.input if v.name not in initializers)
     outputs = tuple(_value_info_spec(v, "output") for v in proto.graph.output)
     return ModelSpec(name or path.stem, inputs, outputs, source, onnx_sha256(path, proto))
 

@@ -92,7 +92,8 @@ def inspect(
     for title, tensors in (("inputs", spec.inputs), ("outputs", spec.outputs)):
         console.print(f"{title}:")
         for tensor in tensors:
-            console.print(f"  {escape(tensor.describe())}")
+            limit = f"  (indexes a table of {tensor.index_limit} rows)" if tensor.index_limit else ""
+            console.print(f"  {escape(tensor.describe())}{limit}")
     console.print(f"parameters: {summary.parameters:,}")
     console.print("opset: " + ", ".join(f"{d} {v}" for d, v in summary.opsets.items()))
     if summary.flops is not None:

@@ -67,7 +67,8 @@ def make_feeds(
 
 
 def _synthetic_description(seed: int, ranges: Mapping[str, tuple[float, float]] | None) -> str:
-    text = f"synthetic, seed {seed} (floats uniform in [0, 1), integers in [0, 100), unless ranged)"
+    text = (f"synthetic, seed {seed} (floats uniform in [0, 1), integers in [0, 100) or below the size of the "
+            "table they index, unless ranged)")
     if ranges:
         text += "; ranges " + ", ".join(f"{k} [{lo:g}, {hi:g})" for k, (lo, hi) in ranges.items())
     return text

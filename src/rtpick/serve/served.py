@@ -195,7 +195,7 @@ class ServedModel:
 
         s = self.settings
         staging = staging_for(self.session, self.rows, s.max_batch)
-        # rtpick's usual synthetic inputs (floats in [0, 1), integers in [0, 100)) unless --input-range says
+        # rtpick's usual synthetic inputs (floats in [0, 1), integers in [0, 100) or below the table they index)
         specs = [TensorSpec(name, staging.host(name).dtype.name, (s.max_batch, *dims))
                  for name, dims in self.rows.items()]
         staging.fill(synthetic_feeds(specs, {t.name: t.shape for t in specs}, ranges=self.warm_ranges))
