@@ -132,3 +132,26 @@ def test_dynamic_batching_measures_no_first_call_at_a_new_batch_size() -> None:
     assert set(cameras.calls) == {1, 2, 3, 4} and streamed["batch_warmup_s"] >= 4 * 0.3
     assert streamed["total"]["p99_ms"] < 250, streamed["total"]
     assert streamed["total"]["dropped"] == 0, streamed["total"]
+
+
+def test_the_scheduler_scenarios_run_a_model_without_a_batch_axis_one_row_per_run(tmp_path) -> None:
+    """y = x * s with a scalar s: no batch axis, so the server and multistream scenarios run it one request per
+    run, as rtpick serve does (they stacked rows and failed on the scalar before)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    import rtpick
+
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "s"], ["y"])], "scaled",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("s", TensorProto.FLOAT, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = tmp_path / "scaled.onnx"
+    onnx.save(model, str(path))
+    for scenario, extra in (("multistream", {"streams": 2, "fps": 50.0}), ("server", {"rate_qps": 100.0})):
+        results = rtpick.bench(str(path), "ort-cpu:fp32", scenario=scenario, quick=True, duration_s=0.3,
+                               isolate=False, accuracy=False, **extra)
+        (record,) = results.configurations
+        assert record.ok, (scenario, record.error)

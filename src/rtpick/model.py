@@ -78,6 +78,13 @@ class ModelSpec:
         }
 
 
+def has_batch_axis(spec: ModelSpec) -> bool:
+    """True when every input and output leads with a symbolic dimension (the batch axis): Triton's rule for a
+    model it may batch, and rtpick's for one whose rows the scheduler may merge."""
+    tensors = (*spec.inputs, *spec.outputs)
+    return bool(tensors) and all(t.shape and isinstance(t.shape[0], str) for t in tensors)
+
+
 def shape_text(shape: tuple[int, ...] | list[int]) -> str:
     """A shape as users write it (``1x3x224x224``); a scalar input (Silero VAD's ``sr``) says "scalar", not ""."""
     return "x".join(map(str, shape)) or "scalar"

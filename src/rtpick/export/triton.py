@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rtpick.errors import RtpickError
+from rtpick.model import has_batch_axis
 
 if TYPE_CHECKING:
     from rtpick.deploy import DeployConfig
@@ -61,12 +62,6 @@ def facts_for(deploy: DeployConfig) -> TritonFacts:
     from rtpick.runtimes.triton_facts import triton_facts
 
     return triton_facts(deploy.runtime, deploy.precision, deploy.options)
-
-
-def has_batch_axis(spec: ModelSpec) -> bool:
-    """True when every input and output leads with a symbolic dimension (the batch axis)."""
-    tensors = (*spec.inputs, *spec.outputs)
-    return bool(tensors) and all(t.shape and isinstance(t.shape[0], str) for t in tensors)
 
 
 def max_batch_size(deploy: DeployConfig, spec: ModelSpec) -> int:

@@ -52,6 +52,7 @@ def _measure(job: Job, record: Record, model: Any) -> Any:
     from rtpick.model import resolve_shapes, with_batch
     from rtpick.perf.memory import Monitor
     from rtpick.perf.scenarios.registry import get_scenario
+    from rtpick.perf.unbatched import for_scheduler
     from rtpick.runtimes.registry import get_runtime
     from rtpick.sources import load_model
 
@@ -76,7 +77,11 @@ def _measure(job: Job, record: Record, model: Any) -> Any:
         session.synchronize()
         record.first_inference_ms = (time.perf_counter() - first) * 1e3
         record.device = session.device
-        record.measurement = get_scenario(job.scenario).run(session, feeds, job.params)
+        scenario = get_scenario(job.scenario)
+        # a scheduler's scenario runs a model without a batch axis one row per run, as rtpick serve does
+        runs_on, fed, params = (session, feeds, job.params) if scenario.closed_loop else \
+            for_scheduler(session, feeds, loaded.spec, job.params)
+        record.measurement = scenario.run(runs_on, fed, params)
     memory = monitor.report()
     record.warnings = list(memory.pop("warnings"))
     record.memory = memory

@@ -146,6 +146,7 @@ def measure(cache: SessionCache, job: Any) -> Record:
     from rtpick.data import synthetic_feeds
     from rtpick.model import resolve_shapes, with_batch
     from rtpick.perf.scenarios.registry import get_scenario
+    from rtpick.perf.unbatched import for_scheduler
     from rtpick.perf.worker import is_oom
 
     spec = cache.model.spec
@@ -161,7 +162,10 @@ def measure(cache: SessionCache, job: Any) -> Record:
     try:
         ranges = {k: tuple(v) for k, v in job.ranges.items()}
         feeds = synthetic_feeds(spec.inputs, shapes, seed=job.seed, ranges=ranges)
-        record.measurement = get_scenario(job.scenario).run(built.session, feeds, job.params)
+        scenario = get_scenario(job.scenario)
+        session, feeds, params = (built.session, feeds, job.params) if scenario.closed_loop else \
+            for_scheduler(built.session, feeds, spec, job.params)  # one row per run without a batch axis
+        record.measurement = scenario.run(session, feeds, params)
     except Exception as exc:  # noqa: BLE001 - a failed run is data about this candidate
         text = f"{type(exc).__name__}: {exc}".strip().splitlines()[0][:400]
         record.status, record.error = ("oom" if is_oom(text) else "failed"), text

@@ -25,6 +25,7 @@ import numpy as np
 from rtpick.errors import RtpickError
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult, WouldMissDeadline
 from rtpick.perf.scheduler import Scheduler, Taken, rows_problem
+from rtpick.perf.unbatched import UnbatchedSession
 from rtpick.serve.classification import top_classes
 from rtpick.serve.errors import ProtocolError
 from rtpick.serve.protocol import InferRequest, InShm, ModelSignature
@@ -93,26 +94,6 @@ class ServerQueue(RequestQueue):
 
 def _copy_rows(target: np.ndarray, source: np.ndarray) -> None:
     np.copyto(target, source, casting="unsafe")  # as an assignment would: FP32 rows into an FP16 staging
-
-
-class UnbatchedSession:
-    """A session of a model without a batch axis (Triton's max_batch_size 0) seen by the scheduler as one of
-    batch 1: the request's tensor is row 0 of a one-row batch, and the outputs get that axis back.
-
-    A scalar (Silero VAD's ``sr``) is served as Triton declares it, dims [1]: the request's [1] tensor is fed as
-    the rank-0 value the model takes, and a rank-0 output goes back as [1]."""
-
-    def __init__(self, session: Any) -> None:
-        self._session = session
-        self._scalars = {spec.name for spec in session.inputs if not spec.shape}
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
-
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        outputs = self._session.run({name: value[0].reshape(()) if name in self._scalars else value[0]
-                                     for name, value in feeds.items()})
-        return {name: value.reshape(1, 1) if value.ndim == 0 else value[None] for name, value in outputs.items()}
 
 
 @dataclass(frozen=True)

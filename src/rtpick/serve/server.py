@@ -56,7 +56,7 @@ def load_target(target: str, runtime: str | None, max_batch: int | None = None,
     open, as it does for every other command; its leading dim, where the model's is open, is the batch axis the
     server fills, so the served max batch takes its place. Requests must bring those shapes (`fixed_input_dims`)."""
     from rtpick.deploy import DeployConfig, is_deploy_file
-    from rtpick.export.triton import has_batch_axis
+    from rtpick.model import has_batch_axis
 
     if is_deploy_file(target):
         if runtime or runtime_options or shapes:
