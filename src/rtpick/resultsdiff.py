@@ -33,7 +33,7 @@ class Change:
 
 def _key(record: Record, options: bool = False) -> str:
     if options and record.options:
-        from rtpick.recommendation.ranking import variant_label
+        from rtpick.recommendation.candidate import variant_label
 
         return f"{record.config} [{variant_label(record.options)}] b{record.batch} {record.scenario}"
     return f"{record.label} {record.scenario}"

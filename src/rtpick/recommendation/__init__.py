@@ -18,6 +18,7 @@ Why it is built this way:
   records and can be tested on hand-made ones; `recommend` measures only what the records lack.
 """
 
+from rtpick.recommendation.candidate import Candidate, joules_text
 from rtpick.recommendation.constraints import (
     BUILD_FAILED,
     CHECK_BATCH,
@@ -41,13 +42,11 @@ from rtpick.recommendation.constraints import (
     Constraints,
 )
 from rtpick.recommendation.ranking import (
-    Candidate,
     Recommendation,
     candidate_from_record,
     correctness_records,
     rank,
 )
-from rtpick.recommendation.rules import joules_text
 from rtpick.recommendation.search import all_configs, deploy_config, plan, recommend
 
 __all__ = [

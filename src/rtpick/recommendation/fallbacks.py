@@ -82,8 +82,8 @@ def check_in_rounds(to_check: Sequence[Any], covering: Mapping[str, list[tuple[s
 
 def not_tried(choice: Any, reason: str) -> Any:
     """The row of a candidate left out for a sibling."""
+    from rtpick.recommendation.candidate import Candidate, variant_label
     from rtpick.recommendation.constraints import NOT_TRIED
-    from rtpick.recommendation.ranking import Candidate, variant_label
     from rtpick.runtimes.registry import get_runtime
 
     return Candidate(choice.config, choice.runtime, choice.precision, get_runtime(choice.runtime).device,

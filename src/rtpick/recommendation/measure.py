@@ -117,7 +117,7 @@ class SessionCache:
 
 def _name(runtime: str, precision: str, options: Mapping[str, Any]) -> str:
     """A configuration's candidate name, as the search keys it ("torch-cuda:fp16 [cuda_graph]")."""
-    from rtpick.recommendation.ranking import candidate_name, variant_label
+    from rtpick.recommendation.candidate import candidate_name, variant_label
 
     return candidate_name(f"{runtime}:{precision}", variant_label(dict(options)))
 

@@ -21,15 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from rtpick.perf.energy import throttle_words
 from rtpick.perf.record import Record
+from rtpick.recommendation.candidate import joules_text
 from rtpick.recommendation.constraints import MEETS, NOT_FASTER, OVER_BUDGET
 
 if TYPE_CHECKING:
-    from rtpick.recommendation.ranking import Candidate
-
-
-def joules_text(joules: float) -> str:
-    """Energy with its unit, in mJ below one joule: "41.2 mJ", "1.37 J"."""
-    return f"{joules * 1e3:.3g} mJ" if joules < 1 else f"{joules:.3g} J"
+    from rtpick.recommendation.candidate import Candidate
 
 
 def energy_of(record: Record) -> tuple[float | None, str, str]:

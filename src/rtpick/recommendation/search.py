@@ -14,15 +14,10 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.perf.record import Record
+from rtpick.recommendation.candidate import Candidate, candidate_name, variant_label
 from rtpick.recommendation.checking import check_all, eval_data
 from rtpick.recommendation.constraints import NOT_ALLOWED, NOT_FOR_MODEL, UNAVAILABLE, Constraints
-from rtpick.recommendation.ranking import (
-    Candidate,
-    Recommendation,
-    candidate_name,
-    rank,
-    variant_label,
-)
+from rtpick.recommendation.ranking import Recommendation, rank
 
 # ---------------------------------------------------------------------------------------------- measuring
 

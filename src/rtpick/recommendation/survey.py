@@ -16,10 +16,11 @@ from dataclasses import replace
 from typing import Any
 
 from rtpick.perf.record import Record
+from rtpick.recommendation.candidate import Candidate, variant_label
 from rtpick.recommendation.constraints import DROPPED, Constraints
 from rtpick.recommendation.measure import SessionCache, measure
 from rtpick.recommendation.pruning import DOMINATED, bounds, could_meet, meets, missed_in_check, prune
-from rtpick.recommendation.ranking import Candidate, candidate_from_record, variant_label
+from rtpick.recommendation.ranking import candidate_from_record
 from rtpick.recommendation.rules import speed_verdict
 from rtpick.runtimes.registry import get_runtime
 
