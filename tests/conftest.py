@@ -121,3 +121,26 @@ def residual_cnn():  # type: ignore[no-untyped-def]
             module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
             module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
     return net.eval()
+
+
+def rate_model(path) -> str:
+    """y = x when the scalar `sr` is 16000, else a Reshape that cannot be done: as Silero VAD, which runs only at
+    the sample rates it knows (its If branches)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate")
+    bad = numpy_helper.from_array(np.array([3], np.int64), "bad")
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [],
+                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4])])
+    other = helper.make_graph([helper.make_node("Reshape", ["x", "bad"], ["b"])], "other", [],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])])
+    nodes = [helper.make_node("Equal", ["sr", "rate"], ["known"]),
+             helper.make_node("If", ["known"], ["y"], then_branch=then, else_branch=other)]
+    graph = helper.make_graph(nodes, "rated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
+                                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [rate, bad])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)

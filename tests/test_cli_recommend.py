@@ -117,25 +117,9 @@ def test_input_range_reaches_the_check_and_the_measurements_and_is_saved(tmp_pat
     """y = x only at sr 16000 (a Reshape that cannot be done otherwise, as Silero VAD's If branches): rtpick's
     synthetic integers fail the check, --input-range sr:16000:16001 makes it pass, measured, and recorded in the
     deploy file (serve and Triton warm up with it)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from conftest import rate_model
 
-    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate")
-    bad = numpy_helper.from_array(np.array([3], np.int64), "bad")
-    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [],
-                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4])])
-    other = helper.make_graph([helper.make_node("Reshape", ["x", "bad"], ["b"])], "other", [],
-                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])])
-    nodes = [helper.make_node("Equal", ["sr", "rate"], ["known"]),
-             helper.make_node("If", ["known"], ["y"], then_branch=then, else_branch=other)]
-    graph = helper.make_graph(nodes, "rated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
-                                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [rate, bad])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    path = tmp_path / "rated.onnx"
-    onnx.save(model, str(path))
+    path = Path(rate_model(tmp_path / "rated.onnx"))
     without = rtpick("recommend", str(path), "-r", "ort-cpu:fp32", "--p99-ms", "1000", "--quick")
     assert without.returncode == 1, without.stderr
     deploy = tmp_path / "deploy.json"

@@ -411,35 +411,12 @@ def test_scalar_inputs_and_outputs_are_served_as_triton_declares_them(tmp_path) 
             client.close()
 
 
-def _rate_model(path) -> str:
-    """y = x when the scalar `sr` is 16000, else a Reshape that cannot be done: as Silero VAD, which runs only at
-    the sample rates it knows (its If branches)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rate = numpy_helper.from_array(np.array(16000, np.int64), "rate")
-    bad = numpy_helper.from_array(np.array([3], np.int64), "bad")
-    then = helper.make_graph([helper.make_node("Identity", ["x"], ["a"])], "then", [],
-                             [helper.make_tensor_value_info("a", TensorProto.FLOAT, [4])])
-    other = helper.make_graph([helper.make_node("Reshape", ["x", "bad"], ["b"])], "other", [],
-                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])])
-    nodes = [helper.make_node("Equal", ["sr", "rate"], ["known"]),
-             helper.make_node("If", ["known"], ["y"], then_branch=then, else_branch=other)]
-    graph = helper.make_graph(nodes, "rated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4]),
-                                               helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [rate, bad])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return str(path)
-
-
 def test_a_warm_up_failure_is_one_line_naming_input_range(tmp_path) -> None:
     """A model that fails on rtpick's synthetic inputs (a sample rate it does not know, as Silero VAD) is a
     one-line error at start saying how to give the values; with them it serves."""
-    from conftest import run_cli
+    from conftest import rate_model, run_cli
 
-    path = _rate_model(tmp_path / "rated.onnx")
+    path = rate_model(tmp_path / "rated.onnx")
     done = run_cli("serve", path, "--port", str(free_port()), "--grpc-port", "0", timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "failed its warm-up on synthetic inputs" in done.stderr and "--input-range" in done.stderr
