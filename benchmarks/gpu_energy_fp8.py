@@ -158,7 +158,7 @@ def device_feeds(model: Any, batch: int, seed: int) -> dict[str, Any]:
     from rtpick.data import synthetic_feeds
     from rtpick.model import resolve_shapes, with_batch
 
-    shapes = with_batch(resolve_shapes(model.spec.inputs, None, None), batch)
+    shapes = with_batch(resolve_shapes(model.spec.inputs, None, None), batch, model.spec.inputs)
     return {k: torch.from_numpy(v).cuda() for k, v in synthetic_feeds(model.spec.inputs, shapes, seed=seed).items()}
 
 
@@ -170,7 +170,7 @@ def run_job(job: Job, model: Any, references: dict[tuple[str, int], Any]) -> lis
 
     base = {"model": job.model, "config": f"{job.runtime}:{job.precision}", "runtime": job.runtime,
             "precision": job.precision, "options": job.options, "label": job.label}
-    shapes = with_batch(resolve_shapes(model.spec.inputs, None, None), max(job.batches))
+    shapes = with_batch(resolve_shapes(model.spec.inputs, None, None), max(job.batches), model.spec.inputs)
     start = time.perf_counter()
     session = get_runtime(job.runtime).build(model, job.precision, shapes, **job.options)
     build_s, notes = time.perf_counter() - start, list(session.info.notes)
