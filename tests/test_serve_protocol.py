@@ -23,11 +23,10 @@ from rtpick.serve.protocol import (  # noqa: E402
     TensorSignature,
     check_body_size,
     encode_infer_response,
-    from_grpc_request,
     parse_infer_request,
-    to_grpc_response,
     unknown_model,
 )
+from rtpick.serve.protocol_grpc import from_grpc_request, to_grpc_response  # noqa: E402
 from rtpick.serve.tensors import DATATYPES, NUMPY_DTYPES  # noqa: E402
 
 SIGNATURE = ModelSignature(

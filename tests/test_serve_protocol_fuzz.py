@@ -16,9 +16,9 @@ from rtpick.serve.protocol import (
     ModelSignature,
     ProtocolError,
     TensorSignature,
-    from_grpc_request,
     parse_infer_request,
 )
+from rtpick.serve.protocol_grpc import from_grpc_request
 
 SIGNATURE = ModelSignature(
     "m", inputs=(TensorSignature("x", "FP32", (3,)), TensorSignature("s", "BYTES", (-1,))),

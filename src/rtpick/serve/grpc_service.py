@@ -13,7 +13,8 @@ from typing import Any
 
 from rtpick.serve.errors import ProtocolError
 from rtpick.serve.grpc_wire import split_infer_request
-from rtpick.serve.protocol import from_grpc_request, to_grpc_response, unknown_model
+from rtpick.serve.protocol import unknown_model
+from rtpick.serve.protocol_grpc import from_grpc_request, to_grpc_response
 
 
 def make_servicer(served: Any) -> Any:

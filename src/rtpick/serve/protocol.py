@@ -5,6 +5,8 @@ Why a codec apart from the server: every front end (HTTP, gRPC, a test) turns a 
 protocol's bytes, and each malformed request becomes one `ProtocolError` carrying its HTTP status. The
 server only moves bytes and schedules batches.
 
+The gRPC messages' side of the codec is `rtpick.serve.protocol_grpc`.
+
 HTTP bodies are JSON, or JSON followed by binary tensor data (the binary tensor extension: the request's
 ``Inference-Header-Content-Length`` header gives the JSON's length, each binary input names its
 ``binary_data_size``, and outputs are returned binary when asked with ``binary_data`` /
@@ -30,8 +32,8 @@ from rtpick.serve.shared_memory import ShmTarget, read_tensor, target_of
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 __all__ = ["HEADER_LENGTH", "InShm", "InferRequest", "InferResponse", "ModelSignature", "ProtocolError",
-           "RequestedOutput", "TensorSignature", "check_body_size", "encode_infer_response", "error_body",
-           "from_grpc_request", "parse_infer_request", "to_grpc_response", "unknown_model"]
+           "RequestedOutput", "TensorSignature", "check_against", "check_body_size", "check_output_room",
+           "encode_infer_response", "error_body", "parse_infer_request", "unknown_model", "wanted_output"]
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ def _header_length(value: Any, body_length: int) -> int | None:
     return length
 
 
-def _check_against(signature: ModelSignature, arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str]) -> int:
+def check_against(signature: ModelSignature, arrays: Mapping[str, np.ndarray], datatypes: Mapping[str, str]) -> int:
     """Names, datatypes and shapes against the model; the batch size (0 when the model does not batch)."""
     declared = {t.name: t for t in signature.inputs}
     unknown = sorted(set(arrays) - set(declared))
@@ -200,11 +202,11 @@ def _requested_outputs(value: Any, signature: ModelSignature, binary_default: bo
         binary = params.get("binary_data", binary_default)
         if not isinstance(binary, bool):
             raise ProtocolError(400, f"output {name!r}: 'binary_data' must be true or false")
-        wanted.append(_wanted(name, binary, params, registry))
+        wanted.append(wanted_output(name, binary, params, registry))
     return wanted
 
 
-def _wanted(name: str, binary: bool, params: dict[str, Any], registry: Any) -> RequestedOutput:
+def wanted_output(name: str, binary: bool, params: dict[str, Any], registry: Any) -> RequestedOutput:
     classes = class_count(params, name)
     shm = target_of(params, registry, f"output {name!r}")
     if classes is not None and shm is not None:
@@ -213,7 +215,7 @@ def _wanted(name: str, binary: bool, params: dict[str, Any], registry: Any) -> R
     return RequestedOutput(name, binary, shm, classes)
 
 
-def _check_output_room(signature: ModelSignature, outputs: list[RequestedOutput], batch: int) -> None:
+def check_output_room(signature: ModelSignature, outputs: list[RequestedOutput], batch: int) -> None:
     """A shared-memory output whose fixed size is known now must fit its range (refused before it runs)."""
     declared = {t.name: t for t in signature.outputs}
     for wanted in outputs:
@@ -299,9 +301,9 @@ def parse_infer_request(body: bytes, signature: ModelSignature, header_length: A
     if offset != len(binary):
         raise ProtocolError(400, f"{len(binary) - offset} bytes of binary data are not claimed by any input's "
                                  "binary_data_size")
-    batch = _check_against(signature, arrays, datatypes)
+    batch = check_against(signature, arrays, datatypes)
     outputs = _requested_outputs(document.get("outputs"), signature, binary_default, registry)
-    _check_output_room(signature, outputs, batch)
+    check_output_room(signature, outputs, batch)
     return InferRequest(signature.name, arrays, outputs, request_id, batch, _timeout(params), params)
 
 
@@ -343,98 +345,3 @@ def encode_infer_response(signature: ModelSignature, request: InferRequest,
         return InferResponse(header, {"Content-Type": "application/json"})
     return InferResponse(b"".join([header, *chunks]), {"Content-Type": "application/octet-stream",
                                                        HEADER_LENGTH: str(len(header))})
-
-
-# ---------------------------------------------------------------------------------------------------- gRPC
-
-_CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-             "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
-             "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-
-
-def _grpc_parameter(param: Any) -> Any:
-    kind = param.WhichOneof("parameter_choice")
-    return getattr(param, kind) if kind else None
-
-
-def _grpc_parameters(parameters: Any) -> dict[str, Any]:
-    return {key: _grpc_parameter(value) for key, value in parameters.items()}
-
-
-def from_grpc_request(message: Any, signature: ModelSignature, registry: Any = None,
-                      raw: Any = None) -> InferRequest:
-    """A ``service_pb2.ModelInferRequest`` as an `InferRequest` (raw_input_contents, typed contents, or
-    shared memory; raw contents are given for the inputs not in shared memory, in order). `raw`: the raw
-    contents read apart from the message (`rtpick.serve.grpc_wire`), else the message's own."""
-    params = _grpc_parameters(message.parameters)
-    if raw is None:
-        raw = list(message.raw_input_contents)
-    in_shm = [_grpc_parameters(t.parameters) for t in message.inputs]
-    shm_count = sum("shared_memory_region" in p for p in in_shm)
-    if len(raw) and len(raw) != len(message.inputs) - shm_count:
-        raise ProtocolError(400, f"{len(raw)} raw_input_contents for {len(message.inputs) - shm_count} inputs "
-                                 "outside shared memory; give one per such input or none")
-    arrays: dict[str, np.ndarray] = {}
-    datatypes: dict[str, str] = {}
-    raw_index = 0
-    for index, tensor in enumerate(message.inputs):
-        name, datatype = tensor.name, tensor.datatype
-        if name in arrays:
-            raise ProtocolError(400, f"input {name!r} is given twice")
-        if datatype not in tensors.DATATYPES:
-            raise ProtocolError(400, f"input {name!r}: unknown datatype {datatype!r}")
-        shape = [int(d) for d in tensor.shape]
-        if any(d < 0 for d in shape):
-            raise ProtocolError(400, f"input {name!r}: negative dim in shape {shape}")
-        shm = target_of(in_shm[index], registry, f"input {name!r}")
-        if shm is not None:
-            arrays[name] = read_tensor(shm, datatype, shape, name)
-        elif len(raw):
-            arrays[name] = tensors.from_binary(raw[raw_index], datatype, shape, name)
-            raw_index += 1
-        elif datatype in tensors.BINARY_ONLY:
-            raise ProtocolError(400, f"input {name!r}: {datatype} data must be sent in raw_input_contents")
-        else:
-            values = list(getattr(tensor.contents, _CONTENTS[datatype]))
-            if datatype == "BYTES":
-                arrays[name] = tensors.from_items(values, shape, name)
-            else:
-                arrays[name] = tensors.from_json(values, datatype, shape, name)
-        datatypes[name] = datatype
-    batch = _check_against(signature, arrays, datatypes)
-    names = [t.name for t in signature.outputs]
-    wanted = []
-    for out in message.outputs:
-        if out.name not in names:
-            raise ProtocolError(400, f"unknown output {out.name!r}; model {signature.name!r} has outputs {names}")
-        wanted.append(_wanted(out.name, True, _grpc_parameters(out.parameters), registry))
-    outputs = wanted or [RequestedOutput(name, True) for name in names]
-    _check_output_room(signature, outputs, batch)
-    timeout = params.get("timeout")
-    timeout_us = int(timeout) if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout >= 0 \
-        else None
-    return InferRequest(signature.name, arrays, outputs, message.id or None, batch, timeout_us, params)
-
-
-def to_grpc_response(signature: ModelSignature, request: InferRequest, outputs: Mapping[str, Any]) -> Any:
-    """A ``service_pb2.ModelInferResponse`` with every requested output in raw_output_contents (an empty entry
-    for one written to shared memory, which keeps the entries aligned with the outputs, as clients index them)."""
-    from tritonclient.grpc import service_pb2
-
-    datatypes = {t.name: t.datatype for t in signature.outputs}
-    response = service_pb2.ModelInferResponse(model_name=signature.name, model_version=signature.version,
-                                              id=request.id or "")
-    for wanted in request.outputs:
-        value = outputs[wanted.name]
-        if isinstance(value, InShm):
-            out = response.outputs.add(name=wanted.name, datatype=datatypes[wanted.name], shape=list(value.shape))
-            out.parameters["shared_memory_region"].string_param = wanted.shm.region.name  # type: ignore
-            out.parameters["shared_memory_byte_size"].int64_param = value.byte_size
-            response.raw_output_contents.append(b"")
-            continue
-        array = np.asarray(value)
-        datatype = wanted.datatype_override or datatypes[wanted.name]
-        response.outputs.add(name=wanted.name, datatype=datatype, shape=list(array.shape))
-        response.raw_output_contents.append(tensors.to_binary(array, datatype))
-    return response
