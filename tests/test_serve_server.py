@@ -125,6 +125,23 @@ def test_grpc_endpoints_and_infer(server, reference) -> None:
     client.close()
 
 
+def test_the_repository_index_lists_the_one_model_and_load_unload_say_why_not(server) -> None:
+    """tritonclient's get_model_repository_index over HTTP and gRPC; load/unload are refused with the reason (one
+    model, fixed at start), as Triton refuses them with model control off."""
+    _, options = server
+    http, grpc_ = http_client(options), grpc_client(options)
+    assert http.get_model_repository_index() == [{"name": MODEL, "version": "1", "state": "READY"}]
+    (entry,) = grpc_.get_model_repository_index().models
+    assert (entry.name, entry.version, entry.state) == (MODEL, "1", "READY")
+    for client in (http, grpc_):
+        for action in (client.load_model, client.unload_model):
+            with pytest.raises(InferenceServerException, match="serves the one model it started with"):
+                action(MODEL)
+    assert http.is_model_ready(MODEL)  # refused, and nothing changed
+    http.close()
+    grpc_.close()
+
+
 def test_grpc_stream_answers_each_request_by_id_and_reports_failures_in_band(server, reference) -> None:
     """tritonclient's start_stream / async_stream_infer: one response per request (matched by id, each equal to
     Session.run), a bad request answered with its error on the stream, which goes on."""

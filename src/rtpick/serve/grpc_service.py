@@ -75,6 +75,15 @@ def make_servicer(served: Any) -> Any:
                 await abort(context, exc)
             return service_pb2.ModelReadyResponse(ready=is_ready())
 
+        async def RepositoryIndex(self, request: Any, context: Any) -> Any:  # noqa: N802
+            return json_format.ParseDict({"models": served.repository_index()}, service_pb2.RepositoryIndexResponse())
+
+        async def RepositoryModelLoad(self, request: Any, context: Any) -> Any:  # noqa: N802
+            await abort(context, served.refuse_model_control("load"))
+
+        async def RepositoryModelUnload(self, request: Any, context: Any) -> Any:  # noqa: N802
+            await abort(context, served.refuse_model_control("unload"))
+
         async def ServerMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
             meta = server_metadata(served.shared_memory is not None)
             return service_pb2.ServerMetadataResponse(name=meta["name"], version=meta["version"],

@@ -73,6 +73,12 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
         check_model(request)
         return Response(b"", 200 if served.ready and not served.draining else 503)
 
+    async def repository_index(request: Request) -> Response:
+        return answer(served.repository_index())
+
+    async def model_control(request: Request) -> Response:
+        raise served.refuse_model_control(request.url.path.rsplit("/", 1)[-1])
+
     async def model_config(request: Request) -> Response:
         check_model(request)
         return answer(served.config)
@@ -189,6 +195,9 @@ def build_app(served: Any, metrics: Any, max_request_bytes: int | None) -> Any:
         Route("/v2/systemsharedmemory/region/{region}/register", guarded(shm_register), methods=["POST"]),
         Route("/v2/systemsharedmemory/unregister", guarded(shm_unregister), methods=["POST"]),
         Route("/v2/systemsharedmemory/region/{region}/unregister", guarded(shm_unregister), methods=["POST"]),
+        Route("/v2/repository/index", guarded(repository_index), methods=["POST"]),
+        Route("/v2/repository/models/{model}/load", guarded(model_control), methods=["POST"]),
+        Route("/v2/repository/models/{model}/unload", guarded(model_control), methods=["POST"]),
     ]
     for base in (model, versioned):
         routes += [Route(base, guarded(model_metadata)), Route(base + "/ready", guarded(model_ready)),

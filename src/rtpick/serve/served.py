@@ -340,6 +340,19 @@ class ServedModel:
         if self.observe is not None:
             self.observe.batch(taken.rows)
 
+    # ------------------------------------------------------------------------------------------ repository
+
+    def repository_index(self) -> list[dict[str, str]]:
+        """Triton's model repository index: this server's one model and its state."""
+        state = "READY" if self.ready and not self.draining else "UNAVAILABLE"
+        reason = "" if state == "READY" else ("draining" if self.draining else "warming up")
+        return [{"name": self.name, "version": self.version, "state": state, **({"reason": reason} if reason else {})}]
+
+    def refuse_model_control(self, action: str) -> ProtocolError:
+        """Load and unload: rtpick serve serves the model it started with (Triton's model control mode none)."""
+        return ProtocolError(400, f"cannot {action} models: rtpick serve serves the one model it started with "
+                                  f"({self.name!r}); start another server for another model")
+
     # ------------------------------------------------------------------------------------------ statistics
 
     def statistics(self) -> dict[str, Any]:
