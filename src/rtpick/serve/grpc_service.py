@@ -129,6 +129,9 @@ def make_servicer(served: Any) -> Any:
             as it is done (so in-flight requests of a stream are batched like any others), matched by its id; a
             failed request is a response with its error_message, and the stream goes on."""
             done: asyncio.Queue = asyncio.Queue()
+            # bounded: a stream holds at most this many requests between reading one and sending its answer (a
+            # client that sends faster than the model answers, or does not read, waits; memory stays bounded)
+            room = asyncio.Semaphore(served.settings.max_queue + served.settings.max_batch)
 
             async def answer(split: Any) -> None:
                 request_id = split.message.id if split.message is not None else ""
@@ -142,22 +145,26 @@ def make_servicer(served: Any) -> Any:
 
             async def read() -> None:
                 async for split in splits:
-                    tasks.add(asyncio.ensure_future(answer(split)))
+                    await room.acquire()
+                    task = asyncio.ensure_future(answer(split))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)  # only the ones in flight are kept
                 await done.put(None)  # the client closed its side: answer what is in flight, then end
 
             tasks: set[Any] = set()
             reader = asyncio.ensure_future(read())
             closed = False
             try:
-                while not closed or any(not task.done() for task in tasks) or not done.empty():
+                while not closed or tasks or not done.empty():
                     item = await done.get()
                     if item is None:
                         closed = True
                         continue
                     yield item
+                    room.release()
             finally:
                 reader.cancel()
-                for task in tasks:
+                for task in list(tasks):
                     task.cancel()
 
         def registry(self) -> Any:
