@@ -46,6 +46,18 @@ def test_a_one_channel_model_gets_luma_unless_told_otherwise() -> None:
         Preprocess.parse("color=rgb").fit(gray)
 
 
+def test_an_nhwc_model_is_fed_nhwc_unless_told_otherwise() -> None:
+    """[N, H, W, 3] (TensorFlow-style, often uint8) says its layout by its shape; [N, 3, H, W] stays nchw."""
+    nhwc = (TensorSpec("image", "uint8", ("batch", 4, 6, 3)),)
+    fitted, _, row, dtype = Preprocess.parse(None).fit(nhwc)
+    assert (fitted.layout, row, dtype) == ("nhwc", (4, 6, 3), "uint8")
+    frame = np.random.default_rng(1).integers(0, 256, (4, 6, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(fitted.apply(frame, "uint8"), frame)
+    assert Preprocess.parse(None).fit(IMAGE)[0].layout == "nchw"
+    with pytest.raises(RtpickError, match="layout nchw"):
+        Preprocess.parse("layout=nchw").fit(nhwc)
+
+
 @pytest.mark.parametrize("text, match", [
     ("resize=8", "height 8"),                 # the model wants 4 x 6
     ("color=gray", "3 channel"),

@@ -44,7 +44,7 @@ class Preprocess:
     scale: float = 1.0
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
-    layout: str = "nchw"
+    layout: str | None = None  # None: nhwc where only the last dim is a channel count (1 or 3), else nchw
     color: str | None = None  # None: gray for a one-channel model, else rgb (`fit` settles it)
     input: str | None = None
 
@@ -77,9 +77,9 @@ class Preprocess:
             if len(sizes) not in (1, 2) or min(sizes) < 1:
                 raise RtpickError(f"--preprocess resize={items['resize']!r} must be H or HxW, positive")
             height, width = sizes[0], sizes[-1]
-        layout = str(items.get("layout", "nchw")).lower()
+        layout = None if items.get("layout") is None else str(items["layout"]).lower()
         color = None if items.get("color") is None else str(items["color"]).lower()
-        if layout not in ("nchw", "nhwc"):
+        if layout is not None and layout not in ("nchw", "nhwc"):
             raise RtpickError(f"--preprocess layout={layout!r} must be nchw or nhwc")
         if color is not None and color not in COLORS:
             raise RtpickError(f"--preprocess color={color!r} must be one of {', '.join(COLORS)}")
@@ -116,14 +116,16 @@ class Preprocess:
         if len(spec.shape) != 4:
             raise RtpickError(f"the model's input {spec.describe()} is not an image batch (rank 4); "
                               "streams cannot feed it")
-        channels, height, width = ((spec.shape[1], spec.shape[2], spec.shape[3]) if self.layout == "nchw"
+        # a TensorFlow-style [N, H, W, 3] input says so by its shape; nothing else is guessed
+        layout = self.layout or ("nhwc" if spec.shape[3] in (1, 3) and spec.shape[1] not in (1, 3) else "nchw")
+        channels, height, width = ((spec.shape[1], spec.shape[2], spec.shape[3]) if layout == "nchw"
                                    else (spec.shape[3], spec.shape[1], spec.shape[2]))
         # one channel can only be luma; between rgb and bgr nothing in the model tells, so rgb unless declared
         color = self.color or ("gray" if channels == 1 else "rgb")
         want = COLORS[color]
         if isinstance(channels, int) and channels != want:
             raise RtpickError(f"the model's input {spec.describe()} has {channels} channel(s) in layout "
-                              f"{self.layout}, but color={color} gives {want}; fix --preprocess")
+                              f"{layout}, but color={color} gives {want}; fix --preprocess")
         for key, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (1, want):
                 raise RtpickError(f"--preprocess {key} has {len(values)} values; the model's input has {want} "
@@ -141,8 +143,8 @@ class Preprocess:
         if spec.dtype not in ("float32", "float16", "uint8"):
             raise RtpickError(f"the model's input {spec.describe()} is {spec.dtype}; streams feed float32, "
                               "float16 or uint8 images")
-        row = (want, h, w) if self.layout == "nchw" else (h, w, want)
-        fitted = Preprocess(h, w, self.scale, self.mean, self.std, self.layout, color, spec.name)
+        row = (want, h, w) if layout == "nchw" else (h, w, want)
+        fitted = Preprocess(h, w, self.scale, self.mean, self.std, layout, color, spec.name)
         return fitted, spec.name, row, spec.dtype
 
     def apply(self, frame: np.ndarray, dtype: str = "float32", out: np.ndarray | None = None) -> np.ndarray:
@@ -158,7 +160,7 @@ class Preprocess:
             pixels = (pixels @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
         pixels = (pixels * np.float32(self.scale) - np.asarray(self.mean, np.float32)) / np.asarray(self.std,
                                                                                                       np.float32)
-        if self.layout == "nchw":
+        if self.layout != "nhwc":
             pixels = pixels.transpose(2, 0, 1)
         if dtype == "uint8":
             pixels = np.clip(np.rint(pixels), 0, 255)
