@@ -220,15 +220,17 @@ def test_half_precision_trace_casts_the_weights(tmp_path: Path) -> None:
 
 def test_an_input_with_a_range_warms_up_from_a_file_in_it(tmp_path: Path) -> None:
     """Triton fails to load a model whose warm-up fails; a deploy file's input_ranges (an input that needs
-    particular values, like Silero VAD's sample rate) become warmup/<input> with values in the range."""
+    particular values, like Silero VAD's sample rate) become a file under warmup/ with values in the range, named
+    by the input's position: the name comes from the model file, and one with ../ in it writes nothing outside."""
     import onnx
     from onnx import TensorProto, helper
 
     from rtpick.export.repository import export_triton
 
-    graph = helper.make_graph([helper.make_node("Mul", ["x", "rate"], ["y"])], "rated",
+    rate = "../../rate"  # a name from someone else's model file
+    graph = helper.make_graph([helper.make_node("Mul", ["x", rate], ["y"])], "rated",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
-                               helper.make_tensor_value_info("rate", TensorProto.INT64, [])],
+                               helper.make_tensor_value_info(rate, TensorProto.INT64, [])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     model_path = tmp_path / "rated.onnx"
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
@@ -236,18 +238,20 @@ def test_an_input_with_a_range_warms_up_from_a_file_in_it(tmp_path: Path) -> Non
     onnx.save(model, str(model_path))
     spec = load_model(str(model_path)).spec
     deploy = DeployConfig(str(model_path), spec.sha256, spec.name, "ort-cpu", "fp32",
-                          get_runtime("ort-cpu").check_options({}), shapes={"x": [1, 4], "rate": []},
-                          measured=dict(MEASURED), input_ranges={"rate": [16000.0, 16001.0]})
+                          get_runtime("ort-cpu").check_options({}), shapes={"x": [1, 4], rate: []},
+                          measured=dict(MEASURED), input_ranges={rate: [16000.0, 16001.0]})
     path = tmp_path / "deploy.json"
     deploy.write(path)
-    assert DeployConfig.read(path).input_ranges == {"rate": [16000.0, 16001.0]}
+    assert DeployConfig.read(path).input_ranges == {rate: [16000.0, 16001.0]}
     result = export_triton(path, tmp_path / "repo")
     folder = tmp_path / "repo" / result.model_name
     config = parse_pbtxt((folder / "config.pbtxt").read_text())
     warm = config.model_warmup[0].inputs
-    assert warm["rate"].input_data_file == "rate" and list(warm["rate"].dims) == [1]
+    assert warm[rate].input_data_file == "input_1" and list(warm[rate].dims) == [1]
     assert warm["x"].random_data
-    assert np.frombuffer((folder / "warmup" / "rate").read_bytes(), np.int64).tolist() == [16000]
+    assert np.frombuffer((folder / "warmup" / "input_1").read_bytes(), np.int64).tolist() == [16000]
+    assert sorted(p.name for p in (folder / "warmup").iterdir()) == ["input_1"]
+    assert not (tmp_path / "rate").exists() and not (tmp_path / "repo" / "rate").exists()
 
 
 def test_a_damaged_input_range_in_a_deploy_file_is_one_line(tmp_path: Path) -> None:

@@ -210,31 +210,37 @@ def config_dict(deploy: DeployConfig, spec: ModelSpec, name: str | None = None) 
     config["model_warmup"] = [
         {"name": f"batch_{b}", "batch_size": b, "count": 1,
          "inputs": {names[t.name]: {"data_type": triton_dtype(t.dtype), "dims": _warmup_dims(t, deploy, batched),
-                                    **_warmup_data(t.name, deploy)} for t in spec.inputs}}
+                                    **_warmup_data(index, t.name, deploy)} for index, t in enumerate(spec.inputs)}}
         for b in warm_batches
     ]
     return config
 
 
-def _warmup_data(name: str, deploy: DeployConfig) -> dict[str, Any]:
+def _warmup_file(index: int) -> str:
+    """The file under ``warmup/`` holding input `index`'s warm-up values. Named by position, never by the input's
+    name: that name comes from the model file, and ``../`` or ``/`` in it would write outside the repository."""
+    return f"input_{index}"
+
+
+def _warmup_data(index: int, name: str, deploy: DeployConfig) -> dict[str, Any]:
     """Random data, except for an input the deploy file gives a range: Triton fails to load a model whose warm-up
     fails, and random values break a model that needs particular ones (Silero VAD's sample rate), so that input
-    reads ``warmup/<name>`` (`warmup_files` writes it)."""
-    return {"input_data_file": name} if name in deploy.input_ranges else {"random_data": True}
+    reads its file under ``warmup/`` (`warmup_files` writes it)."""
+    return {"input_data_file": _warmup_file(index)} if name in deploy.input_ranges else {"random_data": True}
 
 
 def warmup_files(deploy: DeployConfig, spec: ModelSpec) -> dict[str, bytes]:
-    """``warmup/<name>`` -> raw row-major bytes of one sample in its range, for each input the deploy file gives a
-    range (rtpick's synthetic rule, seed 0: floats uniform in [lo, hi), integers in [lo, hi))."""
+    """``warmup/input_<i>`` -> raw row-major bytes of one sample in its range, for each input the deploy file gives
+    a range (rtpick's synthetic rule, seed 0: floats uniform in [lo, hi), integers in [lo, hi))."""
     from rtpick.data import synthetic_feeds
 
     batched = max_batch_size(deploy, spec) > 0
-    ranged = [t for t in spec.inputs if t.name in deploy.input_ranges]
+    ranged = {index: t for index, t in enumerate(spec.inputs) if t.name in deploy.input_ranges}
     if not ranged:
         return {}
-    shapes = {t.name: tuple(_warmup_dims(t, deploy, batched) if t.shape else ()) for t in ranged}
-    feeds = synthetic_feeds(ranged, shapes, seed=0, ranges=deploy.ranges())
-    return {f"warmup/{name}": value.tobytes() for name, value in feeds.items()}
+    shapes = {t.name: tuple(_warmup_dims(t, deploy, batched) if t.shape else ()) for t in ranged.values()}
+    feeds = synthetic_feeds(list(ranged.values()), shapes, seed=0, ranges=deploy.ranges())
+    return {f"warmup/{_warmup_file(index)}": feeds[t.name].tobytes() for index, t in ranged.items()}
 
 
 def model_config(deploy: DeployConfig, spec: ModelSpec, name: str | None = None) -> Any:
