@@ -19,6 +19,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.files import file_sha256, files_sha256
+from rtpick.onnx_graphs import graphs
 
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin")
 
@@ -73,19 +74,16 @@ def _torch_archive_kind(path: Path) -> str | None:
 
 def _tensors(graph: Any) -> Iterator[Any]:
     """Every tensor of a graph that can hold data: initializers and node attributes, subgraphs included."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.HasField("t"):
-                yield attribute.t
-            yield from attribute.tensors
-            if attribute.HasField("g"):
-                yield from _tensors(attribute.g)
-            for sub in attribute.graphs:
-                yield from _tensors(sub)
+    for each in graphs(graph):
+        yield from each.initializer
+        for sparse in each.sparse_initializer:
+            yield sparse.values
+            yield sparse.indices
+        for node in each.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
 
 
 def external_files(path: str | os.PathLike[str], proto: Any) -> list[Path]:

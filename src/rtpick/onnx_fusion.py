@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from rtpick.onnx_graphs import bodies, nodes
+
 HARDSWISH_OPSET = 14  # first opset with the HardSwish op
 HARDSIGMOID_OPSET = 6  # HardSigmoid with the alpha/beta attributes this rewrite writes
 ALPHA, BETA = 1.0 / 6.0, 0.5
@@ -178,14 +180,7 @@ class _Graph:
 
 def _subgraph_inputs(node: Any) -> set[str]:
     """Every tensor name read by a node inside `node`'s subgraphs (If/Loop/Scan bodies), recursively."""
-    names: set[str] = set()
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.HasField("g") else list(attribute.graphs)
-        for sub in graphs:
-            for inner in sub.node:
-                names.update(name for name in inner.input if name)
-                names.update(_subgraph_inputs(inner))
-    return names
+    return {name for body in bodies(node) for inner in nodes(body) for name in inner.input if name}
 
 
 def _relu6_of_x_plus_3(g: _Graph, name: str, x: str | None) -> tuple[str, list[Any]] | None:

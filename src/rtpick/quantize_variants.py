@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from rtpick.onnx_graphs import bodies, nodes
 from rtpick.quantize import FAST_INT8_OPS, Variant
 
 QUANTISED_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
@@ -69,24 +70,18 @@ def op_counts(path: Path) -> dict[str, int]:
     reach those; the count lets the refusal say where the model's convolutions and matrix products are)."""
     import onnx
 
+    graph = onnx.load(str(path), load_external_data=False).graph
     counts: dict[str, int] = {}
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
+    for node in graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
-        for body in _bodies(node):
-            counts[BODY_FAST_OPS] = counts.get(BODY_FAST_OPS, 0) + _fast_ops_in(body)
+    in_bodies = [inner for node in graph.node for body in bodies(node) for inner in nodes(body)]
+    inside = sum(inner.op_type in FAST_INT8_OPS for inner in in_bodies)
+    if inside:
+        counts[BODY_FAST_OPS] = inside
     return counts
 
 
 BODY_FAST_OPS = "<fast ops in bodies>"
-
-
-def _bodies(node: Any) -> list[Any]:
-    return [attr.g for attr in node.attribute if attr.HasField("g")] + [g for attr in node.attribute
-                                                                         for g in attr.graphs]
-
-
-def _fast_ops_in(graph: Any) -> int:
-    return sum((node.op_type in FAST_INT8_OPS) + sum(map(_fast_ops_in, _bodies(node))) for node in graph.node)
 
 
 def candidates(features: Mapping[str, Any], ops: Mapping[str, int]) -> list[Variant]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from rtpick.errors import RtpickError
 from rtpick.model import Model, resolve_shapes
+from rtpick.onnx_graphs import graphs, nodes
 
 COUNTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -41,7 +42,7 @@ def summarize(model: Model, shapes: Mapping[str, tuple[int, ...]] | None = None)
     path = model.onnx_path()
     proto = onnx.load(str(path))
     parameters = count_parameters(proto.graph)
-    operators = Counter(node.op_type for node in _all_nodes(proto.graph))
+    operators = Counter(node.op_type for node in nodes(proto.graph))
     opsets = {entry.domain or "ai.onnx": int(entry.version) for entry in proto.opset_import}
     flops, note, used = None, "", {}
     try:
@@ -76,30 +77,15 @@ def count_parameters(graph: Any) -> int:
     import onnx
 
     floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-    total = sum(int(np.prod(init.dims)) for init in graph.initializer)
-    for node in graph.node:
-        for attr in node.attribute:
-            size = int(np.prod(attr.t.dims)) if attr.HasField("t") else 0
-            if node.op_type == "Constant" and attr.name == "value" and attr.t.data_type in floats and size > 1:
-                total += size
-            if attr.HasField("g"):
-                total += count_parameters(attr.g)
-            for sub in attr.graphs:
-                total += count_parameters(sub)
+    total = 0
+    for each in graphs(graph):
+        total += sum(int(np.prod(init.dims)) for init in each.initializer)
+        for node in each.node:
+            for attr in node.attribute:
+                size = int(np.prod(attr.t.dims)) if attr.HasField("t") else 0
+                if node.op_type == "Constant" and attr.name == "value" and attr.t.data_type in floats and size > 1:
+                    total += size
     return total
-
-
-def _all_nodes(graph: Any) -> list[Any]:
-    """Every node, including those inside If/Loop/Scan bodies."""
-    nodes = []
-    for node in graph.node:
-        nodes.append(node)
-        for attr in node.attribute:
-            if attr.g is not None and attr.g.node:
-                nodes.extend(_all_nodes(attr.g))
-            for sub in attr.graphs:
-                nodes.extend(_all_nodes(sub))
-    return nodes
 
 
 def estimate_flops(proto: Any, shapes: Mapping[str, tuple[int, ...]]) -> int:
