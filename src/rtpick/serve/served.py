@@ -135,7 +135,8 @@ class ServedModel:
     """A session served through the scheduler. `start()` warms it (every batch size) then starts the loop."""
 
     def __init__(self, session: Any, config: Mapping[str, Any], settings: ServeSettings,
-                 observe: Any = None, warm_ranges: Mapping[str, tuple[float, float]] | None = None) -> None:
+                 observe: Any = None, warm_ranges: Mapping[str, tuple[float, float]] | None = None,
+                 index_limits: Mapping[str, int] | None = None) -> None:
         self.config = dict(config)
         self.signature = ModelSignature.from_config(self.config)
         if self.signature.max_batch_size <= 0:
@@ -150,6 +151,7 @@ class ServedModel:
         self.counters = Counters(settings.max_batch)
         self.observe = observe  # metrics hook: observe(latency_s, ok) / batch(rows)
         self.warm_ranges = dict(warm_ranges or {})  # --input-range: values the warm-up's synthetic inputs take
+        self.index_limits = dict(index_limits or {})  # the model's inputs that index a table: warm values below it
         self.rows = {}
         for tensor in self.signature.inputs:
             if any(d < 0 for d in tensor.dims):
@@ -177,7 +179,7 @@ class ServedModel:
         s = self.settings
         staging = staging_for(self.session, self.rows, s.max_batch)
         # rtpick's usual synthetic inputs (floats in [0, 1), integers in [0, 100) or below the table they index)
-        specs = [TensorSpec(name, staging.host(name).dtype.name, (s.max_batch, *dims))
+        specs = [TensorSpec(name, staging.host(name).dtype.name, (s.max_batch, *dims), self.index_limits.get(name))
                  for name, dims in self.rows.items()]
         staging.fill(synthetic_feeds(specs, {t.name: t.shape for t in specs}, ranges=self.warm_ranges))
         self.queue = ServerQueue(s.max_queue, s.max_batch)

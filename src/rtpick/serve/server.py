@@ -155,9 +155,8 @@ def build_served(target: str, runtime: str | None, options: ServeOptions) -> Ser
     settings = settings_for(deploy, spec, config, options)
     if config.get("max_batch_size"):  # what /config says and requests are checked against: the served max
         config["max_batch_size"] = settings.max_batch
-    # the warm-up's values: --input-range, else the deploy file's; an input indexing a table stays below its size
-    limits = {t.name: (0.0, float(min(100, t.index_limit))) for t in spec.inputs if t.index_limit}
-    served = ServedModel(session, config, settings, warm_ranges={**limits, **(options.warm_ranges or deploy.ranges())})
+    served = ServedModel(session, config, settings, warm_ranges=options.warm_ranges or deploy.ranges(),
+                         index_limits={t.name: t.index_limit for t in spec.inputs if t.index_limit})
     served.shared_memory = SharedMemoryRegistry(options.shared_memory_regions) if options.shared_memory_regions \
         else None
     return served
