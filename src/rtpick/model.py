@@ -169,6 +169,11 @@ def probe_shapes(inputs: Sequence[TensorSpec], batch: int = 2, other: int = 8) -
     }
 
 
+def open_leading(inputs: Sequence[TensorSpec]) -> set[str]:
+    """The inputs whose leading dim is open: the ones a batch size applies to."""
+    return {spec.name for spec in inputs if spec.shape and isinstance(spec.shape[0], str)}
+
+
 def with_batch(shapes: Mapping[str, tuple[int, ...]], batch: int,
                inputs: Sequence[TensorSpec]) -> dict[str, tuple[int, ...]]:
     """The same shapes with the leading (batch) axis set to `batch`, on the inputs whose leading dim is open.
@@ -176,8 +181,8 @@ def with_batch(shapes: Mapping[str, tuple[int, ...]], batch: int,
     An input whose leading dim the model fixes keeps it: where other inputs carry the batch it is not a batch
     axis (Silero VAD's ``state`` is ``[2, batch, 128]``), and where every input's is fixed, `batch` is that size.
     """
-    open_leading = {spec.name for spec in inputs if spec.shape and isinstance(spec.shape[0], str)}
-    return {name: (batch, *shape[1:]) if shape and name in open_leading else shape for name, shape in shapes.items()}
+    batched = open_leading(inputs)
+    return {name: (batch, *shape[1:]) if shape and name in batched else shape for name, shape in shapes.items()}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rtpick.errors import RtpickError
+from rtpick.model import open_leading
 from rtpick.perf.progress import Progress
 from rtpick.perf.record import Record
 from rtpick.perf.replicates import combine_records, combine_replicates
@@ -45,8 +46,8 @@ def fixed_batch(model: Any) -> int | None:
 def shape_batch(request: BenchRequest, model: Any) -> int | None:
     """The batch a --shape gives: the leading dim it gives the inputs whose leading dim is open (the same for all
     of them), else None."""
-    open_leading = {spec.name for spec in model.spec.inputs if spec.shape and isinstance(spec.shape[0], str)}
-    leading = {shape[0] for name, shape in request.shapes.items() if len(shape) and name in open_leading}
+    batched = open_leading(model.spec.inputs)
+    leading = {shape[0] for name, shape in request.shapes.items() if len(shape) and name in batched}
     if len(leading) > 1:
         raise RtpickError(f"--shape gives different batch sizes ({', '.join(map(str, sorted(leading)))}); give "
                           "every input the same leading dimension")

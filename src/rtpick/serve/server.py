@@ -76,11 +76,9 @@ def load_target(target: str, runtime: str | None, max_batch: int | None = None,
     model = load_model(target)
     # Served with a batch axis only where every tensor leads with an open dim (Triton's rule); otherwise each
     # request is one run at the shapes given (Silero VAD: `state` is [2, batch, 128], `sr` a scalar).
-    batched = has_batch_axis(model.spec)
+    batched = has_batch_axis(model.spec)  # then every input leads with the batch
     batch = (max_batch or 8) if batched else 1
-    open_batch = {t.name for t in model.spec.inputs if t.shape and isinstance(t.shape[0], str)} if batched else set()
-    given = {name: (batch, *dims[1:]) if name in open_batch and dims else tuple(dims)
-             for name, dims in (shapes or {}).items()}
+    given = {name: (batch, *dims[1:]) if batched and dims else tuple(dims) for name, dims in (shapes or {}).items()}
     resolved = resolve_shapes(model.spec.inputs, given, batch if batched else None)
     deploy = DeployConfig(target, model.spec.sha256, model.spec.name, rt, precision or "fp32", options=chosen,
                           batch=batch, shapes={k: list(v) for k, v in resolved.items()}, command="rtpick serve")
