@@ -94,10 +94,10 @@ def _frozen_size(module: object, onnx_bytes: bytes, inputs: tuple, base: dict[st
             want = module(*[torch.from_numpy(feeds[t.name]) for t in inputs])
     except Exception:  # noqa: BLE001 - the module's own limits at these sizes: nothing to compare
         return None
-    from rtpick.model import flatten_outputs
+    from rtpick.model import flatten_outputs, shape_text
 
     want = [value.detach().float().numpy() for _, value in flatten_outputs(want)]
-    sizes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in other.items())
+    sizes = ", ".join(f"{k} {shape_text(v)}" for k, v in other.items())
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 4  # the failure is reported below, in one line; not ORT's log on stderr
