@@ -270,7 +270,7 @@ def test_host_staging_hands_out_views_of_preallocated_rows() -> None:
 
 
 def test_outputs_whose_first_dim_is_not_the_batch_cannot_be_split() -> None:
-    from rtpick.perf.scheduler import rows_problem
+    from rtpick.perf.batch_rows import rows_problem
 
     assert rows_problem({"y": np.zeros((4, 2)), "z": np.zeros(4)}, 4) is None
     assert "output 'kept' has shape [7, 2] for a batch of 4" in rows_problem({"kept": np.zeros((7, 2))}, 4)

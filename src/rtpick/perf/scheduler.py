@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
+from rtpick.perf.batch_rows import rows_problem
 
 MAX_IDLE_WAIT_S = 0.05  # an idle loop re-checks its stop flag at least this often
 SPIN_BELOW_S = 0.001  # shorter waits yield and re-check: a sleep can overshoot by ~1 ms on a busy host
@@ -424,22 +425,6 @@ class Scheduler:
         if self.on_batch is not None:
             self.on_batch(flight.taken, done, flight.outputs)
         return None
-
-
-def rows_problem(outputs: Mapping[str, Any], size: int) -> str | None:
-    """Why the outputs of a batch of `size` rows cannot be split into its requests' rows, or None.
-
-    Every row of a batch belongs to one request (or frame), and its answer is row i of every output. An output
-    whose first dim is not the batch (a detector's kept boxes, [K, 6], K from the data) would hand each request
-    someone else's rows or a cut, so the batch fails with this reason instead.
-    """
-    for name, value in outputs.items():
-        shape = tuple(getattr(value, "shape", ()))
-        if not shape or shape[0] != size:
-            return (f"output {name!r} has shape {list(shape)} for a batch of {size}: its first dim is not the batch, "
-                    "so it cannot be split between requests; export the model with the batch as every output's "
-                    "first dim")
-    return None
 
 
 @dataclass

@@ -50,9 +50,9 @@ def run_job(job: Job, model: Any = None) -> Record:
 def _measure(job: Job, record: Record, model: Any) -> Any:
     from rtpick.data import synthetic_feeds
     from rtpick.model import resolve_shapes, with_batch
+    from rtpick.perf.batch_rows import for_scheduler
     from rtpick.perf.memory import Monitor
     from rtpick.perf.scenarios.registry import get_scenario
-    from rtpick.perf.unbatched import for_scheduler
     from rtpick.runtimes.registry import get_runtime
     from rtpick.sources import load_model
 

@@ -145,8 +145,8 @@ def measure(cache: SessionCache, job: Any) -> Record:
     """`job` (a `rtpick.perf.job.Job`) measured in this process on the cached session for its configuration."""
     from rtpick.data import synthetic_feeds
     from rtpick.model import resolve_shapes, with_batch
+    from rtpick.perf.batch_rows import for_scheduler
     from rtpick.perf.scenarios.registry import get_scenario
-    from rtpick.perf.unbatched import for_scheduler
     from rtpick.perf.worker import is_oom
 
     spec = cache.model.spec

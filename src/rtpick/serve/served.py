@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from rtpick.errors import RtpickError
+from rtpick.perf.batch_rows import UnbatchedSession, rows_problem
 from rtpick.perf.request_queue import QueueFull, RequestQueue, RequestResult, WouldMissDeadline
-from rtpick.perf.scheduler import Scheduler, Taken, rows_problem
-from rtpick.perf.unbatched import UnbatchedSession
+from rtpick.perf.scheduler import Scheduler, Taken
 from rtpick.serve.classification import top_classes
 from rtpick.serve.errors import ProtocolError
 from rtpick.serve.protocol import InferRequest, InShm, ModelSignature

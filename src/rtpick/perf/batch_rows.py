@@ -1,8 +1,10 @@
-"""A model without a batch axis run by the per-batch scheduler: one request (or frame) per run.
+"""The rows of a batch and the model's: row i of every output answers row i of the batch, and a model without a
+batch axis runs one request (or frame) per run.
 
-Why here: `rtpick serve` and the scheduler's benchmark scenarios (server, multistream) must run such a model the
-same way, so the capacity measured is the capacity served. The scheduler stacks rows; this wrapper gives it rows
-of one and runs the model on the row itself.
+Why here: `rtpick serve`, `rtpick streams` and the scheduler's benchmark scenarios (server, multistream) split
+and form batches the same way, so the capacity measured is the capacity served. `rows_problem` says when a
+model's outputs cannot be split that way; `UnbatchedSession` gives the scheduler rows of one for a model
+without a batch axis and runs the model on the row itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,22 @@ from dataclasses import replace
 from typing import Any
 
 from rtpick.model import has_batch_axis
+
+
+def rows_problem(outputs: Mapping[str, Any], size: int) -> str | None:
+    """Why the outputs of a batch of `size` rows cannot be split into its requests' rows, or None.
+
+    Every row of a batch belongs to one request (or frame), and its answer is row i of every output. An output
+    whose first dim is not the batch (a detector's kept boxes, [K, 6], K from the data) would hand each request
+    someone else's rows or a cut, so the batch fails with this reason instead.
+    """
+    for name, value in outputs.items():
+        shape = tuple(getattr(value, "shape", ()))
+        if not shape or shape[0] != size:
+            return (f"output {name!r} has shape {list(shape)} for a batch of {size}: its first dim is not the batch, "
+                    "so it cannot be split between requests; export the model with the batch as every output's "
+                    "first dim")
+    return None
 
 
 class UnbatchedSession:
